@@ -1,0 +1,222 @@
+"""The ``querylife`` command line: a thin layer over the library (each command maps to one library call)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+# Weights come from local directories or packages; never reach for a model hub unless the user asked.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = typer.Typer(
+    help="querylife: query-aware multimodal relevance for e-commerce search (Query-LIFE).\n\n"
+    "Example: querylife demo --out runs/demo",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Validate data and generate the demo storefront.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+@app.command(epilog="Example: querylife demo --out runs/demo --products 3000 --seed 0")
+def demo(
+    out: Annotated[Path, typer.Option(help="Output directory (data/ and report/ go inside).")] = Path("runs/demo"),
+    products: Annotated[int, typer.Option(help="Number of products in the demo storefront.")] = 3000,
+    seed: Annotated[int, typer.Option(help="Seed for the storefront and training.")] = 0,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs per method (default: the config's).")] = None,
+    methods: Annotated[str | None, typer.Option(help="Comma-separated subset of methods (default: all).")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML/JSON experiment config.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Config override, e.g. --set train.lr=3e-4.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Run the whole pipeline on the bundled demo storefront: generate, train, evaluate, report."""
+    _quiet_transformers()
+    from .config import ConfigError, load_config
+    from .evaluate import DEFAULT_METHODS
+    from .pipeline import run_demo
+
+    try:
+        cfg = load_config(config, set_ or [])
+    except ConfigError as err:
+        _fail(str(err))
+    chosen = tuple(m.strip() for m in methods.split(",")) if methods else DEFAULT_METHODS
+    result = run_demo(
+        out, n_products=products, seed=seed, epochs=epochs, methods=chosen, config=cfg, progress=not quiet
+    )
+    typer.echo(result.table)
+    typer.echo(f"report: {result.report_dir / 'report.md'} (also report.json and PNG plots)")
+    typer.echo(f"done in {result.seconds:.0f} s")
+
+
+@data_app.command("demo", epilog="Example: querylife data demo --out data/demo --seed 0 --products 3000")
+def data_demo(
+    out: Annotated[Path, typer.Option(help="Directory to write catalog.parquet, pairs.parquet, images/.")],
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
+    products: Annotated[int, typer.Option(help="Number of products.")] = 3000,
+    image_size: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
+    overwrite: Annotated[bool, typer.Option(help="Regenerate even if the directory holds this storefront.")] = False,
+) -> None:
+    """Generate the procedural demo storefront (catalogue, rendered images, queries, graded labels)."""
+    from .data.demo import DemoConfig, generate_demo
+
+    store = generate_demo(out, DemoConfig(n_products=products, seed=seed, image_size=image_size), overwrite=overwrite)
+    meta = json.loads(store.meta_path.read_text())
+    typer.echo(f"wrote {store.catalog_path}, {store.pairs_path} and images/ ({json.dumps(meta.get('counts', {}))})")
+
+
+@data_app.command("check", epilog="Example: querylife data check data/demo/catalog.parquet data/demo/pairs.parquet")
+def data_check(
+    catalog: Annotated[Path, typer.Argument(help="Catalogue file (Parquet, CSV or JSONL).")],
+    pairs: Annotated[Path | None, typer.Argument(help="Labelled pairs file (query, product_id, label).")] = None,
+    label_scheme: Annotated[str, typer.Option(help="auto | epi | esci | binary | graded")] = "auto",
+    images: Annotated[bool, typer.Option(help="Decode every image to find corrupt files.")] = True,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
+) -> None:
+    """Validate a catalogue and its labelled pairs; print a report; exit 1 if problems were found."""
+    from .checkpoint import atomic_write_text
+    from .data.schemas import DataError
+    from .data.validation import check_dataset
+
+    try:
+        report = check_dataset(catalog, pairs, label_scheme=label_scheme, check_images=images, progress=True)
+    except DataError as err:
+        _fail(str(err))
+    typer.echo(report.to_markdown())
+    if json_out:
+        atomic_write_text(json_out, json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    raise typer.Exit(0 if report.ok() else 1)
+
+
+def _load(config: Path | None, overrides: list[str] | None, catalog: Path | None, pairs: Path | None):
+    from .config import ConfigError, load_config
+
+    extra = list(overrides or [])
+    if catalog:
+        extra.append(f"data.catalog={catalog}")
+    if pairs:
+        extra.append(f"data.pairs={pairs}")
+    try:
+        cfg = load_config(config, extra)
+    except ConfigError as err:
+        _fail(str(err))
+    if not cfg.data.catalog or not cfg.data.pairs:
+        _fail("no data: give --catalog and --pairs (or data.catalog / data.pairs in the config)")
+    return cfg
+
+
+def _dataset(cfg, progress: bool = True):
+    from .data.prepare import prepare_dataset
+    from .data.schemas import DataError
+
+    try:
+        return prepare_dataset(
+            cfg.data.catalog,
+            cfg.data.pairs,
+            label_scheme=cfg.data.label_scheme,
+            image_size=cfg.model.tower.image_size or cfg.model.tower.small_cnn.image_size,
+            split=cfg.data.split,
+            split_seed=cfg.data.split_seed,
+            skip_bad=cfg.data.skip_bad_rows,
+            progress=progress,
+        )
+    except (DataError, FileNotFoundError) as err:
+        _fail(str(err))
+
+
+@app.command(
+    epilog="Example: querylife train --catalog data/demo/catalog.parquet --pairs data/demo/pairs.parquet "
+    "--out runs/exp1 --set train.epochs=10"
+)
+def train(
+    out: Annotated[Path, typer.Option(help="Run directory (best/ and last/ checkpoints go inside).")],
+    config: Annotated[Path | None, typer.Option(help="YAML/JSON experiment config.")] = None,
+    catalog: Annotated[Path | None, typer.Option(help="Catalogue file (overrides data.catalog).")] = None,
+    pairs: Annotated[Path | None, typer.Option(help="Labelled pairs file (overrides data.pairs).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Config override, e.g. --set train.lr=3e-4.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/last if a previous run was interrupted.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Train a Query-LIFE model; the best checkpoint on dev NDCG@10 is written to OUT/best."""
+    _quiet_transformers()
+    from .train import Trainer
+
+    cfg = _load(config, set_, catalog, pairs)
+    data = _dataset(cfg, progress=not quiet)
+    if data.bad_rows is not None and data.bad_rows.total:
+        typer.echo(data.bad_rows.summary())
+    result = Trainer(cfg, data, out, progress=not quiet).fit(resume=resume)
+    typer.echo(f"best epoch {result.best_epoch}: dev NDCG@10 {result.best_dev_ndcg:.4f}; checkpoint {out / 'best'}")
+
+
+@app.command(
+    "eval",
+    epilog="Examples:\n\n  querylife eval --checkpoint runs/exp1/best --catalog data/demo/catalog.parquet "
+    "--pairs data/demo/pairs.parquet --out runs/exp1/eval\n\n  querylife eval --suite --catalog "
+    "data/demo/catalog.parquet --pairs data/demo/pairs.parquet --out runs/ablations",
+)
+def eval_(
+    out: Annotated[Path, typer.Option(help="Report directory (report.md, report.json, PNG plots).")],
+    checkpoint: Annotated[list[Path] | None, typer.Option(help="Trained checkpoint dir(s) to evaluate.")] = None,
+    suite: Annotated[bool, typer.Option(help="Train and evaluate every method (baselines + ablations).")] = False,
+    methods: Annotated[str | None, typer.Option(help="Comma-separated methods for --suite (default: all).")] = None,
+    baselines: Annotated[bool, typer.Option(help="Also evaluate BM25 and the zero-shot tower.")] = True,
+    config: Annotated[Path | None, typer.Option(help="YAML/JSON experiment config (data + split).")] = None,
+    catalog: Annotated[Path | None, typer.Option(help="Catalogue file.")] = None,
+    pairs: Annotated[Path | None, typer.Option(help="Labelled pairs file.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Config override.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Evaluate checkpoints (or the whole method suite) on the test split with bootstrap CIs; write a report."""
+    _quiet_transformers()
+    from .evaluate import DEFAULT_METHODS, MethodRun, Suite, evaluate_model, gate_weight_by_type
+    from .model import QueryLifeModel
+
+    if not checkpoint and not suite:
+        _fail("give --checkpoint DIR (one or more) or --suite")
+    cfg = _load(config, set_, catalog, pairs)
+    data = _dataset(cfg, progress=not quiet)
+    runner = Suite(cfg, data, out, progress=not quiet)
+    runs: list[MethodRun] = []
+    if suite:
+        runs += runner.run(tuple(m.strip() for m in methods.split(",")) if methods else DEFAULT_METHODS)
+    else:
+        if baselines:
+            runs += runner.run(["bm25", "zero_shot"])
+        for path in checkpoint or []:
+            try:
+                model = QueryLifeModel.from_pretrained(path)
+            except (FileNotFoundError, ValueError) as err:
+                _fail(str(err))
+            result, scored, _ = evaluate_model(model, data, cache=runner.cache)
+            name = path.parent.name if path.name == "best" else path.name
+            runs.append(MethodRun(name, f"checkpoint {path}", result, 0.0, scored, gate_weight_by_type(scored)))
+    paths = runner.report(runs, title="querylife evaluation", command=" ".join(sys.argv))
+    typer.echo(Suite.table(runs))
+    typer.echo(f"report: {paths['markdown'] if 'markdown' in paths else out}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

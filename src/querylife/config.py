@@ -1,0 +1,139 @@
+"""Experiment configuration: one validated model per component, loadable from YAML/JSON with CLI overrides.
+
+Unknown keys are errors at every level (``extra="forbid"``), so a typo in a config file fails loudly instead of
+silently training with a default.
+
+Example::
+
+    cfg = load_config("configs/demo.yaml", ["train.lr=3e-4", "model.fusion.mode=mean"])
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .losses import LossConfig
+from .model import ModelConfig
+
+
+class DataConfig(BaseModel):
+    """Where the data is and how it is split."""
+
+    model_config = ConfigDict(extra="forbid")
+    catalog: str | None = None  # Parquet / CSV / JSONL with product_id, title, product_type[, image_path, ...]
+    pairs: str | None = None  # query, product_id, label
+    label_scheme: str = "auto"  # auto | epi | esci | binary | graded
+    split: tuple[float, float, float] = (0.7, 0.1, 0.2)  # train / dev / test fractions over queries
+    split_seed: int = 0
+    skip_bad_rows: bool = False  # True: drop and count malformed rows instead of stopping
+    include_partial_positives: bool = False  # train on partial matches as positives too
+
+
+class TrainConfig(BaseModel):
+    """Optimisation. Defaults suit frozen text towers with small trainable heads on CPU."""
+
+    model_config = ConfigDict(extra="forbid")
+    epochs: int = 15
+    batch_size: int = 128  # in-batch negatives: larger is better up to memory; the sampler avoids duplicates
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.05  # of all steps, then cosine decay to 0
+    grad_clip: float = 1.0
+    # The per-type gate scalars and the temperature are single numbers that AdamW moves by ~lr per step: at the
+    # base rate they stay at their init for hundreds of steps (DESIGN §5), so they get a higher rate.
+    gate_lr_multiplier: float = 30.0
+    seed: int = 0
+    patience: int = 4  # epochs without dev NDCG@10 improvement before early stopping; 0 disables
+    save_every_steps: int = 0  # 0: checkpoint at each epoch end only
+    eval_batch_size: int = 512
+    device: str = "auto"  # auto | cpu | cuda
+    num_threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+
+
+class ExperimentConfig(BaseModel):
+    """A whole training run."""
+
+    model_config = ConfigDict(extra="forbid")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the key."""
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted!r}: {key!r} is not a section")
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"train.lr=3e-4"`` -> ("train.lr", 0.0003); values are parsed as YAML scalars/lists."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: cannot parse value: {err}") from err
+    return key.strip(), value
+
+
+def config_from_dict(tree: dict[str, Any], source: str = "config") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(tree)
+    except ValidationError as err:
+        lines = [f"{source}: invalid configuration"]
+        for e in err.errors():
+            where = ".".join(str(p) for p in e["loc"])
+            lines.append(f"  {where}: {e['msg']}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a YAML or JSON config file (or the defaults), then apply ``section.key=value`` overrides."""
+    tree: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        try:
+            text = path.read_text()
+        except OSError as err:
+            raise ConfigError(f"cannot read config {path}: {err}") from err
+        try:
+            tree = json.loads(text) if path.suffix == ".json" else (yaml.safe_load(text) or {})
+        except (json.JSONDecodeError, yaml.YAMLError) as err:
+            raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {err}") from err
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    for item in overrides or []:
+        key, value = parse_override(item)
+        _set_path(tree, key, value)
+    return config_from_dict(tree, source)
+
+
+def with_overrides(config: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
+    """A copy of ``config`` with dotted-key overrides applied and validated (used by the ablation runner)."""
+    tree = config.model_dump(mode="json")
+    for key, value in overrides.items():
+        _set_path(tree, key, value)
+    return config_from_dict(tree, "overrides")
+
+
+def save_config(config: ExperimentConfig, path: str | Path, *, fmt: Literal["json", "yaml"] = "json") -> None:
+    data = config.model_dump(mode="json")
+    text = json.dumps(data, indent=2) if fmt == "json" else yaml.safe_dump(data, sort_keys=False)
+    Path(path).write_text(text + ("\n" if fmt == "json" else ""))

@@ -1,0 +1,127 @@
+"""Contrastive losses with negative masks.
+
+All losses take a similarity matrix ``sim`` (Bq, Bp) whose diagonal holds the positive pairs (row i is query i,
+column i its labelled product) and an optional boolean ``ignore`` mask (Bq, Bp): ``True`` marks an off-diagonal
+entry that must not act as a negative (the same product listed twice, a known duplicate, a GenFilt-flagged false
+negative). A masked entry has no effect at all on the loss or on its gradients; the diagonal is never masked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
+
+
+class LossConfig(BaseModel):
+    """Which alignment terms are on, their weights, and the loss family."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: str = "infonce"  # "infonce" (symmetric softmax, CLIP) or "sigmoid" (pairwise, SigLIP)
+    query_fused: float = 1.0  # main term: query <-> fused product
+    # Auxiliary per-modality terms keep each tower aligned on its own (DESIGN §1.2); 0 turns a term off.
+    query_title: float = 0.25
+    query_image: float = 0.25
+    title_image: float = 0.25
+    symmetric: bool = True  # also the product -> query direction (CLIP-style); only for infonce
+    # Which in-batch negatives to ignore, from what the data says: the same product id twice, products labelled
+    # positive for the query in the training labels, the same group_id (only when the user's data has trusted
+    # groups: the demo's group_id is ground truth for evaluating GenFilt and is never used in training).
+    mask_same_product: bool = True
+    mask_labelled_positives: bool = True
+    mask_same_group: bool = False
+
+    def model_post_init(self, __context: object) -> None:
+        if self.kind not in ("infonce", "sigmoid"):
+            raise ValueError(f'loss.kind must be "infonce" or "sigmoid", got {self.kind!r}')
+        if self.query_fused < 0 or self.query_title < 0 or self.query_image < 0 or self.title_image < 0:
+            raise ValueError("loss term weights must be >= 0")
+
+
+@dataclass
+class LossOutput:
+    """Total loss and its weighted parts (``parts`` values are detached, for logging)."""
+
+    total: torch.Tensor
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+def _masked(sim: torch.Tensor, ignore: torch.Tensor | None) -> torch.Tensor:
+    if ignore is None:
+        return sim
+    eye = torch.eye(sim.shape[0], sim.shape[1], dtype=torch.bool, device=sim.device)
+    return sim.masked_fill(ignore & ~eye, float("-inf"))
+
+
+def info_nce(
+    sim: torch.Tensor, logit_scale: torch.Tensor, ignore: torch.Tensor | None = None, *, symmetric: bool = True
+) -> torch.Tensor:
+    """InfoNCE (CLIP's symmetric cross-entropy) over a batch with positives on the diagonal.
+
+    Reference: Oord et al. 2018 (CPC); Radford et al. 2021 (CLIP). Inputs: ``sim`` (B, B) cosine similarities,
+    ``logit_scale`` scalar (1 / temperature), ``ignore`` (B, B) bool. Returns a scalar.
+
+    Example::
+
+        loss = info_nce(q @ p.T, torch.tensor(20.0), ignore=same_product)
+    """
+    if sim.shape[0] != sim.shape[1]:
+        raise ValueError(f"info_nce expects a square (B, B) similarity matrix, got {tuple(sim.shape)}")
+    logits = _masked(sim * logit_scale, ignore)  # (B, B)
+    target = torch.arange(sim.shape[0], device=sim.device)
+    loss = F.cross_entropy(logits, target)
+    if symmetric:
+        loss = (loss + F.cross_entropy(logits.T, target)) / 2
+    return loss
+
+
+def sigmoid_pairwise(
+    sim: torch.Tensor, logit_scale: torch.Tensor, logit_bias: torch.Tensor, ignore: torch.Tensor | None = None
+) -> torch.Tensor:
+    """SigLIP's pairwise sigmoid loss: every (i, j) is a binary decision, diagonal positive.
+
+    Reference: Zhai et al. 2023 (SigLIP). Ignored entries are dropped from the sum. Normalised by the batch size
+    as in the paper. Example: ``sigmoid_pairwise(q @ p.T, scale, bias)``.
+    """
+    n = sim.shape[0]
+    labels = 2 * torch.eye(n, sim.shape[1], device=sim.device) - 1  # +1 diagonal, -1 elsewhere
+    per_pair = -F.logsigmoid(labels * (sim * logit_scale + logit_bias))  # (B, B)
+    if ignore is not None:
+        eye = torch.eye(n, sim.shape[1], dtype=torch.bool, device=sim.device)
+        per_pair = per_pair.masked_fill(ignore & ~eye, 0.0)
+    return per_pair.sum() / n
+
+
+def alignment_loss(
+    sims: dict[str, torch.Tensor],
+    config: LossConfig,
+    logit_scale: torch.Tensor,
+    logit_bias: torch.Tensor | None = None,
+    ignore: torch.Tensor | None = None,
+) -> LossOutput:
+    """Weighted sum of the enabled terms.
+
+    ``sims`` maps term name ("query_fused", "query_title", "query_image", "title_image") to its (B, B) similarity
+    matrix; terms with weight 0 or absent from ``sims`` are skipped. The title-image term compares products with
+    each other, so the query-based mask does not apply to it; only same-product entries (the caller's diagonal)
+    matter there and ``ignore`` is still applied, which is conservative for duplicates.
+    """
+    total = torch.zeros((), device=logit_scale.device)
+    parts: dict[str, float] = {}
+    for name in ("query_fused", "query_title", "query_image", "title_image"):
+        weight = getattr(config, name)
+        if weight == 0 or name not in sims:
+            continue
+        sim = sims[name]
+        if config.kind == "infonce":
+            term = info_nce(sim, logit_scale, ignore, symmetric=config.symmetric)
+        else:
+            if logit_bias is None:
+                raise ValueError("the sigmoid loss needs a logit_bias")
+            term = sigmoid_pairwise(sim, logit_scale, logit_bias, ignore)
+        total = total + weight * term
+        parts[name] = float(term.detach())
+    parts["total"] = float(total.detach())
+    return LossOutput(total, parts)

@@ -1,0 +1,252 @@
+"""The Query-LIFE model: towers + projection heads + fusion + temperature, with typed outputs.
+
+Data flow (shapes for a batch of B (query, product) pairs, D = ``embed_dim``)::
+
+    query  ─► query/text tower ─► (B, d_t) ─► query projection ─► q (B, D), unit norm
+    title  ─► text tower       ─► (B, d_t) ─► title projection ─► t (B, D), unit norm
+    image  ─► vision tower     ─► (B, d_v) ─► image projection ─► v (B, D), unit norm (zeros if no image)
+    fusion(q, t, v, type) ─► scores (B, B) and image weights (B, B)
+
+Towers can be bypassed by passing precomputed tower features: a frozen tower's features never change, so the
+training loop computes them once (``features`` arguments below) and only the heads run per step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .fusion import Fusion, FusionConfig, FusionOutput
+from .towers import TextTower, TowerConfig, VisionTower, build_towers
+
+UNKNOWN_TYPE = "<unk>"
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+class ModelConfig(BaseModel):
+    """Everything needed to rebuild the model (saved as config.json next to the weights)."""
+
+    model_config = ConfigDict(extra="forbid")
+    tower: TowerConfig = Field(default_factory=TowerConfig)
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
+    embed_dim: int = 256  # shared space of q, t, v; small keeps serving matrices cheap
+    init_temperature: float = 0.05  # CLIP uses 0.07; frozen sentence encoders give tighter cosines
+    learn_temperature: bool = True
+    max_logit_scale: float = 100.0  # CLIP's clamp: prevents the temperature from collapsing
+    # Queries get their own head by default: the same tower output plays a different role for a short query than
+    # for a long title. Set False to share the title head (exactly the tower's geometry for a frozen tower).
+    separate_query_projection: bool = True
+    init_logit_bias: float = -5.0  # sigmoid loss only: starts with a low prior of any pair being positive
+    # Product-type vocabulary, filled from the training catalogue; index 0 is reserved for unseen types.
+    product_types: list[str] = Field(default_factory=list)
+
+
+@dataclass
+class QueryLifeOutput:
+    """Forward pass over a batch of B positive pairs (diagonal = positives).
+
+    q, t, v: (B, D) unit vectors (v is zero where the product has no image).
+    scores: (B, B) query x fused-product scores; image_weight: (B, B) gate weights (None for concat).
+    sims: the similarity matrices the losses use ("query_fused", "query_title", "query_image", "title_image").
+    """
+
+    q: torch.Tensor
+    t: torch.Tensor
+    v: torch.Tensor
+    scores: torch.Tensor
+    image_weight: torch.Tensor | None
+    sims: dict[str, torch.Tensor]
+    logit_scale: torch.Tensor
+    logit_bias: torch.Tensor
+
+
+def _orthogonal_head(d_in: int, d_out: int) -> nn.Linear:
+    # An orthogonal init preserves the tower's cosine geometry at step 0 (exactly when d_out >= d_in), so training
+    # starts from the pretrained encoder's zero-shot ranking instead of a random projection of it.
+    head = nn.Linear(d_in, d_out, bias=False)
+    nn.init.orthogonal_(head.weight)
+    return head
+
+
+class QueryLifeModel(nn.Module):
+    """Query-aware multimodal relevance model.
+
+    Example::
+
+        model = QueryLifeModel(ModelConfig(product_types=["dress", "charger"]))
+        q = model.encode_queries(["red dress"])                       # (1, D)
+        t = model.encode_titles(["Summer dress"]); v = model.encode_images(images, has_image)
+        out = model.score(q, t, v, model.type_ids(["dress"]), has_image, pairwise=True)
+    """
+
+    def __init__(self, config: ModelConfig, towers: tuple[TextTower, TextTower | None, VisionTower] | None = None):
+        super().__init__()
+        self.config = config
+        self.text_tower, self.query_tower, self.vision_tower = towers or build_towers(config.tower)
+        d = config.embed_dim
+        self.title_proj = _orthogonal_head(self.text_tower.dim, d)
+        q_dim = (self.query_tower or self.text_tower).dim
+        self.query_proj = _orthogonal_head(q_dim, d) if config.separate_query_projection else None
+        if self.query_proj is not None and self.query_tower is None:
+            self.query_proj.weight.data.copy_(self.title_proj.weight.data)  # same start, free to diverge
+        self.image_proj = nn.Linear(self.vision_tower.dim, d)
+        self.types = [UNKNOWN_TYPE, *[t for t in config.product_types if t != UNKNOWN_TYPE]]
+        self._type_index = {t: i for i, t in enumerate(self.types)}
+        self.fusion = Fusion(config.fusion, n_types=len(self.types), dim=d)
+        scale = torch.tensor(math.log(1.0 / config.init_temperature))
+        self.log_logit_scale = nn.Parameter(scale, requires_grad=config.learn_temperature)
+        self.logit_bias = nn.Parameter(torch.tensor(config.init_logit_bias))
+
+    # ---- helpers ----------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.log_logit_scale.device
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.log_logit_scale.exp().clamp(max=self.config.max_logit_scale)
+
+    def train(self, mode: bool = True) -> QueryLifeModel:
+        super().train(mode)
+        # Frozen towers stay in eval mode: dropout / batch-norm updates there would change "frozen" features.
+        for tower in (self.text_tower, self.query_tower, self.vision_tower):
+            if tower is not None and tower.frozen:
+                tower.eval()
+        return self
+
+    def type_ids(self, types: list[str]) -> torch.Tensor:
+        """Product-type names -> ids; unseen types map to the reserved unknown id 0."""
+        idx = [self._type_index.get(str(t).strip().lower(), 0) for t in types]
+        return torch.tensor(idx, dtype=torch.long, device=self.device)
+
+    # ---- towers -----------------------------------------------------------------------------------------
+    def text_features(self, texts: list[str], *, role: str = "title") -> torch.Tensor:
+        """Raw tower features (B, d_t) for titles or queries (role="query" uses the query tower if separate)."""
+        tower = self.query_tower if (role == "query" and self.query_tower is not None) else self.text_tower
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not tower.frozen):
+            return tower(texts)
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Raw vision features (B, d_v) from uint8 images (B, 3, S, S)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.vision_tower.frozen):
+            return self.vision_tower(images.to(self.device))
+
+    # ---- heads ------------------------------------------------------------------------------------------
+    def project_queries(self, features: torch.Tensor) -> torch.Tensor:
+        head = self.query_proj or self.title_proj
+        return F.normalize(head(features.to(self.device)), dim=-1)  # (B, D)
+
+    def project_titles(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.title_proj(features.to(self.device)), dim=-1)  # (B, D)
+
+    def project_images(self, features: torch.Tensor, has_image: torch.Tensor) -> torch.Tensor:
+        v = F.normalize(self.image_proj(features.to(self.device)), dim=-1)  # (B, D)
+        return v * has_image.to(self.device, v.dtype).unsqueeze(-1)  # no image -> zero vector, gate weight 0
+
+    def encode_queries(self, texts: list[str]) -> torch.Tensor:
+        return self.project_queries(self.text_features(texts, role="query"))
+
+    def encode_titles(self, texts: list[str]) -> torch.Tensor:
+        return self.project_titles(self.text_features(texts))
+
+    def encode_images(self, images: torch.Tensor, has_image: torch.Tensor) -> torch.Tensor:
+        return self.project_images(self.image_features(images), has_image)
+
+    # ---- scoring ----------------------------------------------------------------------------------------
+    def score(self, q, t, v, type_ids, has_image, *, pairwise: bool) -> FusionOutput:
+        """Fused relevance scores: (Bq, Bp) when ``pairwise`` else row-aligned (N,)."""
+        has_image = has_image.to(self.device)
+        fn = self.fusion.pairwise if pairwise else self.fusion.paired
+        return fn(q, t, v, type_ids, has_image)
+
+    def forward(
+        self,
+        *,
+        type_ids: torch.Tensor,
+        has_image: torch.Tensor,
+        queries: list[str] | None = None,
+        titles: list[str] | None = None,
+        images: torch.Tensor | None = None,
+        query_features: torch.Tensor | None = None,
+        title_features: torch.Tensor | None = None,
+        image_features: torch.Tensor | None = None,
+    ) -> QueryLifeOutput:
+        """Encode a batch of B positive pairs and score every query against every product."""
+        qf = query_features if query_features is not None else self.text_features(queries, role="query")
+        tf = title_features if title_features is not None else self.text_features(titles)
+        vf = image_features if image_features is not None else self.image_features(images)
+        q, t = self.project_queries(qf), self.project_titles(tf)  # (B, D)
+        v = self.project_images(vf, has_image)  # (B, D)
+        fused = self.score(q, t, v, type_ids, has_image, pairwise=True)
+        sims = {"query_fused": fused.scores, "query_title": q @ t.T, "query_image": q @ v.T, "title_image": t @ v.T}
+        return QueryLifeOutput(q, t, v, fused.scores, fused.image_weight, sims, self.logit_scale, self.logit_bias)
+
+    # ---- persistence ------------------------------------------------------------------------------------
+    def _frozen_prefixes(self) -> list[str]:
+        """Frozen pretrained towers are not copied into checkpoints: config.json names their source."""
+        out = []
+        for name in ("text_tower", "query_tower", "vision_tower"):
+            tower = getattr(self, name)
+            if tower is not None and tower.frozen and getattr(tower, "name", "small_cnn") != "small_cnn":
+                out.append(name + ".")
+        return out
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        skip = self._frozen_prefixes()
+        return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not k.startswith(tuple(skip))}
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``model.safetensors`` + ``config.json`` into ``directory`` (the caller makes it atomic)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = self.config.model_copy(update={"product_types": self.types[1:]})
+        save_file(self.trainable_state_dict(), str(directory / WEIGHTS_NAME))
+        (directory / CONFIG_NAME).write_text(json.dumps(config.model_dump(mode="json"), indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, *, map_location: str = "cpu") -> QueryLifeModel:
+        """Load a checkpoint directory written by ``save_pretrained`` (safetensors + JSON only, no pickle)."""
+        directory = Path(directory)
+        cfg_path = directory / CONFIG_NAME
+        if not cfg_path.exists():
+            raise FileNotFoundError(f"{directory} is not a querylife checkpoint: {CONFIG_NAME} is missing")
+        config = ModelConfig.model_validate(json.loads(cfg_path.read_text()))
+        model = cls(config)
+        state = load_file(str(directory / WEIGHTS_NAME), device=map_location)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        frozen = tuple(model._frozen_prefixes())
+        missing = [k for k in missing if not k.startswith(frozen)]
+        if missing or unexpected:
+            raise ValueError(
+                f"checkpoint {directory} does not match its config: missing {missing}, unexpected {unexpected}"
+            )
+        return model.to(map_location).eval()
+
+    def parameter_groups(self, lr: float, weight_decay: float, gate_lr_multiplier: float) -> list[dict]:
+        """AdamW groups: weights with decay; biases/norms/scalars without; gate scalars + temperature faster."""
+        fast_ids = {id(p) for p in self.fusion.gate_parameters()} | {id(self.log_logit_scale), id(self.logit_bias)}
+        decay, no_decay, fast = [], [], []
+        for p in self.parameters():
+            if not p.requires_grad:
+                continue
+            if id(p) in fast_ids:
+                fast.append(p)
+            elif p.ndim < 2:
+                no_decay.append(p)
+            else:
+                decay.append(p)
+        groups = [
+            {"params": decay, "weight_decay": weight_decay, "lr": lr, "name": "decay"},
+            {"params": no_decay, "weight_decay": 0.0, "lr": lr, "name": "no_decay"},
+            {"params": fast, "weight_decay": 0.0, "lr": lr * gate_lr_multiplier, "name": "gate"},
+        ]
+        return [g for g in groups if g["params"]]

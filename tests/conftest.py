@@ -1,0 +1,109 @@
+"""Shared fixtures: tiny models built in the test session (no network) and a tiny demo storefront."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+WORDS = (
+    "red blue green black white pink striped dotted plain checked dress shirt sneakers bag high low "
+    "power bank charger cable case usb c 2m 1m mah 10000 20000 w 20 65 phone model x y z summer cotton "
+    "fast slim brand new classic women men kids sale"
+).split()
+
+
+def _write_vocab(directory: Path) -> list[str]:
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(WORDS)), *"abcdefghijklmnopqrstuvwxyz0123456789"]
+    vocab += [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    return vocab
+
+
+@pytest.fixture(scope="session")
+def tiny_text_model_dir(tmp_path_factory) -> Path:
+    """A randomly initialised 2-layer BERT with a small word-piece vocabulary, saved like a hub checkpoint."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    directory = tmp_path_factory.mktemp("tiny_bert")
+    vocab = _write_vocab(directory)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(directory)
+    BertTokenizerFast(vocab_file=str(directory / "vocab.txt")).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory) -> Path:
+    """A randomly initialised tiny CLIP (text + vision) with a word-piece tokenizer."""
+    from transformers import BertTokenizerFast, CLIPConfig, CLIPModel
+
+    directory = tmp_path_factory.mktemp("tiny_clip")
+    vocab = _write_vocab(directory)
+    config = CLIPConfig(
+        text_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_attention_heads=2,
+            num_hidden_layers=2,
+            vocab_size=len(vocab),
+            max_position_embeddings=64,
+            eos_token_id=3,
+            bos_token_id=2,
+            pad_token_id=0,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_attention_heads=2,
+            num_hidden_layers=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        projection_dim=16,
+    )
+    CLIPModel(config).save_pretrained(directory)
+    BertTokenizerFast(vocab_file=str(directory / "vocab.txt")).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory):
+    """A small demo storefront (generated once per session)."""
+    from querylife.data.demo import DemoConfig, generate_demo
+
+    return generate_demo(
+        tmp_path_factory.mktemp("store") / "demo", DemoConfig(n_products=240, seed=3, image_size=32), progress=False
+    )
+
+
+@pytest.fixture()
+def tiny_config(tiny_text_model_dir, tiny_store):
+    """An experiment config with the tiny text model and a tiny CNN, for fast end-to-end training."""
+    from querylife.config import load_config
+
+    return load_config(
+        None,
+        [
+            f"data.catalog={tiny_store.catalog_path}",
+            f"data.pairs={tiny_store.pairs_path}",
+            f"model.tower.text_model={tiny_text_model_dir}",
+            "model.tower.small_cnn.channels=[8,16]",
+            "model.tower.small_cnn.image_size=32",
+            "model.embed_dim=16",
+            "train.epochs=2",
+            "train.batch_size=16",
+            "train.eval_batch_size=64",
+        ],
+    )
