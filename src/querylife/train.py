@@ -321,7 +321,8 @@ def model_card(summary: dict[str, Any]) -> str:
         "",
         f"- querylife {summary['querylife_version']}; best epoch {summary['best_epoch']}; "
         f"dev NDCG@10 {summary['dev_ndcg@10']:.4f}",
-        f"- text tower: `{cfg['model']['tower']['text_model']}`; vision tower: `{cfg['model']['tower']['vision_model']}`",
+        f"- text tower: `{cfg['model']['tower']['text_model']}`; "
+        f"vision tower: `{cfg['model']['tower']['vision_model']}`",
         f"- fusion: `{cfg['model']['fusion']['mode']}`; loss: `{cfg['loss']['kind']}` with weights "
         + ", ".join(f"{k} {cfg['loss'][k]}" for k in ("query_fused", "query_title", "query_image", "title_image")),
         f"- data: {data['n_products']} products, {data['n_pairs']} labelled pairs ({data['label_scheme']} labels), "
