@@ -291,7 +291,7 @@ class Trainer:
             if tc.patience and state["bad_epochs"] >= tc.patience:
                 if self.progress:
                     print(
-                        f"early stopping: no dev improvement for {tc.patience} epochs (best epoch {state['best_epoch']})"
+                        f"early stopping: no dev gain in {tc.patience} epochs (best epoch {state['best_epoch']})"
                     )
                 break
         if best_state is None:  # resumed after the best epoch: reload it from disk
