@@ -1,0 +1,76 @@
+"""Train / dev / test split grouped by query (no query in two splits)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .schemas import DataError
+
+__all__ = ["split_by_query", "SPLIT_NAMES"]
+
+SPLIT_NAMES = ("train", "dev", "test")
+
+
+def split_by_query(
+    pairs: pd.DataFrame, fractions: Sequence[float] = (0.7, 0.1, 0.2), seed: int = 0
+) -> dict[str, pd.DataFrame]:
+    """Split ``pairs`` into ``train`` / ``dev`` / ``test`` so that all rows of a query land in one split.
+
+    Fractions are over distinct queries, not rows. The assignment depends only on the set of queries and the
+    seed (queries are sorted before the seeded shuffle), so re-ordering the rows does not change it. Within a
+    split, rows keep their original order; indexes are reset.
+
+    Counts: ``round(n * f)`` queries for dev and test, the rest for train; a split with a non-zero fraction
+    that would get no query takes one from the largest split. A fraction of 0 gives an empty split.
+
+    Raises:
+        DataError: fractions that are not three non-negative numbers summing to 1, no ``query`` column, or
+            fewer distinct queries than splits with a non-zero fraction.
+    """
+    fr = [float(f) for f in fractions]
+    if len(fr) != 3:
+        raise DataError(f"split fractions must be three numbers (train, dev, test); got {list(fractions)}")
+    if any(not np.isfinite(f) or f < 0 for f in fr):
+        raise DataError(f"split fractions must be non-negative; got {fr}")
+    if abs(sum(fr) - 1.0) > 1e-6:
+        raise DataError(f"split fractions must sum to 1; got {fr} (sum {sum(fr):g})")
+    if "query" not in pairs.columns:
+        raise DataError(f"pairs have no 'query' column; found {list(pairs.columns)}", field="query")
+
+    queries = np.array(sorted(pd.unique(pairs["query"].astype(str))), dtype=object)
+    n = len(queries)
+    wanted = [i for i, f in enumerate(fr) if f > 0]
+    if n < len(wanted):
+        names = [SPLIT_NAMES[i] for i in wanted]
+        raise DataError(
+            f"need at least {len(wanted)} distinct queries to fill the splits {names}; got {n}"
+        )
+
+    counts = [0, round(n * fr[1]), round(n * fr[2])]
+    counts[0] = n - counts[1] - counts[2]
+    if counts[0] < 0:  # rounding both up can overshoot by one
+        big = 1 if counts[1] >= counts[2] else 2
+        counts[big] += counts[0]
+        counts[0] = 0
+    if fr[0] == 0 and counts[0] > 0:  # rounding both down leaves a query for a split that asked for none
+        big = 1 if fr[1] >= fr[2] else 2
+        counts[big] += counts[0]
+        counts[0] = 0
+    for i in wanted:
+        if counts[i] == 0:
+            donor = max(range(3), key=lambda j: counts[j])
+            counts[donor] -= 1
+            counts[i] += 1
+
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5E1F]))
+    order = queries[rng.permutation(n)]
+    bounds = np.cumsum([0, *counts])
+    assign = {}
+    for k, name in enumerate(SPLIT_NAMES):
+        for q in order[bounds[k]:bounds[k + 1]]:
+            assign[q] = name
+    which = pairs["query"].astype(str).map(assign).to_numpy()
+    return {name: pairs[which == name].reset_index(drop=True) for name in SPLIT_NAMES}
