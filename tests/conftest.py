@@ -17,8 +17,23 @@ WORDS = (
 ).split()
 
 
+def _demo_words() -> set[str]:
+    """Every word the demo storefront uses for types and attribute values, so the tiny model sees whole words."""
+    import re
+
+    from querylife.data.demo import PRODUCT_TYPES
+
+    words: set[str] = set()
+    for spec in PRODUCT_TYPES.values():
+        texts = [*spec.query_nouns, *spec.title_nouns, *(v for vals in spec.attributes.values() for v in vals)]
+        for text in texts:
+            words.update(re.findall(r"[a-z0-9]+", text.lower()))
+    return words
+
+
 def _write_vocab(directory: Path) -> list[str]:
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(WORDS)), *"abcdefghijklmnopqrstuvwxyz0123456789"]
+    words = sorted(set(WORDS) | _demo_words())
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *"abcdefghijklmnopqrstuvwxyz0123456789"]
     vocab += [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
     (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
     return vocab

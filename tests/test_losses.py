@@ -75,4 +75,4 @@ def test_bad_loss_config_rejected():
     with pytest.raises(ValueError):
         LossConfig(unknown_key=1)
     with pytest.raises(ValueError):
-        info_nce(torch.zeros(2, 3), torch.tensor(1.0))
+        info_nce(torch.zeros(3, 2), torch.tensor(1.0))

@@ -59,6 +59,25 @@ def atomic_write_dir(target: str | Path, write: Callable[[Path], None]) -> Path:
     return target
 
 
+def recover_dir(target: str | Path) -> None:
+    """Tidy what a killed ``atomic_write_dir`` can leave next to ``target``.
+
+    A kill while writing leaves ``.NAME.*.tmp`` (removed: it is incomplete); a kill in the instant between the two
+    renames leaves only ``.NAME.old`` (renamed back: it is the previous complete version).
+    """
+    target = Path(target)
+    if not target.parent.exists():
+        return
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
+    old = target.with_name(f".{target.name}.old")
+    if old.exists():
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, target)
+
+
 def optimizer_to_safetensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Split an optimiser state dict into tensors (for safetensors) and plain JSON (no pickle anywhere)."""
     state = optimizer.state_dict()

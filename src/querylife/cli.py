@@ -21,7 +21,11 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-data_app = typer.Typer(help="Validate data and generate the demo storefront.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Validate data and generate the demo storefront.\n\n"
+    "Example: querylife data check catalog.parquet pairs.parquet",
+    no_args_is_help=True,
+)
 app.add_typer(data_app, name="data")
 
 
@@ -76,11 +80,18 @@ def data_demo(
     overwrite: Annotated[bool, typer.Option(help="Regenerate even if the directory holds this storefront.")] = False,
 ) -> None:
     """Generate the procedural demo storefront (catalogue, rendered images, queries, graded labels)."""
+    import time
+
     from .data.demo import DemoConfig, generate_demo
 
+    start = time.time()
+
+    existed = (out / "meta.json").exists()
     store = generate_demo(out, DemoConfig(n_products=products, seed=seed, image_size=image_size), overwrite=overwrite)
     meta = json.loads(store.meta_path.read_text())
-    typer.echo(f"wrote {store.catalog_path}, {store.pairs_path} and images/ ({json.dumps(meta.get('counts', {}))})")
+    reused = existed and not overwrite and store.meta_path.stat().st_mtime < start
+    verb = "reused" if reused else "wrote"
+    typer.echo(f"{verb} {store.catalog_path}, {store.pairs_path} and images/ ({json.dumps(meta.get('counts', {}))})")
 
 
 @data_app.command("check", epilog="Example: querylife data check data/demo/catalog.parquet data/demo/pairs.parquet")
@@ -124,21 +135,12 @@ def _load(config: Path | None, overrides: list[str] | None, catalog: Path | None
 
 
 def _dataset(cfg, progress: bool = True):
-    from .data.prepare import prepare_dataset
+    from .data.prepare import prepare_from_config
     from .data.schemas import DataError
 
     try:
-        return prepare_dataset(
-            cfg.data.catalog,
-            cfg.data.pairs,
-            label_scheme=cfg.data.label_scheme,
-            image_size=cfg.model.tower.image_size or cfg.model.tower.small_cnn.image_size,
-            split=cfg.data.split,
-            split_seed=cfg.data.split_seed,
-            skip_bad=cfg.data.skip_bad_rows,
-            progress=progress,
-        )
-    except (DataError, FileNotFoundError) as err:
+        return prepare_from_config(cfg, progress=progress)
+    except (DataError, FileNotFoundError, ValueError) as err:
         _fail(str(err))
 
 
@@ -192,6 +194,9 @@ def eval_(
 
     if not checkpoint and not suite:
         _fail("give --checkpoint DIR (one or more) or --suite")
+    for path in checkpoint or []:  # fail before any work, not after the baselines ran
+        if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+            _fail(f"{path} is not a querylife checkpoint (needs config.json and model.safetensors)")
     cfg = _load(config, set_, catalog, pairs)
     data = _dataset(cfg, progress=not quiet)
     runner = Suite(cfg, data, out, progress=not quiet)

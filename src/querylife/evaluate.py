@@ -43,6 +43,7 @@ TRAINED_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "no_query_title": ("ablation: query-title term off", {"loss.query_title": 0.0}),
     "no_query_image": ("ablation: query-image term off", {"loss.query_image": 0.0}),
     "no_title_image": ("ablation: title-image term off", {"loss.title_image": 0.0}),
+    "hard_negatives": ("ablation: + 1 labelled hard negative per pair", {"train.hard_negatives": 1}),
 }
 UNTRAINED_METHODS: dict[str, str] = {
     "bm25": "BM25 on product text (bm25s)",
@@ -191,7 +192,7 @@ class Suite:
             "best_epoch": trained.best_epoch,
             "dev_ndcg@10": trained.best_dev_ndcg,
             "train_seconds": round(trained.seconds, 1),
-            "temperature": 1 / float(trained.model.logit_scale),
+            "temperature": 1 / float(trained.model.logit_scale.detach()),
             "calibrator": calibrator.to_dict() if calibrator else None,
         }
         return MethodRun(name, description, result, time.time() - start, scored, gate_weight_by_type(scored), extra)
@@ -229,7 +230,11 @@ class Suite:
             "config": self.config.model_dump(mode="json"),
             "data": {k: {"pairs": len(v), "queries": int(v["query"].nunique())} for k, v in self.data.splits.items()},
         }
-        paths = write_report(self.out_dir, results, title=title, meta=meta, gate_weights=gates or None, notes=notes)
+        baseline = "full" if "full" in results else None  # the Δ column: each method against Query-LIFE
+        paths = write_report(
+            self.out_dir, results, title=title, meta=meta, gate_weights=gates or None, notes=notes,
+            baseline_name=baseline,
+        )
         scores = pd.concat([r.scored.assign(method=r.name) for r in runs], ignore_index=True)
         tmp = self.out_dir / ".test_scores.parquet.tmp"
         scores.to_parquet(tmp, index=False)

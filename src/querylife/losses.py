@@ -60,20 +60,23 @@ def info_nce(
 ) -> torch.Tensor:
     """InfoNCE (CLIP's symmetric cross-entropy) over a batch with positives on the diagonal.
 
-    Reference: Oord et al. 2018 (CPC); Radford et al. 2021 (CLIP). Inputs: ``sim`` (B, B) cosine similarities,
-    ``logit_scale`` scalar (1 / temperature), ``ignore`` (B, B) bool. Returns a scalar.
+    Reference: Oord et al. 2018 (CPC); Radford et al. 2021 (CLIP). Inputs: ``sim`` (Bq, Bp) cosine similarities
+    with Bp >= Bq (columns past Bq are extra negatives, e.g. labelled hard negatives), ``logit_scale`` scalar
+    (1 / temperature), ``ignore`` (Bq, Bp) bool. The product -> query direction uses the first Bq columns.
+    Returns a scalar.
 
     Example::
 
         loss = info_nce(q @ p.T, torch.tensor(20.0), ignore=same_product)
     """
-    if sim.shape[0] != sim.shape[1]:
-        raise ValueError(f"info_nce expects a square (B, B) similarity matrix, got {tuple(sim.shape)}")
-    logits = _masked(sim * logit_scale, ignore)  # (B, B)
-    target = torch.arange(sim.shape[0], device=sim.device)
+    n_q, n_p = sim.shape
+    if n_p < n_q:
+        raise ValueError(f"info_nce expects (Bq, Bp) similarities with Bp >= Bq, got {tuple(sim.shape)}")
+    logits = _masked(sim * logit_scale, ignore)  # (Bq, Bp)
+    target = torch.arange(n_q, device=sim.device)
     loss = F.cross_entropy(logits, target)
     if symmetric:
-        loss = (loss + F.cross_entropy(logits.T, target)) / 2
+        loss = (loss + F.cross_entropy(logits[:, :n_q].T, target)) / 2
     return loss
 
 
@@ -100,13 +103,13 @@ def alignment_loss(
     logit_scale: torch.Tensor,
     logit_bias: torch.Tensor | None = None,
     ignore: torch.Tensor | None = None,
+    product_ignore: torch.Tensor | None = None,
 ) -> LossOutput:
     """Weighted sum of the enabled terms.
 
-    ``sims`` maps term name ("query_fused", "query_title", "query_image", "title_image") to its (B, B) similarity
-    matrix; terms with weight 0 or absent from ``sims`` are skipped. The title-image term compares products with
-    each other, so the query-based mask does not apply to it; only same-product entries (the caller's diagonal)
-    matter there and ``ignore`` is still applied, which is conservative for duplicates.
+    ``sims`` maps term name ("query_fused", "query_title", "query_image", "title_image") to its similarity matrix:
+    (Bq, Bp) for the query terms, (Bp, Bp) for title-image; terms with weight 0 or absent are skipped. ``ignore``
+    (Bq, Bp) masks the query terms; ``product_ignore`` (Bp, Bp) masks title-image (e.g. the same product twice).
     """
     total = torch.zeros((), device=logit_scale.device)
     parts: dict[str, float] = {}
@@ -115,12 +118,13 @@ def alignment_loss(
         if weight == 0 or name not in sims:
             continue
         sim = sims[name]
+        mask = product_ignore if name == "title_image" else ignore
         if config.kind == "infonce":
-            term = info_nce(sim, logit_scale, ignore, symmetric=config.symmetric)
+            term = info_nce(sim, logit_scale, mask, symmetric=config.symmetric)
         else:
             if logit_bias is None:
                 raise ValueError("the sigmoid loss needs a logit_bias")
-            term = sigmoid_pairwise(sim, logit_scale, logit_bias, ignore)
+            term = sigmoid_pairwise(sim, logit_scale, logit_bias, mask)
         total = total + weight * term
         parts[name] = float(term.detach())
     parts["total"] = float(total.detach())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .config import ExperimentConfig, with_overrides
 from .data.demo import DemoConfig, generate_demo
-from .data.prepare import prepare_dataset
+from .data.prepare import prepare_from_config
 from .evaluate import DEFAULT_METHODS, MethodRun, Suite
 
 
@@ -47,16 +47,13 @@ def run_demo(
     config = with_overrides(config, overrides)
     log(f"1/3 demo storefront ({n_products} products, seed {seed}) in {out_dir / 'data'}")
     store = generate_demo(out_dir / "data", DemoConfig(n_products=n_products, seed=seed), progress=progress)
-    config = with_overrides(config, {"data.catalog": str(store.catalog_path), "data.pairs": str(store.pairs_path)})
-    data = prepare_dataset(
-        store.catalog_path,
-        store.pairs_path,
-        label_scheme=config.data.label_scheme,
-        image_size=config.model.tower.image_size or config.model.tower.small_cnn.image_size,
-        split=config.data.split,
-        split_seed=config.data.split_seed,
-        progress=progress,
+    # Split by intent: the storefront phrases one intent several ways, and a paraphrase of a test query in the
+    # training split would flatter every trained method.
+    config = with_overrides(
+        config,
+        {"data.catalog": str(store.catalog_path), "data.pairs": str(store.pairs_path), "data.split_by": "intent"},
     )
+    data = prepare_from_config(config, progress=progress)
     sizes = ", ".join(f"{k} {v['query'].nunique()} queries / {len(v)} pairs" for k, v in data.splits.items())
     log(f"    {len(data.catalog)} products, {len(data.pairs)} labelled pairs; {sizes}")
     log(f"2/3 training and evaluating {len(methods)} methods")

@@ -30,7 +30,7 @@ class SmallCNNConfig(BaseModel):
     """A compact conv net for small product photos; trained from scratch."""
 
     model_config = ConfigDict(extra="forbid")
-    channels: tuple[int, ...] = (32, 64, 128, 192)  # one stride-2 stage each: 64 px -> 4 px feature map
+    channels: tuple[int, ...] = (16, 32, 64, 128)  # one stride-2 stage each: 64 px -> 4 px feature map
     image_size: int = 64
     dropout: float = 0.0
 

@@ -25,7 +25,13 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .checkpoint import atomic_write_dir, atomic_write_text, load_training_state, save_training_state
+from .checkpoint import (
+    atomic_write_dir,
+    atomic_write_text,
+    load_training_state,
+    recover_dir,
+    save_training_state,
+)
 from .config import ExperimentConfig
 from .data.prepare import Dataset
 from .data.samplers import UniqueBatchSampler
@@ -116,6 +122,13 @@ class Trainer:
         self.queries = self.train_pairs["query"].tolist()
         self.rows = data.rows(self.train_pairs["product_id"])
         self.known_positive = set(zip(train.loc[keep, "query"], train.loc[keep, "product_id"], strict=True))
+        # Hard negatives: each query's own labelled non-positive candidates (e.g. partial matches), so that the
+        # batch also holds negatives of the query's type and not only the easy other-type ones.
+        negatives = train[~keep]
+        neg_rows = pd.Series(list(data.rows(negatives["product_id"])), index=negatives.index, dtype="int64")
+        pools = neg_rows.groupby(negatives["query"].to_numpy()).agg(lambda r: r.to_numpy())
+        empty = np.zeros(0, dtype=np.int64)
+        self.neg_pool = [pools.get(q, empty) for q in self.queries]
         groups = data.catalog["group_id"] if "group_id" in data.catalog.columns else None
         self.groups = None if groups is None else groups.fillna("").astype(str).to_numpy()
         self.type_ids = self.model.type_ids(data.catalog["product_type"].tolist()).cpu()
@@ -139,27 +152,41 @@ class Trainer:
             index = {q: i for i, q in enumerate(uniq)}
             self.query_feats = feats[[index[q] for q in self.queries]]  # (n_train_pairs, d)
 
-    def negative_mask(self, batch: list[int]) -> torch.Tensor:
-        """(B, B) bool: in-batch negatives that the data says are not negatives."""
+    def product_rows(self, batch: list[int], epoch: int, step: int) -> np.ndarray:
+        """Catalogue rows of the batch's products: its B positives, then up to ``hard_negatives`` per pair.
+
+        The draw is seeded by (seed, epoch, step), so a resumed run sees the same hard negatives.
+        """
+        rows = self.rows[batch]
+        k = self.config.train.hard_negatives
+        if k <= 0:
+            return rows
+        rng = np.random.default_rng([self.config.train.seed, epoch, step])
+        extra = [rng.choice(pool, size=min(k, len(pool)), replace=False) for pool in (self.neg_pool[i] for i in batch)]
+        return np.concatenate([rows, *extra]) if extra else rows
+
+    def negative_mask(self, batch: list[int], product_rows: np.ndarray | None = None) -> torch.Tensor:
+        """(B, Bp) bool: columns that the data says are not negatives for a row's query (never the diagonal)."""
         lc = self.config.loss
         rows = self.rows[batch]
+        cols = rows if product_rows is None else product_rows
         queries = [self.queries[i] for i in batch]
-        pids = self.train_pairs["product_id"].to_numpy()[batch]
-        mask = torch.zeros(len(batch), len(batch), dtype=torch.bool)
+        pids = self.data.catalog["product_id"].to_numpy()[cols]
+        mask = torch.zeros(len(batch), len(cols), dtype=torch.bool)
         if lc.mask_same_product:
-            mask |= torch.from_numpy(rows[:, None] == rows[None, :])
+            mask |= torch.from_numpy(rows[:, None] == cols[None, :])
         if lc.mask_labelled_positives:
             known = [[(q, p) in self.known_positive for p in pids] for q in queries]
             mask |= torch.tensor(known, dtype=torch.bool)
         if lc.mask_same_group and self.groups is not None:
-            g = self.groups[rows]
-            mask |= torch.from_numpy((g[:, None] == g[None, :]) & (g[:, None] != ""))
+            g, gc = self.groups[rows], self.groups[cols]
+            mask |= torch.from_numpy((g[:, None] == gc[None, :]) & (g[:, None] != ""))
         if self.negative_mask_fn is not None:
-            mask |= self.negative_mask_fn(queries, rows).to(torch.bool).cpu()
+            mask |= self.negative_mask_fn(queries, cols).to(torch.bool).cpu()
         return mask
 
-    def _forward(self, batch: list[int]):
-        rows = torch.from_numpy(self.rows[batch])
+    def _forward(self, batch: list[int], product_rows: np.ndarray):
+        rows = torch.from_numpy(product_rows)
         dev = self.device
         kwargs: dict[str, Any] = {
             "type_ids": self.type_ids[rows].to(dev),
@@ -229,10 +256,13 @@ class Trainer:
             "history": [],
         }
         last = self.run_dir / "last"
+        for name in ("last", "best"):
+            recover_dir(self.run_dir / name)
         if resume and last.exists():
             state = load_training_state(last, model, optimizer, scheduler)
-            if self.progress:
-                print(f"resuming from {last} at epoch {state['epoch']} step {state['step_in_epoch']}")
+            print(f"resuming from {last} at epoch {state['epoch'] + 1}, step {state['step_in_epoch']}")
+        elif resume:
+            print(f"nothing to resume in {self.run_dir}: starting a new run")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(
             self.run_dir / "config.json", json.dumps(self.config.model_dump(mode="json"), indent=2) + "\n"
@@ -250,21 +280,24 @@ class Trainer:
                 disable=not self.progress,
                 leave=False,
             )
-            losses = []
+            # Running sums live in the checkpointed state so a resumed epoch reports the loss of all its steps.
             for batch in bar:
-                out = self._forward(batch)
-                mask = self.negative_mask(batch).to(self.device)
-                loss = alignment_loss(out.sims, self.config.loss, out.logit_scale, out.logit_bias, mask)
+                prod_rows = self.product_rows(batch, epoch, state["step_in_epoch"])
+                out = self._forward(batch, prod_rows)
+                mask = self.negative_mask(batch, prod_rows).to(self.device)
+                same = torch.from_numpy(prod_rows[:, None] == prod_rows[None, :]).to(self.device)  # (Bp, Bp)
+                loss = alignment_loss(out.sims, self.config.loss, out.logit_scale, out.logit_bias, mask, same)
                 optimizer.zero_grad(set_to_none=True)
                 loss.total.backward()
                 if tc.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
                 optimizer.step()
                 scheduler.step()
-                losses.append(loss.parts["total"])
+                state["loss_sum"] = state.get("loss_sum", 0.0) + loss.parts["total"]
+                state["loss_steps"] = state.get("loss_steps", 0) + 1
                 state["step_in_epoch"] += 1
                 state["global_step"] += 1
-                bar.set_postfix(loss=f"{loss.parts['total']:.3f}", T=f"{1 / float(out.logit_scale):.3f}")
+                bar.set_postfix(loss=f"{loss.parts['total']:.3f}", T=f"{1 / float(out.logit_scale.detach()):.3f}")
                 if tc.save_every_steps and state["global_step"] % tc.save_every_steps == 0:
                     self._save_last(optimizer, scheduler, state)
                 if self.max_steps is not None and state["global_step"] >= self.max_steps:
@@ -272,9 +305,9 @@ class Trainer:
             score = dev_ndcg(model, self.data, dev, self.cache, tc.eval_batch_size) if len(dev) else float("nan")
             record = {
                 "epoch": epoch + 1,
-                "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                "train_loss": state.get("loss_sum", 0.0) / max(1, state.get("loss_steps", 0)),
                 "dev_ndcg@10": score,
-                "temperature": 1 / float(model.logit_scale),
+                "temperature": 1 / float(model.logit_scale.detach()),
                 "seconds": round(time.time() - start_time, 2),
             }
             state["history"].append(record)
@@ -286,7 +319,7 @@ class Trainer:
                 self._save_best(self._summary(epoch + 1, score, state["history"]))
             else:
                 state["bad_epochs"] += 1
-            state.update(epoch=epoch + 1, step_in_epoch=0)
+            state.update(epoch=epoch + 1, step_in_epoch=0, loss_sum=0.0, loss_steps=0)
             self._save_last(optimizer, scheduler, state)
             if tc.patience and state["bad_epochs"] >= tc.patience:
                 if self.progress:

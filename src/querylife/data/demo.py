@@ -53,7 +53,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Bump whenever the output for a given config changes, so that cached storefronts are regenerated.
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "4"
 _GENERATOR_NAME = "querylife.data.demo"
 
 LABELS = ("exact", "partial", "irrelevant")
@@ -85,6 +85,10 @@ class DemoConfig:
     triple_rate: float = 0.3
     # Chance that a clothing title names one of the item's true attributes (the image carries the rest).
     title_attribute_rate: float = 0.1
+    # Chance that a clothing item's collection name holds an attribute word that does NOT describe it ("Blue
+    # Lagoon" on a red dress), as real brand and collection names do: text matching is then misleading, not just
+    # silent, for these types, and a model has to learn to trust the photo.
+    title_decoy_rate: float = 0.3
     # Gaussian pixel noise, standard deviation range on the 0-255 scale, drawn per listing photo.
     noise_std: tuple[float, float] = (2.0, 7.0)
 
@@ -105,7 +109,7 @@ class DemoConfig:
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi or (name != "noise_std" and hi >= 1):
                 raise ValueError(f"{name} must be an increasing (low, high) pair in range, got {(lo, hi)}")
-        for name in ("duplicate_rate", "triple_rate", "title_attribute_rate"):
+        for name in ("duplicate_rate", "triple_rate", "title_attribute_rate", "title_decoy_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -154,6 +158,10 @@ class ProductTypeSpec:
     attributes: dict[str, tuple[str, ...]]  # attribute -> canonical values, in the order queries name them
     query_nouns: tuple[str, ...]
     title_nouns: tuple[str, ...]
+    # Attributes drawn in the photo (and only rarely, or never, written in the title); every other attribute is
+    # written in the title and not drawn. Each type has some of both, so which modality matters depends on the
+    # query too ("red dress" needs the photo, "linen dress" the title): the case for a query-aware gate.
+    image_attributes: tuple[str, ...] = ()
 
 
 PRODUCT_TYPES: dict[str, ProductTypeSpec] = {
@@ -166,9 +174,11 @@ PRODUCT_TYPES: dict[str, ProductTypeSpec] = {
                 "colour": ("red", "blue", "green", "black", "yellow", "pink"),
                 "pattern": ("plain", "striped", "dotted", "checked"),
                 "shape": ("a-line", "bodycon", "maxi"),
+                "material": ("cotton", "linen", "silk", "chiffon"),
             },
             ("dress", "dress", "dresses"),
             ("Dress", "Dress", "Party Dress", "Day Dress", "Sundress", "Frock"),
+            ("colour", "pattern", "shape"),
         ),
         ProductTypeSpec(
             "t-shirt",
@@ -177,9 +187,11 @@ PRODUCT_TYPES: dict[str, ProductTypeSpec] = {
                 "colour": ("red", "blue", "green", "black", "yellow", "pink"),
                 "pattern": ("plain", "striped", "dotted", "checked"),
                 "sleeve": ("short-sleeve", "long-sleeve", "sleeveless"),
+                "material": ("cotton", "linen", "polyester", "bamboo"),
             },
             ("t-shirt", "tshirt", "tee", "t shirt"),
-            ("T-Shirt", "Tee", "Cotton Tee", "Top", "T Shirt", "Shirt"),
+            ("T-Shirt", "Tee", "Basic Tee", "Top", "T Shirt", "Shirt"),
+            ("colour", "pattern", "sleeve"),
         ),
         ProductTypeSpec(
             "sneakers",
@@ -188,9 +200,11 @@ PRODUCT_TYPES: dict[str, ProductTypeSpec] = {
                 "colour": ("red", "blue", "green", "black", "yellow", "pink"),
                 "pattern": ("plain", "striped", "dotted", "checked"),
                 "style": ("high-top", "low-top", "slip-on"),
+                "material": ("leather", "canvas", "suede", "knit"),
             },
             ("sneakers", "trainers", "sneaker"),
             ("Sneakers", "Trainers", "Running Shoes", "Casual Shoes", "Sneaker", "Sports Shoes"),
+            ("colour", "pattern", "style"),
         ),
         ProductTypeSpec(
             "handbag",
@@ -199,9 +213,11 @@ PRODUCT_TYPES: dict[str, ProductTypeSpec] = {
                 "colour": ("red", "blue", "green", "black", "yellow", "pink"),
                 "pattern": ("plain", "striped", "dotted", "checked"),
                 "shape": ("tote", "clutch", "crossbody"),
+                "material": ("leather", "canvas", "nylon", "straw"),
             },
             ("handbag", "bag", "purse"),
             ("Handbag", "Bag", "Purse", "Fashion Bag", "Ladies Bag"),
+            ("colour", "pattern", "shape"),
         ),
         ProductTypeSpec(
             "power bank",
@@ -209,9 +225,11 @@ PRODUCT_TYPES: dict[str, ProductTypeSpec] = {
             {
                 "capacity": ("5000mah", "10000mah", "20000mah", "30000mah"),
                 "output": ("20w", "45w", "65w"),
+                "colour": ("black", "blue", "pink", "green"),
             },
             ("power bank", "powerbank", "battery pack"),
             ("Power Bank", "Powerbank", "Portable Power Bank", "Battery Pack", "External Battery"),
+            ("colour",),
         ),
         ProductTypeSpec(
             "charger",
@@ -220,9 +238,11 @@ PRODUCT_TYPES: dict[str, ProductTypeSpec] = {
                 "wattage": ("20w", "30w", "45w", "65w", "100w"),
                 "ports": ("1-port", "2-port", "3-port"),
                 "plug": ("eu plug", "uk plug", "us plug"),
+                "colour": ("black", "blue", "pink", "green"),
             },
             ("charger", "wall charger", "charging adapter"),
             ("Charger", "Wall Charger", "USB Charger", "Charging Plug", "Power Adapter"),
+            ("colour",),
         ),
         ProductTypeSpec(
             "phone case",
@@ -230,9 +250,11 @@ PRODUCT_TYPES: dict[str, ProductTypeSpec] = {
             {
                 "model": ("iphone 13", "iphone 14", "iphone 15", "galaxy s23", "galaxy s24", "pixel 8"),
                 "material": ("silicone", "leather", "clear", "rugged"),
+                "colour": ("black", "blue", "pink", "green"),
             },
             ("case", "phone case", "cover"),
             ("Case", "Phone Case", "Cover", "Protective Case"),
+            ("colour",),
         ),
         ProductTypeSpec(
             "usb cable",
@@ -240,9 +262,11 @@ PRODUCT_TYPES: dict[str, ProductTypeSpec] = {
             {
                 "connector": ("usb-c", "lightning", "micro-usb"),
                 "length": ("0.5m", "1m", "2m", "3m"),
+                "colour": ("black", "blue", "pink", "green"),
             },
             ("cable", "usb cable", "charging cable"),
             ("Cable", "Charging Cable", "Data Cable", "Cord", "USB Cable"),
+            ("colour",),
         ),
     )
 }
@@ -427,8 +451,11 @@ def _fashion_title(
     noun = _pick(rng, spec.title_nouns)
     if rng.random() < mention_rate:
         # The rare title that names a true attribute, so the title is weakly (not never) informative.
-        value = attrs[_pick(rng, list(spec.attributes))]
+        value = attrs[_pick(rng, list(spec.image_attributes))]
         noun = f"{_surface(value, rng, 0.6).title()} {noun}"
+    for a in spec.attributes:  # attributes that are not drawn are always written
+        if a not in spec.image_attributes:
+            noun = f"{_TITLE_FORM.get(attrs[a], attrs[a].title())} {noun}"
     adj = rng.choice(len(_FASHION_ADJECTIVES), size=2, replace=False)
     adj1, adj2 = _FASHION_ADJECTIVES[adj[0]], _FASHION_ADJECTIVES[adj[1]]
     tail = _pick(rng, _FASHION_TAILS[ptype] + _COMMON_TAILS)
@@ -451,7 +478,7 @@ def _tech_title(
     ptype: str, attrs: Mapping[str, str], brand: str, series: str, rng: np.random.Generator
 ) -> str:
     spec = PRODUCT_TYPES[ptype]
-    values = [_TITLE_FORM.get(attrs[a], attrs[a].title()) for a in spec.attributes]
+    values = [_TITLE_FORM.get(attrs[a], attrs[a].title()) for a in spec.attributes if a not in spec.image_attributes]
     order = rng.permutation(len(values))
     values = [values[i] for i in order]
     noun = _pick(rng, spec.title_nouns)
@@ -496,11 +523,12 @@ def _build_catalog(config: DemoConfig) -> list[_Listing]:
         n_copies = min(n_copies, config.n_products - len(listings))
         sellers = rng.choice(len(_SELLERS), size=n_copies, replace=False)
         if spec.informative == "image":
-            identity = (
-                _pick(rng, _FASHION_BRANDS),
-                _pick(rng, _FASHION_LINES),
-                _pick(rng, _FASHION_AUDIENCE[ptype]),
-            )
+            line = _pick(rng, _FASHION_LINES)
+            if rng.random() < config.title_decoy_rate:
+                decoy_attr = _pick(rng, list(spec.image_attributes))
+                wrong = [v for v in spec.attributes[decoy_attr] if v != attrs[decoy_attr]]
+                line = f"{_surface(_pick(rng, wrong), rng, 0.8).title()} {line}"
+            identity = (_pick(rng, _FASHION_BRANDS), line, _pick(rng, _FASHION_AUDIENCE[ptype]))
         else:
             brand, line = _pick(rng, _TECH_BRANDS), _pick(rng, _TECH_SERIES)
         for copy in range(n_copies):
@@ -548,12 +576,14 @@ def _query_text(ptype: str, attrs: Mapping[str, str], rng: np.random.Generator) 
 def _attribute_subset(spec: ProductTypeSpec, rng: np.random.Generator) -> list[str]:
     names = list(spec.attributes)
     # Mostly one or two attributes, like real queries; a few bare type queries ("dress").
-    k_probs = {2: (0.04, 0.56, 0.40), 3: (0.04, 0.36, 0.40, 0.20)}[len(names)]
+    k_probs = {2: (0.04, 0.56, 0.40), 3: (0.04, 0.36, 0.40, 0.20), 4: (0.04, 0.36, 0.38, 0.17, 0.05)}[len(names)]
     k = int(rng.choice(len(k_probs), p=k_probs))
     if spec.informative == "image":
-        weights = np.array([0.45, 0.30, 0.25])  # colour is what shoppers type most
+        # colour is what shoppers type most; the title-only material less often
+        weights = np.array([0.40 if a == "colour" else 0.20 if a in spec.image_attributes else 0.20 for a in names])
     else:
-        weights = np.ones(len(names))
+        # the photo-only colour of a gadget is asked for less often than its specs
+        weights = np.array([0.5 if a in spec.image_attributes else 1.0 for a in names])
     chosen = rng.choice(len(names), size=k, replace=False, p=weights / weights.sum())
     return [names[i] for i in sorted(chosen)]
 
@@ -818,7 +848,8 @@ def _item_look(ptype: str, attrs: Mapping[str, str], rng: np.random.Generator) -
         if ptype == "handbag":
             accent_choices = ((60, 40, 30), (150, 110, 70), tuple(_shade(main, 0.55)))  # type: ignore[assignment]
     else:
-        main = np.array(_pick(rng, _DEVICE_RGB), dtype=float) + rng.uniform(-10, 10, size=3)
+        device = _COLOUR_RGB[attrs["colour"]] if "colour" in attrs else _pick(rng, _DEVICE_RGB)
+        main = np.array(device, dtype=float) + rng.uniform(-10, 10, size=3)
         ink = main
         accent_choices = ((60, 200, 90), (80, 160, 255), (255, 255, 255))
     return {
@@ -967,9 +998,9 @@ def render_product_image(
     ``seed`` fixes the item's look (shade, pattern geometry, framing); ``photo`` picks one of its photos.
     """
     spec = PRODUCT_TYPES[product_type]
-    missing = set(spec.attributes) - set(attributes)
+    missing = set(spec.image_attributes) - set(attributes)
     if missing:
-        raise ValueError(f"{product_type}: missing attributes {sorted(missing)}")
+        raise ValueError(f"{product_type}: missing drawn attributes {sorted(missing)}")
     look = _item_look(product_type, attributes, _rng(seed, _STREAM_ITEM_LOOK))
     shot = _photo(_rng(seed, _STREAM_PHOTO, photo), noise_std)
     return Image.fromarray(_render_image(product_type, attributes, look, shot, size))
@@ -1031,9 +1062,17 @@ def _write_storefront(out: Path, config: DemoConfig, progress: bool) -> None:
             "seller": [li.seller for li in rows],
         },
     )
+    # "intent": the query's type + attributes. Different strings can mean the same thing ("20000mah power bank",
+    # "power bank 20000 mah"); splitting by intent keeps a test meaning out of training (data.split_by=intent).
+    intent_of = {q.text: q.product_type + "|" + json.dumps(q.attributes, sort_keys=True) for q in queries}
     _write_parquet(
         out / "pairs.parquet",
-        {"query": [p[0] for p in pairs], "product_id": [p[1] for p in pairs], "label": [p[2] for p in pairs]},
+        {
+            "query": [p[0] for p in pairs],
+            "product_id": [p[1] for p in pairs],
+            "label": [p[2] for p in pairs],
+            "intent": [intent_of[p[0]] for p in pairs],
+        },
     )
     _write_parquet(
         out / "queries.parquet",

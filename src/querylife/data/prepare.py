@@ -79,6 +79,7 @@ def prepare_dataset(
     image_size: int = 64,
     split: tuple[float, float, float] = (0.7, 0.1, 0.2),
     split_seed: int = 0,
+    split_by: str = "query",
     skip_bad: bool = False,
     text_fields: tuple[str, ...] = ("title",),
     load_pixels: bool = True,
@@ -97,7 +98,7 @@ def prepare_dataset(
         dict(zip(catalog["product_id"], catalog["product_type"], strict=True))
     )
     pairs["query_type"] = assign_query_types(pairs)
-    splits = split_by_query(pairs, fractions=split, seed=split_seed)
+    splits = split_by_query(pairs, fractions=split, seed=split_seed, group_by=split_by)
     paths = catalog["image_path"].tolist() if "image_path" in catalog.columns else [None] * len(catalog)
     if load_pixels:
         images, has_image = load_images(paths, image_size, skip_bad=skip_bad, report=report, progress=progress)
@@ -105,3 +106,21 @@ def prepare_dataset(
         images = torch.zeros((len(catalog), 3, image_size, image_size), dtype=torch.uint8)
         has_image = torch.zeros(len(catalog), dtype=torch.bool)
     return Dataset(catalog, pairs, splits, scheme, images, has_image, tuple(text_fields), report)
+
+
+def prepare_from_config(config, *, progress: bool = True) -> Dataset:
+    """``prepare_dataset`` with the data and image settings of an ``ExperimentConfig``."""
+    data, tower = config.data, config.model.tower
+    if not data.catalog or not data.pairs:
+        raise ValueError("no data: set data.catalog and data.pairs (or give --catalog and --pairs)")
+    return prepare_dataset(
+        data.catalog,
+        data.pairs,
+        label_scheme=data.label_scheme,
+        image_size=tower.image_size or tower.small_cnn.image_size,
+        split=data.split,
+        split_seed=data.split_seed,
+        split_by=data.split_by,
+        skip_bad=data.skip_bad_rows,
+        progress=progress,
+    )

@@ -470,8 +470,8 @@ def _load_pairs(
             first = int(np.flatnonzero((label == bad[0]).to_numpy())[0])
             raise DataError(
                 f"cannot decide the label scheme: label {bad[0]!r} does not fit {scheme.describe()} like "
-                f"the other labels {present[:8]}; pass label_scheme= (one of {', '.join(LABEL_SCHEMES)}) "
-                "or fix the label",
+                f"the other labels {present[:8]}; name the scheme (label_scheme=, or --set data.label_scheme= on "
+                f"the command line: one of {', '.join(LABEL_SCHEMES)}) or fix the label",
                 file=file, row=first + 1, field="label", line=_line_of(raw.attrs, first),
             )
     elif label_scheme.lower() == "graded":

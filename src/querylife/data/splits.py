@@ -15,7 +15,7 @@ SPLIT_NAMES = ("train", "dev", "test")
 
 
 def split_by_query(
-    pairs: pd.DataFrame, fractions: Sequence[float] = (0.7, 0.1, 0.2), seed: int = 0
+    pairs: pd.DataFrame, fractions: Sequence[float] = (0.7, 0.1, 0.2), seed: int = 0, *, group_by: str = "query"
 ) -> dict[str, pd.DataFrame]:
     """Split ``pairs`` into ``train`` / ``dev`` / ``test`` so that all rows of a query land in one split.
 
@@ -25,6 +25,10 @@ def split_by_query(
 
     Counts: ``round(n * f)`` queries for dev and test, the rest for train; a split with a non-zero fraction
     that would get no query takes one from the largest split. A fraction of 0 gives an empty split.
+
+    ``group_by`` names a coarser column to split on (e.g. a query intent shared by paraphrases, or a session):
+    all rows of one value land in one split, which keeps every query in one split too as long as each query has
+    a single value (checked).
 
     Raises:
         DataError: fractions that are not three non-negative numbers summing to 1, no ``query`` column, or
@@ -40,7 +44,16 @@ def split_by_query(
     if "query" not in pairs.columns:
         raise DataError(f"pairs have no 'query' column; found {list(pairs.columns)}", field="query")
 
-    queries = np.array(sorted(pd.unique(pairs["query"].astype(str))), dtype=object)
+    if group_by not in pairs.columns:
+        raise DataError(f"cannot split by {group_by!r}: no such column; found {list(pairs.columns)}", field=group_by)
+    keys = pairs[group_by].astype(str)
+    if group_by != "query":
+        spread = keys.groupby(pairs["query"].astype(str)).nunique()
+        if (spread > 1).any():
+            bad = spread[spread > 1].index[0]
+            raise DataError(f"query {bad!r} has several {group_by!r} values: cannot split by {group_by!r}",
+                            field=group_by)
+    queries = np.array(sorted(pd.unique(keys)), dtype=object)
     n = len(queries)
     wanted = [i for i, f in enumerate(fr) if f > 0]
     if n < len(wanted):
@@ -72,5 +85,5 @@ def split_by_query(
     for k, name in enumerate(SPLIT_NAMES):
         for q in order[bounds[k]:bounds[k + 1]]:
             assign[q] = name
-    which = pairs["query"].astype(str).map(assign).to_numpy()
+    which = keys.map(assign).to_numpy()
     return {name: pairs[which == name].reset_index(drop=True) for name in SPLIT_NAMES}

@@ -1,0 +1,448 @@
+"""The real ``querylife`` command line, run as a subprocess on tiny data made in the test session.
+
+Each test starts ``python -m querylife.cli ...`` the way a user would (exit codes, stdout/stderr, files on disk),
+not typer's in-process ``CliRunner``. The tiny random BERT, tiny CNN and small storefront from ``conftest.py``
+keep every command to a few seconds of CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+TIMEOUT = 180  # seconds for any one command; the slowest takes ~10 s on 2 CPU cores
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        # One intra-op thread: the tiny models gain nothing from more, and on a 2-core box shared with another
+        # busy process torch's default thread pool spins and makes a 6 s run take 30 s.
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        NO_COLOR="1",
+        COLUMNS="200",
+        PYTHONPATH=os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH", "")) if p),
+    )
+    env.pop("FORCE_COLOR", None)
+    return env
+
+
+def cli(*args, cwd: Path, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
+    """Run ``python -m querylife.cli ARGS`` and capture its output (text)."""
+    return subprocess.run(
+        [sys.executable, "-m", "querylife.cli", *map(str, args)],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def show(proc: subprocess.CompletedProcess) -> str:
+    """Output for assertion messages."""
+    return f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-4000:]}"
+
+
+def tiny_overrides(text_model: Path, epochs: int = 2) -> list[str]:
+    sets = [
+        f"model.tower.text_model={text_model}",
+        "model.tower.small_cnn.channels=[8,16]",
+        "model.tower.small_cnn.image_size=32",
+        "model.embed_dim=16",
+        f"train.epochs={epochs}",
+        "train.batch_size=16",
+    ]
+    return [arg for s in sets for arg in ("--set", s)]
+
+
+def temp_leftovers(directory: Path) -> list[str]:
+    """Hidden temporary/backup entries an atomic writer leaves if it dies mid-write (``.last.x1y2.tmp``, ...)."""
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith(".") and p.name.endswith((".tmp", ".old")))
+
+
+def digest_tree(directory: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# --help
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["demo"], ["data", "demo"], ["data", "check"], ["train"], ["eval"]],
+    ids=["top", "demo", "data-demo", "data-check", "train", "eval"],
+)
+def test_help_shows_an_example(command, tmp_path):
+    proc = cli(*command, "--help", cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0, show(proc)
+    assert "Usage:" in proc.stdout
+    assert "Example" in proc.stdout, show(proc)
+    assert "Traceback" not in proc.stderr
+
+
+def test_data_group_help(tmp_path):
+    proc = cli("data", "--help", cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0, show(proc)
+    assert "demo" in proc.stdout and "check" in proc.stdout
+
+
+# ----------------------------------------------------------------------------------------------------------
+# data demo
+
+
+def test_data_demo_writes_and_reuses_the_storefront(tmp_path):
+    out = tmp_path / "store"
+    args = ["data", "demo", "--out", out, "--products", 100, "--seed", 1, "--image-size", 32]
+    first = cli(*args, cwd=tmp_path)
+    assert first.returncode == 0, show(first)
+    for name in ("catalog.parquet", "pairs.parquet", "images"):
+        assert (out / name).exists(), name
+    catalog = pd.read_parquet(out / "catalog.parquet")
+    assert len(catalog) == 100
+    assert len(list((out / "images").glob("*.png"))) == catalog["image_path"].notna().sum() > 0
+    assert len(pd.read_parquet(out / "pairs.parquet")) > 0
+    assert str(out / "catalog.parquet") in first.stdout
+    before = digest_tree(out)
+    mtime = (out / "catalog.parquet").stat().st_mtime_ns
+
+    # Same config again: reused as is, not regenerated (the files are not even rewritten).
+    second = cli(*args, cwd=tmp_path)
+    assert second.returncode == 0, show(second)
+    assert (out / "catalog.parquet").stat().st_mtime_ns == mtime
+    assert digest_tree(out) == before
+
+    # Regenerated from scratch with the same seed: the same bytes.
+    third = cli(*args, "--overwrite", cwd=tmp_path)
+    assert third.returncode == 0, show(third)
+    assert (out / "catalog.parquet").stat().st_mtime_ns != mtime
+    assert digest_tree(out) == before
+
+
+# ----------------------------------------------------------------------------------------------------------
+# data check
+
+GOOD_CATALOG = (
+    "product_id,title,product_type,image_path\n"
+    "p1,red dress,dress,img0.png\n"
+    "p2,blue shirt,shirt,img1.png\n"
+    "p3,power bank 10000 mah,power bank,img2.png\n"
+)
+GOOD_PAIRS = (
+    "query,product_id,label\n"
+    "red dress,p1,exact\n"
+    "red dress,p2,irrelevant\n"
+    "blue shirt,p2,exact\n"
+    "blue shirt,p1,partial\n"
+)
+
+
+def write_small_dataset(directory: Path, catalog: str = GOOD_CATALOG, pairs: str = GOOD_PAIRS) -> tuple[Path, Path]:
+    """A 3-product CSV catalogue with real PNGs and a 4-row pairs CSV (plus one garbage 'PNG')."""
+    for i in range(3):
+        Image.new("RGB", (8, 8), (60 * i, 100, 200)).save(directory / f"img{i}.png")
+    (directory / "garbage.png").write_bytes(b"\x00\xffthis is not an image\x13\x37" * 20)
+    cat, prs = directory / "catalog.csv", directory / "pairs.csv"
+    cat.write_text(catalog)
+    prs.write_text(pairs)
+    return cat, prs
+
+
+def test_data_check_small_good_csv(tmp_path):
+    cat, prs = write_small_dataset(tmp_path)
+    proc = cli("data", "check", cat, prs, cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    assert proc.stdout.startswith("# Data check: OK"), show(proc)
+
+
+def test_data_check_tiny_store(tiny_store, tmp_path):
+    proc = cli(
+        "data", "check", tiny_store.catalog_path, tiny_store.pairs_path, "--json", tmp_path / "r.json", cwd=tmp_path
+    )
+    assert proc.returncode == 0, show(proc)
+    n_products = len(pd.read_parquet(tiny_store.catalog_path))
+    pairs = pd.read_parquet(tiny_store.pairs_path)
+    out = proc.stdout
+    assert out.startswith("# Data check: OK"), show(proc)
+    assert f"| products | {n_products} rows, {n_products} valid" in out, show(proc)
+    assert f"| pair rows | {len(pairs)} rows, {len(pairs)} valid" in out, show(proc)
+    assert f"| queries | {pairs['query'].nunique()} |" in out, show(proc)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["ok"] is True and report["n_products"] == n_products and report["n_pairs"] == len(pairs)
+
+
+# (case, catalogue text, pairs text, issue kind, file with the problem, 1-based data row, field, text in message)
+BAD_CASES = [
+    (
+        "duplicate-product-id",
+        GOOD_CATALOG + "p2,another blue shirt,shirt,img1.png\n",
+        GOOD_PAIRS,
+        "catalog: duplicate product_id", "catalog", 4, "product_id", "'p2'",
+    ),
+    (
+        "empty-title",
+        GOOD_CATALOG.replace("blue shirt,", ","),
+        GOOD_PAIRS,
+        "catalog: empty title", "catalog", 2, "title", "title is empty",
+    ),
+    (
+        "unknown-product",
+        GOOD_CATALOG,
+        GOOD_PAIRS + "red dress,p999,exact\n",
+        "pairs: unknown product", "pairs", 5, "product_id", "'p999'",
+    ),
+    (
+        "unknown-label",
+        GOOD_CATALOG,
+        GOOD_PAIRS + "red dress,p3,bogus\n",
+        "pairs: unknown label", "pairs", 5, "label", "'bogus'",
+    ),
+    (
+        "missing-image",
+        GOOD_CATALOG.replace("img2.png", "no_such_image.png"),
+        GOOD_PAIRS,
+        "images: missing image file", "catalog", 3, "image_path", "no_such_image.png",
+    ),
+    (
+        "corrupt-image",
+        GOOD_CATALOG.replace("img2.png", "garbage.png"),
+        GOOD_PAIRS,
+        "images: corrupt image", "catalog", 3, "image_path", "garbage.png",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "catalog_text, pairs_text, kind, where, row, field, needle",
+    [case[1:] for case in BAD_CASES],
+    ids=[case[0] for case in BAD_CASES],
+)
+def test_data_check_reports_bad_rows(tmp_path, catalog_text, pairs_text, kind, where, row, field, needle):
+    cat, prs = write_small_dataset(tmp_path, catalog_text, pairs_text)
+    bad_file = cat if where == "catalog" else prs
+    proc = cli("data", "check", cat, prs, "--json", tmp_path / "report.json", cwd=tmp_path)
+    assert proc.returncode == 1, show(proc)
+    assert "Traceback" not in proc.stderr, show(proc)
+    out = proc.stdout
+    assert out.startswith("# Data check: 1 problem"), show(proc)
+    # The example line names the kind, the file, the row and the field.
+    lines = [line for line in out.splitlines() if line.startswith(f"- **{kind}**")]
+    assert lines, show(proc)
+    assert bad_file.name in lines[0] and f"row {row}" in lines[0] and f"field `{field}`" in lines[0], lines[0]
+    assert needle in lines[0], lines[0]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["ok"] is False and report["counts"] == {kind: 1}
+    (issue,) = report["errors"]
+    assert (issue["kind"], Path(issue["file"]).name, issue["row"], issue["field"]) == (kind, bad_file.name, row, field)
+
+
+def test_data_check_missing_file(tmp_path):
+    _, prs = write_small_dataset(tmp_path)
+    proc = cli("data", "check", tmp_path / "no_such_catalog.csv", prs, cwd=tmp_path)
+    assert proc.returncode == 2, show(proc)
+    assert "Traceback" not in proc.stderr, show(proc)
+    assert "error:" in proc.stderr and "no_such_catalog.csv" in proc.stderr and "not found" in proc.stderr, show(proc)
+
+
+def test_data_check_missing_column(tmp_path):
+    cat, prs = write_small_dataset(tmp_path, "product_id,product_type,image_path\np1,dress,img0.png\n")
+    proc = cli("data", "check", cat, prs, cwd=tmp_path)
+    assert proc.returncode == 2, show(proc)
+    assert "Traceback" not in proc.stderr, show(proc)
+    assert "catalog.csv" in proc.stderr and "'title'" in proc.stderr and "missing" in proc.stderr, show(proc)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# train
+
+RESUME_EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_store, tiny_text_model_dir, tmp_path_factory):
+    """One uninterrupted ``querylife train`` run (3 epochs: also the reference for the resume test)."""
+    work = tmp_path_factory.mktemp("cli_train")
+    run = work / "run"
+    proc = cli(
+        "train", "--catalog", tiny_store.catalog_path, "--pairs", tiny_store.pairs_path, "--out", run,
+        *tiny_overrides(tiny_text_model_dir, epochs=RESUME_EPOCHS), "--quiet",
+        cwd=work,
+    )
+    assert proc.returncode == 0, show(proc)
+    return run, proc
+
+
+@pytest.mark.slow
+def test_train_writes_best_and_last(trained_run):
+    run, proc = trained_run
+    assert "best epoch" in proc.stdout and str(run / "best") in proc.stdout, show(proc)
+    for name in ("model.safetensors", "config.json", "summary.json", "README.md"):
+        assert (run / "best" / name).is_file() and (run / "best" / name).stat().st_size > 0, name
+    for name in ("model.safetensors", "optimizer.safetensors", "trainer_state.json"):
+        assert (run / "last" / name).is_file(), name
+    assert (run / "config.json").is_file()
+    summary = json.loads((run / "best" / "summary.json").read_text())
+    assert 1 <= summary["best_epoch"] <= RESUME_EPOCHS
+    assert len(summary["history"]) >= summary["best_epoch"]
+    assert summary["config"]["model"]["embed_dim"] == 16
+    assert json.loads((run / "last" / "trainer_state.json").read_text())["epoch"] == RESUME_EPOCHS
+    assert "querylife checkpoint" in (run / "best" / "README.md").read_text()
+    assert temp_leftovers(run) == []
+
+
+def test_train_bad_override_names_the_key(tiny_store, tmp_path):
+    run = tmp_path / "run"
+    proc = cli(
+        "train", "--catalog", tiny_store.catalog_path, "--pairs", tiny_store.pairs_path, "--out", run,
+        "--set", "train.nope=1", cwd=tmp_path,
+    )
+    assert proc.returncode == 2, show(proc)
+    assert "Traceback" not in proc.stderr, show(proc)
+    assert "train.nope" in proc.stderr, show(proc)
+    assert not run.exists()
+
+
+def test_train_without_data_says_so(tmp_path):
+    proc = cli("train", "--out", tmp_path / "run", cwd=tmp_path)
+    assert proc.returncode == 2, show(proc)
+    assert "Traceback" not in proc.stderr, show(proc)
+    assert "no data" in proc.stderr and "--catalog" in proc.stderr and "--pairs" in proc.stderr, show(proc)
+    assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# train --resume after a real SIGKILL
+
+
+@pytest.fixture(scope="module")
+def resumed_run(tiny_store, tiny_text_model_dir, tmp_path_factory):
+    """Start training with a checkpoint every step, SIGKILL it once last/ exists, then ``train --resume``."""
+    work = tmp_path_factory.mktemp("cli_resume")
+    run = work / "run"
+    args = [
+        "train", "--catalog", tiny_store.catalog_path, "--pairs", tiny_store.pairs_path, "--out", run,
+        *tiny_overrides(tiny_text_model_dir, epochs=RESUME_EPOCHS), "--set", "train.save_every_steps=1",
+    ]
+    log = work / "killed.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "querylife.cli", *map(str, args), "--quiet"],
+            cwd=work, env=_env(), stdout=fh, stderr=subprocess.STDOUT,
+        )
+        try:
+            state_file = run / "last" / "trainer_state.json"
+            deadline = time.monotonic() + TIMEOUT
+            while not state_file.exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+            finished_early = proc.poll() is not None
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+    assert not finished_early, f"training ended before it could be killed:\n{log.read_text()[-4000:]}"
+    assert proc.returncode == -signal.SIGKILL
+    # The killed run must leave a complete last/ (atomic checkpoints), whatever it was doing when killed.
+    assert state_file.is_file(), f"no complete last/ after the kill: {sorted(p.name for p in run.iterdir())}"
+    killed_state = json.loads(state_file.read_text())
+    # A kill that lands while a checkpoint is being written leaves its temp dir; make that case deterministic.
+    stale = run / ".last.k1lled00.tmp"
+    stale.mkdir(exist_ok=True)
+    (stale / "model.safetensors").write_bytes(b"half a file")
+
+    resumed = cli(*args, "--resume", cwd=work)  # not --quiet: the "resuming" line is a progress message
+    return run, killed_state, resumed
+
+
+@pytest.mark.slow
+def test_train_resume_after_sigkill(resumed_run, trained_run):
+    run, killed_state, proc = resumed_run
+    assert proc.returncode == 0, show(proc)
+    assert "resuming" in proc.stdout, show(proc)
+    assert killed_state["epoch"] < RESUME_EPOCHS  # really interrupted mid-run
+    for name in ("model.safetensors", "config.json", "summary.json", "README.md"):
+        assert (run / "best" / name).is_file(), name
+    final = json.loads((run / "last" / "trainer_state.json").read_text())
+    assert final["epoch"] == RESUME_EPOCHS
+    assert final["global_step"] > killed_state["global_step"]
+    # Resuming is exact: the same dev scores, epoch by epoch, as the uninterrupted run with this config.
+    reference = json.loads((trained_run[0] / "best" / "summary.json").read_text())
+    summary = json.loads((run / "best" / "summary.json").read_text())
+    assert summary["best_epoch"] == reference["best_epoch"]
+    assert [h["dev_ndcg@10"] for h in final["history"]] == pytest.approx(
+        [h["dev_ndcg@10"] for h in json.loads((trained_run[0] / "last" / "trainer_state.json").read_text())["history"]],
+        abs=1e-4,
+    )
+
+
+@pytest.mark.slow
+def test_train_resume_leaves_no_checkpoint_temp_dirs(resumed_run):
+    run, _, proc = resumed_run
+    assert proc.returncode == 0, show(proc)
+    assert temp_leftovers(run) == [], "temp dirs of checkpoints written by the killed run are never removed"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# eval and demo
+
+
+@pytest.mark.slow
+def test_eval_checkpoint_writes_report(trained_run, tiny_store, tiny_text_model_dir, tmp_path):
+    run, _ = trained_run
+    out = tmp_path / "eval"
+    proc = cli(
+        "eval", "--checkpoint", run / "best", "--catalog", tiny_store.catalog_path, "--pairs", tiny_store.pairs_path,
+        "--out", out, *tiny_overrides(tiny_text_model_dir), "--quiet", cwd=tmp_path,
+    )
+    assert proc.returncode == 0, show(proc)
+    assert (out / "report.md").is_file() and (out / "report.json").is_file()
+    assert list(out.glob("*.png")), sorted(p.name for p in out.iterdir())
+    report = json.loads((out / "report.json").read_text())
+    name = run.name  # a checkpoint at RUN/best is reported under the run's name
+    assert {"bm25", "zero_shot", name} <= set(report["results"]), list(report["results"])
+    assert report["methods"] == ["bm25", "zero_shot", name]
+    for method in ("bm25", "zero_shot", name):
+        assert method in proc.stdout, show(proc)
+    assert "report.md" in proc.stdout
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tiny_text_model_dir, tmp_path):
+    out = tmp_path / "demo"
+    methods = ["bm25", "zero_shot", "full", "mean"]
+    proc = cli(
+        "demo", "--out", out, "--products", 120, "--methods", ",".join(methods), "--epochs", 1, "--quiet",
+        *tiny_overrides(tiny_text_model_dir), cwd=tmp_path,
+    )
+    assert proc.returncode == 0, show(proc)
+    table = [line for line in proc.stdout.splitlines() if "NDCG@10" in line and "Method" in line]
+    assert table, show(proc)
+    for method in methods:
+        assert any(line.split()[:1] == [method] for line in proc.stdout.splitlines()), (method, show(proc))
+    report_dir = out / "report"
+    assert (report_dir / "report.md").is_file() and (report_dir / "report.json").is_file()
+    assert list(report_dir.glob("*.png")), sorted(p.name for p in report_dir.iterdir())
+    assert (out / "data" / "catalog.parquet").is_file()
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["methods"] == methods
+    assert str(report_dir / "report.md") in proc.stdout
