@@ -25,7 +25,7 @@ from .data.prepare import Dataset
 from .metrics import EvalResult, evaluate_scored
 from .model import QueryLifeModel
 from .relevance import RelevanceCalibrator
-from .report import results_table_text, write_report
+from .report import md_table, results_table_text, write_report
 from .scoring import FeatureCache, score_pairs
 from .towers import TextTower, VisionTower, build_towers
 from .train import Trainer
@@ -124,6 +124,32 @@ def zero_shot_scores(
     return (q * t).sum(-1).double().numpy()
 
 
+def group_summary(
+    runs: list[MethodRun], groups: dict[str, list[str]], *, seed: int = 0
+) -> tuple[str, dict[str, dict[str, dict[str, float]]]]:
+    """Metrics of each method over the test queries of each group of product types (Markdown table + numbers)."""
+    keys = ("ndcg@10", "roc_auc", "roc_auc_in_type")
+    header = ["Method"]
+    for g in groups:
+        header += [f"{g}: NDCG@10", f"{g}: ROC-AUC", f"{g}: AUC in type", f"{g}: image weight"]
+    rows, numbers = [], {}
+    for r in runs:
+        row: list = [r.name]
+        numbers[r.name] = {}
+        for g, types in groups.items():
+            sub = r.scored[r.scored["query_type"].isin(types)]
+            overall = evaluate_scored(sub, n_boot=0, seed=seed, by_type=False).overall if len(sub) else {}
+            gate = [r.gate_by_type[t] for t in types if t in r.gate_by_type]
+            entry = {k: float(overall.get(k, float("nan"))) for k in keys}
+            entry["image_weight"] = float(np.mean(gate)) if gate else float("nan")
+            numbers[r.name][g] = entry
+            row += [f"{entry[k]:.3f}" for k in keys] + ["–" if np.isnan(entry["image_weight"]) else
+                                                        f"{entry['image_weight']:.3f}"]
+        rows.append(row)
+    note = "\n\nEach group's numbers are over the test queries whose own product type is in the group."
+    return md_table(header, rows) + note, numbers
+
+
 class Suite:
     """Train and evaluate a list of methods on one dataset; write one report.
 
@@ -210,9 +236,19 @@ class Suite:
         return runs
 
     def report(
-        self, runs: list[MethodRun], *, title: str, command: str = "", notes: list[str] | None = None
+        self,
+        runs: list[MethodRun],
+        *,
+        title: str,
+        command: str = "",
+        notes: list[str] | None = None,
+        type_groups: dict[str, list[str]] | None = None,
     ) -> dict[str, Path]:
-        """Write report.md / report.json / PNG plots and the scored test pairs; returns the paths."""
+        """Write report.md / report.json / PNG plots and the scored test pairs; returns the paths.
+
+        ``type_groups`` (group name -> product types, e.g. where the image carries the information) adds a table
+        of each method's metrics over the queries of each group.
+        """
         results = {r.name: r.result for r in runs}
         gates = {r.name: r.gate_by_type for r in runs if r.gate_by_type}
         meta = {
@@ -230,10 +266,15 @@ class Suite:
             "config": self.config.model_dump(mode="json"),
             "data": {k: {"pairs": len(v), "queries": int(v["query"].nunique())} for k, v in self.data.splits.items()},
         }
+        sections = {}
+        if type_groups:
+            table, numbers = group_summary(runs, type_groups, seed=self.config.train.seed)
+            sections["By group of product types"] = table
+            meta["type_groups"] = {"groups": type_groups, "results": numbers}
         baseline = "full" if "full" in results else None  # the Δ column: each method against Query-LIFE
         paths = write_report(
             self.out_dir, results, title=title, meta=meta, gate_weights=gates or None, notes=notes,
-            baseline_name=baseline,
+            baseline_name=baseline, sections=sections,
         )
         scores = pd.concat([r.scored.assign(method=r.name) for r in runs], ignore_index=True)
         tmp = self.out_dir / ".test_scores.parquet.tmp"

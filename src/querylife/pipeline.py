@@ -67,5 +67,9 @@ def run_demo(
         f"Whole demo: {time.time() - start:.0f} s.",
     ]
     command = " ".join(shlex.quote(a) for a in sys.argv) if sys.argv else ""
-    suite.report(runs, title="querylife demo: Query-LIFE vs baselines and ablations", command=command, notes=notes)
+    groups = store.type_groups()
+    suite.report(
+        runs, title="querylife demo: Query-LIFE vs baselines and ablations", command=command, notes=notes,
+        type_groups=groups,
+    )
     return DemoResult(store.out_dir, report_dir, runs, time.time() - start, Suite.table(runs))

@@ -64,7 +64,7 @@ def _md_cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |"]
     lines.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")
     lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
@@ -285,6 +285,7 @@ def _markdown(
     baseline_name: str | None,
     comparisons: Mapping[str, Mapping[str, float]],
     plot_files: Mapping[str, str],
+    sections: Mapping[str, str] | None = None,
 ) -> str:
     first = next(iter(results.values()))
     parts = [f"# {title}", ""]
@@ -301,7 +302,7 @@ def _markdown(
         parts += ["", "Run: " + "; ".join(f"{k} = `{v}`" for k, v in scalars.items())]
 
     header, rows = _main_rows(results, comparisons, baseline_name)
-    parts += ["", "## Results", "", _md_table(header, rows)]
+    parts += ["", "## Results", "", md_table(header, rows)]
     parts += [
         "",
         "ROC-AUC in type counts only candidates of the query's own product type (exact vs partial): the "
@@ -314,14 +315,14 @@ def _markdown(
     if types:
         parts += ["", "## By query product type", "", "NDCG@10:", ""]
         parts.append(
-            _md_table(
+            md_table(
                 ["Method"] + list(types),
                 [[n] + [_fmt(r.by_type.get(t, {}).get(HEADLINE)) for t in types] for n, r in results.items()],
             )
         )
         parts += ["", "ROC-AUC within type:", ""]
         parts.append(
-            _md_table(
+            md_table(
                 ["Method"] + list(types),
                 [
                     [n] + [_fmt(r.by_type.get(t, {}).get("roc_auc_in_type")) for t in types]
@@ -342,13 +343,15 @@ def _markdown(
         ]
         parts += [
             "",
-            _md_table(
+            md_table(
                 ["Method"] + gtypes, [[m] + [_fmt(w.get(t)) for t in gtypes] for m, w in gate_weights.items()]
             ),
         ]
         if "gate_weights" in plot_files:
             parts += ["", f"![Gate weights]({plot_files['gate_weights']})"]
 
+    for heading, body in (sections or {}).items():
+        parts += ["", f"## {heading}", "", body.rstrip()]
     if notes:
         parts += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(parts) + "\n"
@@ -367,6 +370,7 @@ def write_report(
     gate_weights: Mapping[str, Mapping[str, float]] | None = None,
     notes: Sequence[str] | None = None,
     baseline_name: str | None = None,
+    sections: Mapping[str, str] | None = None,
 ) -> dict[str, Path]:
     """Write ``report.json``, ``report.md`` and the PNG plots for ``results`` (method name -> result).
 
@@ -374,6 +378,7 @@ def write_report(
     JSON and its scalar entries into the Markdown. ``gate_weights`` maps gated method -> product type -> mean
     image weight. With ``baseline_name`` every other method gets a paired-bootstrap NDCG@10 difference
     against it (needs the per-query metrics that :func:`querylife.metrics.evaluate_scored` keeps).
+    ``sections`` adds Markdown sections (heading -> body) before the notes.
 
     Every file is written atomically (temporary file + ``os.replace``). Returns the written paths by kind:
     ``json``, ``markdown``, ``ndcg_by_method``, ``ndcg_by_type`` and, with gate weights, ``gate_weights``.
@@ -426,6 +431,7 @@ def write_report(
         baseline_name=baseline_name,
         comparisons=comparisons,
         plot_files=plot_files,
+        sections=sections,
     )
     paths["markdown"] = _atomic_write(out / "report.md", md.encode("utf-8"))
     return paths

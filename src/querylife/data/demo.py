@@ -143,6 +143,14 @@ class DemoStorefront:
     def meta(self) -> dict[str, Any]:
         return json.loads(self.meta_path.read_text())
 
+    def type_groups(self) -> dict[str, list[str]]:
+        """Product types grouped by the modality that carries most of their attributes (for reports)."""
+        meta = self.meta()
+        return {
+            "image-informative": meta["image_informative_types"],
+            "title-informative": meta["title_informative_types"],
+        }
+
 
 # ----------------------------------------------------------------------------------------------------
 # The product world
