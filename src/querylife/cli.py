@@ -211,7 +211,9 @@ def eval_(
                 model = QueryLifeModel.from_pretrained(path)
             except (FileNotFoundError, ValueError) as err:
                 _fail(str(err))
-            result, scored, _ = evaluate_model(model, data, cache=runner.cache)
+            result, scored, _ = evaluate_model(
+                model, data, cache=runner.cache, n_boot=runner.n_boot, seed=cfg.train.seed, decision=runner.decision
+            )
             name = path.parent.name if path.name == "best" else path.name
             runs.append(MethodRun(name, f"checkpoint {path}", result, 0.0, scored, gate_weight_by_type(scored)))
     paths = runner.report(runs, title="querylife evaluation", command=" ".join(sys.argv))

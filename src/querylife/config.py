@@ -62,6 +62,16 @@ class TrainConfig(BaseModel):
     num_threads: int = 0  # torch intra-op threads; 0 keeps torch's default
 
 
+class EvalConfig(BaseModel):
+    """How test results and the relevance decision are computed."""
+
+    model_config = ConfigDict(extra="forbid")
+    calibration: Literal["logistic", "isotonic"] = "logistic"  # score -> probability, fitted on dev
+    threshold_rule: Literal["max_f1", "target_precision"] = "max_f1"  # chosen on dev
+    target_precision: float = 0.9
+    n_boot: int = 1000  # bootstrap resamples over test queries for the 95% intervals
+
+
 class ExperimentConfig(BaseModel):
     """A whole training run."""
 
@@ -70,6 +80,7 @@ class ExperimentConfig(BaseModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
 
 class ConfigError(ValueError):

@@ -66,14 +66,15 @@ class MethodRun:
 
 
 def _decide(
-    dev: pd.DataFrame, dev_scores: np.ndarray, test: pd.DataFrame, test_scores: np.ndarray, n_boot: int, seed: int
+    dev: pd.DataFrame, dev_scores: np.ndarray, test: pd.DataFrame, test_scores: np.ndarray, n_boot: int, seed: int,
+    decision: dict[str, Any] | None = None,
 ) -> tuple[EvalResult, pd.DataFrame, RelevanceCalibrator | None]:
-    """Fit the relevance decision on dev, evaluate on test."""
+    """Fit the relevance decision on dev (``decision``: RelevanceCalibrator settings), evaluate on test."""
     scored = test.assign(score=test_scores)
     calibrator = None
     threshold = None
     if len(dev) and dev["positive"].nunique() == 2 and np.isfinite(dev_scores).all():
-        calibrator = RelevanceCalibrator().fit(dev_scores, dev["positive"].to_numpy())
+        calibrator = RelevanceCalibrator(**(decision or {})).fit(dev_scores, dev["positive"].to_numpy())
         scored = scored.assign(prob=calibrator.predict_proba(test_scores))
         threshold = calibrator.threshold
     result = evaluate_scored(
@@ -98,13 +99,14 @@ def evaluate_model(
     n_boot: int = 1000,
     seed: int = 0,
     batch_size: int = 512,
+    decision: dict[str, Any] | None = None,
 ) -> tuple[EvalResult, pd.DataFrame, RelevanceCalibrator | None]:
     """Score dev and test with ``model``; fit the decision on dev; return the test result and scored test pairs."""
     cache = cache or FeatureCache()
     dev, test = data.splits["dev"], data.splits["test"]
     dev_s = score_pairs(model, data, dev, cache, batch_size)
     test_s = score_pairs(model, data, test, cache, batch_size)
-    result, scored, calibrator = _decide(dev, dev_s.score, test, test_s.score, n_boot, seed)
+    result, scored, calibrator = _decide(dev, dev_s.score, test, test_s.score, n_boot, seed, decision)
     return result, scored.assign(image_weight=test_s.image_weight), calibrator
 
 
@@ -167,14 +169,19 @@ class Suite:
         out_dir: str | Path,
         *,
         progress: bool = True,
-        n_boot: int = 1000,
+        n_boot: int | None = None,
         log: Callable[[str], None] = print,
     ):
         self.config = config
         self.data = data
         self.out_dir = Path(out_dir)
         self.progress = progress
-        self.n_boot = n_boot
+        self.n_boot = config.eval.n_boot if n_boot is None else n_boot
+        self.decision = {
+            "method": config.eval.calibration,
+            "threshold_rule": config.eval.threshold_rule,
+            "target_precision": config.eval.target_precision,
+        }
         self.log = log
         self.cache = FeatureCache()
         self._text_tower: TextTower | None = None
@@ -199,7 +206,7 @@ class Suite:
                 shell = QueryLifeModel(self.config.model.model_copy(update={"product_types": []}), towers=towers)
                 dev_s = zero_shot_scores(towers[0], data, dev, self.cache, shell)
                 test_s = zero_shot_scores(towers[0], data, test, self.cache, shell)
-            result, scored, _ = _decide(dev, dev_s, test, test_s, self.n_boot, self.config.train.seed)
+            result, scored, _ = _decide(dev, dev_s, test, test_s, self.n_boot, self.config.train.seed, self.decision)
             return MethodRun(name, UNTRAINED_METHODS[name], result, time.time() - start, scored)
         if name not in TRAINED_METHODS:
             known = ", ".join([*UNTRAINED_METHODS, *TRAINED_METHODS])
@@ -212,7 +219,7 @@ class Suite:
         )
         trained = trainer.fit()
         result, scored, calibrator = evaluate_model(
-            trained.model, data, cache=self.cache, n_boot=self.n_boot, seed=cfg.train.seed
+            trained.model, data, cache=self.cache, n_boot=self.n_boot, seed=cfg.train.seed, decision=self.decision
         )
         extra = {
             "best_epoch": trained.best_epoch,

@@ -33,7 +33,7 @@ def run_demo(
     epochs: int | None = None,
     methods: tuple[str, ...] | list[str] = DEFAULT_METHODS,
     config: ExperimentConfig | None = None,
-    n_boot: int = 1000,
+    n_boot: int | None = None,
     progress: bool = True,
     log=print,
 ) -> DemoResult:

@@ -185,7 +185,8 @@ class Trainer:
             mask |= self.negative_mask_fn(queries, cols).to(torch.bool).cpu()
         return mask
 
-    def _forward(self, batch: list[int], product_rows: np.ndarray):
+    def batch_inputs(self, batch: list[int], product_rows: np.ndarray) -> dict[str, Any]:
+        """The model's keyword inputs for a batch: cached tower features where frozen, else raw texts/pixels."""
         rows = torch.from_numpy(product_rows)
         dev = self.device
         kwargs: dict[str, Any] = {
@@ -201,7 +202,7 @@ class Trainer:
         else:
             kwargs["titles"] = self.data.product_texts(rows.numpy())
         kwargs["images"] = self.data.images[rows].to(dev)
-        return self.model(**kwargs)
+        return kwargs
 
     # ---- checkpoints ------------------------------------------------------------------------------------
     def _summary(self, best_epoch: int, best_dev: float, history: list[dict]) -> dict[str, Any]:
@@ -283,7 +284,7 @@ class Trainer:
             # Running sums live in the checkpointed state so a resumed epoch reports the loss of all its steps.
             for batch in bar:
                 prod_rows = self.product_rows(batch, epoch, state["step_in_epoch"])
-                out = self._forward(batch, prod_rows)
+                out = self.model(**self.batch_inputs(batch, prod_rows))
                 mask = self.negative_mask(batch, prod_rows).to(self.device)
                 same = torch.from_numpy(prod_rows[:, None] == prod_rows[None, :]).to(self.device)  # (Bp, Bp)
                 loss = alignment_loss(out.sims, self.config.loss, out.logit_scale, out.logit_bias, mask, same)

@@ -1,0 +1,97 @@
+"""Where a training step's time goes: assembling the batch (data) vs the model (forward, backward, update).
+
+DESIGN.md §5 asks that data loading never be the bottleneck: model time >= 90% of step time. Images are decoded
+once into memory and frozen-tower features are cached, so the per-step data work is indexing and mask building.
+
+Run:  python benchmarks/train_step.py --steps 40 --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from querylife.checkpoint import atomic_write_text  # noqa: E402
+from querylife.config import load_config  # noqa: E402
+from querylife.data.demo import DemoConfig, generate_demo  # noqa: E402
+from querylife.data.prepare import prepare_from_config  # noqa: E402
+from querylife.losses import alignment_loss  # noqa: E402
+from querylife.train import Trainer  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--work", default="runs/bench_seeds")
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override")
+    args = parser.parse_args()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    store = generate_demo(Path(args.work) / "data", DemoConfig(), progress=False)
+    cfg = load_config(None, [f"data.catalog={store.catalog_path}", f"data.pairs={store.pairs_path}",
+                             "data.split_by=intent", *args.overrides])
+    data = prepare_from_config(cfg, progress=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(cfg, data, tmp, progress=False)
+    model = trainer.model.train()
+    optimizer = torch.optim.AdamW(model.parameter_groups(1e-3, 0.01, 30.0))
+    data_t, model_t = [], []
+    step = 0
+    while step < args.steps + 3:
+        trainer.sampler.set_epoch(step)
+        for batch in trainer.sampler:
+            t0 = time.perf_counter()
+            rows = trainer.product_rows(batch, 0, step)
+            mask = trainer.negative_mask(batch, rows)
+            same = torch.from_numpy(rows[:, None] == rows[None, :])
+            inputs = trainer.batch_inputs(batch, rows)
+            t1 = time.perf_counter()
+            out = model(**inputs)
+            loss = alignment_loss(out.sims, cfg.loss, out.logit_scale, out.logit_bias, mask, same)
+            optimizer.zero_grad(set_to_none=True)
+            loss.total.backward()
+            optimizer.step()
+            t2 = time.perf_counter()
+            if step >= 3:  # warm-up steps excluded
+                data_t.append(t1 - t0)
+                model_t.append(t2 - t1)
+            step += 1
+            if step >= args.steps + 3:
+                break
+    d, m = float(np.sum(data_t)), float(np.sum(model_t))
+    result = {
+        "command": "python " + " ".join(sys.argv),
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+                    "torch_threads": torch.get_num_threads()},
+        "steps": len(data_t), "batch_size": cfg.train.batch_size, "hard_negatives": cfg.train.hard_negatives,
+        "data_ms_per_step": 1000 * d / len(data_t), "model_ms_per_step": 1000 * m / len(model_t),
+        "model_share": m / (d + m),
+    }
+    md = (f"# Training step time split\n\nCommand: `{result['command']}`  \nMachine: {result['machine']['platform']}, "
+          f"{result['machine']['cpu_count']} CPUs, torch {result['machine']['torch']}\n\n"
+          f"| steps | batch | data ms/step | model ms/step | model share |\n|---:|---:|---:|---:|---:|\n"
+          f"| {result['steps']} | {result['batch_size']} | {result['data_ms_per_step']:.1f} | "
+          f"{result['model_ms_per_step']:.1f} | {100 * result['model_share']:.1f}% |\n")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "train_step.md", md)
+    atomic_write_text(out / "train_step.json", json.dumps(result, indent=2) + "\n")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
