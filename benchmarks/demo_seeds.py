@@ -47,8 +47,9 @@ def main() -> None:
     start = time.time()
     store = generate_demo(Path(args.work) / "data", DemoConfig(n_products=args.products, seed=0), progress=False)
     groups = store.type_groups()
-    base = load_config(None, [f"data.catalog={store.catalog_path}", f"data.pairs={store.pairs_path}",
-                              "data.split_by=intent"])
+    base = load_config(
+        None, [f"data.catalog={store.catalog_path}", f"data.pairs={store.pairs_path}", "data.split_by=intent"]
+    )
     data = prepare_from_config(base, progress=False)
     per_seed: dict[str, dict[str, dict]] = {m: {} for m in args.methods}
     for seed in args.seeds:
@@ -57,20 +58,28 @@ def main() -> None:
         runs = [suite.run_method(m) for m in args.methods]
         _, by_group = group_summary(runs, groups, seed=seed)
         for r in runs:
-            per_seed[r.name][seed] = {"overall": {k: r.result.overall[k] for k in KEYS}, "groups": by_group[r.name],
-                                      "seconds": round(r.seconds, 1)}
+            per_seed[r.name][seed] = {
+                "overall": {k: r.result.overall[k] for k in KEYS},
+                "groups": by_group[r.name],
+                "seconds": round(r.seconds, 1),
+            }
         print(f"seed {seed}: " + ", ".join(f"{r.name} {r.result.overall['ndcg@10']:.4f}" for r in runs), flush=True)
 
     def stat(method: str, getter) -> tuple[float, float]:
         vals = np.array([getter(per_seed[method][s]) for s in args.seeds], dtype=float)
         return float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
 
-    cols = [("NDCG@10", lambda d: d["overall"]["ndcg@10"]), ("ROC-AUC", lambda d: d["overall"]["roc_auc"]),
-            ("AUC in type", lambda d: d["overall"]["roc_auc_in_type"])]
+    cols = [
+        ("NDCG@10", lambda d: d["overall"]["ndcg@10"]),
+        ("ROC-AUC", lambda d: d["overall"]["roc_auc"]),
+        ("AUC in type", lambda d: d["overall"]["roc_auc_in_type"]),
+    ]
     for g in groups:
-        cols += [(f"{g} NDCG@10", lambda d, g=g: d["groups"][g]["ndcg@10"]),
-                 (f"{g} ROC-AUC", lambda d, g=g: d["groups"][g]["roc_auc"]),
-                 (f"{g} image weight", lambda d, g=g: d["groups"][g]["image_weight"])]
+        cols += [
+            (f"{g} NDCG@10", lambda d, g=g: d["groups"][g]["ndcg@10"]),
+            (f"{g} ROC-AUC", lambda d, g=g: d["groups"][g]["roc_auc"]),
+            (f"{g} image weight", lambda d, g=g: d["groups"][g]["image_weight"]),
+        ]
     lines = ["| method | " + " | ".join(c for c, _ in cols) + " |", "|:---|" + "---:|" * len(cols)]
     summary = {}
     for m in args.methods:
@@ -81,8 +90,13 @@ def main() -> None:
             cells.append("–" if np.isnan(mean) else f"{mean:.4f} ± {std:.4f}")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     command = "python " + " ".join(sys.argv)
-    machine = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-               "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    machine = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
     md = [
         "# Demo storefront: seed variation",
         "",
@@ -97,9 +111,15 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "demo_seeds.md", "\n".join(md))
-    atomic_write_text(out / "demo_seeds.json", json.dumps(
-        {"command": command, "machine": machine, "seeds": args.seeds, "summary": summary, "per_seed": per_seed},
-        indent=2, default=float) + "\n")
+    atomic_write_text(
+        out / "demo_seeds.json",
+        json.dumps(
+            {"command": command, "machine": machine, "seeds": args.seeds, "summary": summary, "per_seed": per_seed},
+            indent=2,
+            default=float,
+        )
+        + "\n",
+    )
     print("\n".join(md))
 
 

@@ -42,8 +42,15 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     store = generate_demo(Path(args.work) / "data", DemoConfig(), progress=False)
-    cfg = load_config(None, [f"data.catalog={store.catalog_path}", f"data.pairs={store.pairs_path}",
-                             "data.split_by=intent", *args.overrides])
+    cfg = load_config(
+        None,
+        [
+            f"data.catalog={store.catalog_path}",
+            f"data.pairs={store.pairs_path}",
+            "data.split_by=intent",
+            *args.overrides,
+        ],
+    )
     data = prepare_from_config(cfg, progress=False)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, data, tmp, progress=False)
@@ -75,17 +82,26 @@ def main() -> None:
     d, m = float(np.sum(data_t)), float(np.sum(model_t))
     result = {
         "command": "python " + " ".join(sys.argv),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads()},
-        "steps": len(data_t), "batch_size": cfg.train.batch_size, "hard_negatives": cfg.train.hard_negatives,
-        "data_ms_per_step": 1000 * d / len(data_t), "model_ms_per_step": 1000 * m / len(model_t),
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+        },
+        "steps": len(data_t),
+        "batch_size": cfg.train.batch_size,
+        "hard_negatives": cfg.train.hard_negatives,
+        "data_ms_per_step": 1000 * d / len(data_t),
+        "model_ms_per_step": 1000 * m / len(model_t),
         "model_share": m / (d + m),
     }
-    md = (f"# Training step time split\n\nCommand: `{result['command']}`  \nMachine: {result['machine']['platform']}, "
-          f"{result['machine']['cpu_count']} CPUs, torch {result['machine']['torch']}\n\n"
-          f"| steps | batch | data ms/step | model ms/step | model share |\n|---:|---:|---:|---:|---:|\n"
-          f"| {result['steps']} | {result['batch_size']} | {result['data_ms_per_step']:.1f} | "
-          f"{result['model_ms_per_step']:.1f} | {100 * result['model_share']:.1f}% |\n")
+    md = (
+        f"# Training step time split\n\nCommand: `{result['command']}`  \nMachine: {result['machine']['platform']}, "
+        f"{result['machine']['cpu_count']} CPUs, torch {result['machine']['torch']}\n\n"
+        f"| steps | batch | data ms/step | model ms/step | model share |\n|---:|---:|---:|---:|---:|\n"
+        f"| {result['steps']} | {result['batch_size']} | {result['data_ms_per_step']:.1f} | "
+        f"{result['model_ms_per_step']:.1f} | {100 * result['model_share']:.1f}% |\n"
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "train_step.md", md)

@@ -27,7 +27,7 @@ from .model import QueryLifeModel
 from .relevance import RelevanceCalibrator
 from .report import md_table, results_table_text, write_report
 from .scoring import FeatureCache, score_pairs
-from .towers import TextTower, VisionTower, build_towers
+from .towers import TextTower
 from .train import Trainer
 
 # Trained variants: name -> (description, config overrides). "full" is Query-LIFE as configured.
@@ -66,7 +66,12 @@ class MethodRun:
 
 
 def _decide(
-    dev: pd.DataFrame, dev_scores: np.ndarray, test: pd.DataFrame, test_scores: np.ndarray, n_boot: int, seed: int,
+    dev: pd.DataFrame,
+    dev_scores: np.ndarray,
+    test: pd.DataFrame,
+    test_scores: np.ndarray,
+    n_boot: int,
+    seed: int,
     decision: dict[str, Any] | None = None,
 ) -> tuple[EvalResult, pd.DataFrame, RelevanceCalibrator | None]:
     """Fit the relevance decision on dev (``decision``: RelevanceCalibrator settings), evaluate on test."""
@@ -115,9 +120,7 @@ def bm25_scores(data: Dataset, pairs: pd.DataFrame) -> np.ndarray:
     return BM25Scorer(corpus).score_pairs(pairs["query"].tolist(), pairs["product_id"].tolist())
 
 
-def zero_shot_scores(
-    text_tower: TextTower, data: Dataset, pairs: pd.DataFrame, cache: FeatureCache, shell: QueryLifeModel
-) -> np.ndarray:
+def zero_shot_scores(data: Dataset, pairs: pd.DataFrame, cache: FeatureCache, shell: QueryLifeModel) -> np.ndarray:
     """Cosine of raw (untrained, unprojected) tower features of the query and the product text."""
     rows = data.rows(pairs["product_id"])
     texts = data.product_texts()
@@ -145,8 +148,9 @@ def group_summary(
             entry = {k: float(overall.get(k, float("nan"))) for k in keys}
             entry["image_weight"] = float(np.mean(gate)) if gate else float("nan")
             numbers[r.name][g] = entry
-            row += [f"{entry[k]:.3f}" for k in keys] + ["–" if np.isnan(entry["image_weight"]) else
-                                                        f"{entry['image_weight']:.3f}"]
+            row += [f"{entry[k]:.3f}" for k in keys] + [
+                "–" if np.isnan(entry["image_weight"]) else f"{entry['image_weight']:.3f}"
+            ]
         rows.append(row)
     note = "\n\nEach group's numbers are over the test queries whose own product type is in the group."
     return md_table(header, rows) + note, numbers
@@ -186,14 +190,15 @@ class Suite:
         self.cache = FeatureCache()
         self._text_tower: TextTower | None = None
 
-    def _towers(self) -> tuple[TextTower, TextTower | None, VisionTower]:
+    def _towers(self) -> tuple[TextTower, None, None] | None:
+        """The shared frozen text tower (the trainable vision tower is built per run, after its seed)."""
         tc = self.config.model.tower
         # A frozen text tower is a fixed function: load it once and share it between the runs.
         if tc.train_text_layers == 0 and tc.query_model is None and tc.vision_model != "same":
             if self._text_tower is None:
-                self._text_tower = build_towers(tc)[0]
-            return self._text_tower, None, VisionTower(tc)
-        return build_towers(tc)
+                self._text_tower = TextTower(tc.text_model, pooling=tc.pooling, max_length=tc.max_text_length)
+            return self._text_tower, None, None
+        return None
 
     def run_method(self, name: str) -> MethodRun:
         data, start = self.data, time.time()
@@ -202,10 +207,11 @@ class Suite:
             if name == "bm25":
                 dev_s, test_s = bm25_scores(data, dev), bm25_scores(data, test)
             else:
-                towers = self._towers()
-                shell = QueryLifeModel(self.config.model.model_copy(update={"product_types": []}), towers=towers)
-                dev_s = zero_shot_scores(towers[0], data, dev, self.cache, shell)
-                test_s = zero_shot_scores(towers[0], data, test, self.cache, shell)
+                shell = QueryLifeModel(
+                    self.config.model.model_copy(update={"product_types": []}), towers=self._towers()
+                )
+                dev_s = zero_shot_scores(data, dev, self.cache, shell)
+                test_s = zero_shot_scores(data, test, self.cache, shell)
             result, scored, _ = _decide(dev, dev_s, test, test_s, self.n_boot, self.config.train.seed, self.decision)
             return MethodRun(name, UNTRAINED_METHODS[name], result, time.time() - start, scored)
         if name not in TRAINED_METHODS:
@@ -213,7 +219,6 @@ class Suite:
             raise ValueError(f"unknown method {name!r}; known: {known}")
         description, overrides = TRAINED_METHODS[name]
         cfg = with_overrides(self.config, overrides)
-        torch.manual_seed(cfg.train.seed)
         trainer = Trainer(
             cfg, data, self.out_dir / "runs" / name, cache=self.cache, towers=self._towers(), progress=self.progress
         )
@@ -280,8 +285,14 @@ class Suite:
             meta["type_groups"] = {"groups": type_groups, "results": numbers}
         baseline = "full" if "full" in results else None  # the Δ column: each method against Query-LIFE
         paths = write_report(
-            self.out_dir, results, title=title, meta=meta, gate_weights=gates or None, notes=notes,
-            baseline_name=baseline, sections=sections,
+            self.out_dir,
+            results,
+            title=title,
+            meta=meta,
+            gate_weights=gates or None,
+            notes=notes,
+            baseline_name=baseline,
+            sections=sections,
         )
         scores = pd.concat([r.scored.assign(method=r.name) for r in runs], ignore_index=True)
         tmp = self.out_dir / ".test_scores.parquet.tmp"

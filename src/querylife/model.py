@@ -88,10 +88,15 @@ class QueryLifeModel(nn.Module):
         out = model.score(q, t, v, model.type_ids(["dress"]), has_image, pairwise=True)
     """
 
-    def __init__(self, config: ModelConfig, towers: tuple[TextTower, TextTower | None, VisionTower] | None = None):
+    def __init__(
+        self, config: ModelConfig, towers: tuple[TextTower, TextTower | None, VisionTower | None] | None = None
+    ):
         super().__init__()
         self.config = config
-        self.text_tower, self.query_tower, self.vision_tower = towers or build_towers(config.tower)
+        # Pre-built towers (e.g. a frozen text tower shared by the runs of an ablation suite) are used as given;
+        # a missing vision tower is built here, so its init follows the caller's seed and not the run order.
+        self.text_tower, self.query_tower, vision = towers or build_towers(config.tower)
+        self.vision_tower = vision if vision is not None else VisionTower(config.tower)
         d = config.embed_dim
         self.title_proj = _orthogonal_head(self.text_tower.dim, d)
         q_dim = (self.query_tower or self.text_tower).dim

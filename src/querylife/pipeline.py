@@ -69,7 +69,10 @@ def run_demo(
     command = " ".join(shlex.quote(a) for a in sys.argv) if sys.argv else ""
     groups = store.type_groups()
     suite.report(
-        runs, title="querylife demo: Query-LIFE vs baselines and ablations", command=command, notes=notes,
+        runs,
+        title="querylife demo: Query-LIFE vs baselines and ablations",
+        command=command,
+        notes=notes,
         type_groups=groups,
     )
     return DemoResult(store.out_dir, report_dir, runs, time.time() - start, Suite.table(runs))

@@ -95,7 +95,7 @@ class Trainer:
         run_dir: str | Path,
         *,
         cache: FeatureCache | None = None,
-        towers: tuple[TextTower, TextTower | None, VisionTower] | None = None,
+        towers: tuple[TextTower, TextTower | None, VisionTower | None] | None = None,
         negative_mask_fn: NegativeMaskFn | None = None,
         progress: bool = True,
         max_steps: int | None = None,
@@ -324,9 +324,7 @@ class Trainer:
             self._save_last(optimizer, scheduler, state)
             if tc.patience and state["bad_epochs"] >= tc.patience:
                 if self.progress:
-                    print(
-                        f"early stopping: no dev gain in {tc.patience} epochs (best epoch {state['best_epoch']})"
-                    )
+                    print(f"early stopping: no dev gain in {tc.patience} epochs (best epoch {state['best_epoch']})")
                 break
         if best_state is None:  # resumed after the best epoch: reload it from disk
             best = QueryLifeModel.from_pretrained(self.run_dir / "best").trainable_state_dict()

@@ -53,7 +53,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Bump whenever the output for a given config changes, so that cached storefronts are regenerated.
-GENERATOR_VERSION = "4"
+GENERATOR_VERSION = "5"
 _GENERATOR_NAME = "querylife.data.demo"
 
 LABELS = ("exact", "partial", "irrelevant")
@@ -1122,7 +1122,12 @@ def _meta(
     for t in IMAGE_INFORMATIVE_TYPES:
         rows = [li for li in listings if li.product_type == t]
         mention[t] = round(
-            sum(_title_mentions(li.title, list(li.attributes.values())) for li in rows) / len(rows), 4
+            sum(
+                _title_mentions(li.title, [li.attributes[a] for a in PRODUCT_TYPES[li.product_type].image_attributes])
+                for li in rows
+            )
+            / len(rows),
+            4,
         )
     n_pairs = max(1, len(pairs))
     return {
@@ -1146,6 +1151,7 @@ def _meta(
             name: {
                 "informative": spec.informative,
                 "attributes": {a: list(v) for a, v in spec.attributes.items()},
+                "image_attributes": list(spec.image_attributes),
                 "products": sum(1 for li in listings if li.product_type == name),
                 "queries": sum(1 for q in queries if q.product_type == name),
             }
@@ -1161,7 +1167,8 @@ def _meta(
             "max": max((len(g) for g in per_query_groups.values()), default=0),
         },
         "query_attribute_counts": {
-            str(k): sum(1 for q in queries if len(q.attributes) == k) for k in range(4)
+            str(k): sum(1 for q in queries if len(q.attributes) == k)
+            for k in range(1 + max(len(s.attributes) for s in PRODUCT_TYPES.values()))
         },
         "query_sampling_attempts": attempts,
         "title_attribute_mention_rate": mention,
