@@ -55,7 +55,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, data, tmp, progress=False)
     model = trainer.model.train()
-    optimizer = torch.optim.AdamW(model.parameter_groups(1e-3, 0.01, 30.0))
+    tc = cfg.train
+    optimizer = torch.optim.AdamW(
+        model.parameter_groups(tc.lr, tc.weight_decay, tc.gate_lr_multiplier, tc.gate_net_lr_multiplier)
+    )
     data_t, model_t = [], []
     step = 0
     while step < args.steps + 3:

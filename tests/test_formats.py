@@ -13,6 +13,7 @@ from querylife.data.formats import (
     ESCI_EXAMPLES_FILE,
     ESCI_PRODUCTS_FILE,
     FORMATS,
+    LoadedData,
     crowdflower_product_id,
     detect_format,
     load_format,
@@ -283,6 +284,26 @@ def test_to_dataset_honours_official_split(tmp_path: Path) -> None:
     # official_split=False: a random split by query over everything.
     random = to_dataset(data, split=(0.5, 0.25, 0.25), official_split=False)
     assert sum(len(s) for s in random.splits.values()) == len(data.pairs)
+
+
+def test_to_dataset_official_split_edge_cases(tmp_path: Path) -> None:
+    data = load_format(write_esci(tmp_path / "esci"))
+    # A query in both official splits goes wholly to test (never trained on).
+    pairs = data.pairs.copy()
+    pairs.loc[pairs["query"] == "phone case", "split"] = ["train", "test"]
+    ds = to_dataset(LoadedData(data.catalog, pairs, data.label_scheme, "esci", data.source), split=(0.5, 0.5, 0))
+    assert set(ds.splits["test"]["query"]) == {"power bank", "phone case"}
+    assert "phone case" not in set(ds.splits["train"]["query"]) | set(ds.splits["dev"]["query"])
+    # An official dev split is used as it is.
+    pairs = data.pairs.copy()
+    pairs.loc[pairs["query"] == "charger 65w", "split"] = "validation"
+    ds = to_dataset(LoadedData(data.catalog, pairs, data.label_scheme, "esci", data.source))
+    assert set(ds.splits["dev"]["query"]) == {"charger 65w"}
+    assert set(ds.splits["train"]["query"]) == {"usb c cable", "phone case"}
+    # Values other than train/dev/test are refused.
+    pairs["split"] = "fold1"
+    with pytest.raises(DataError, match="fold1"):
+        to_dataset(LoadedData(data.catalog, pairs, data.label_scheme, "esci", data.source))
 
 
 def test_to_dataset_random_split_for_crowdflower(tmp_path: Path) -> None:

@@ -94,43 +94,99 @@ def data_demo(
     typer.echo(f"{verb} {store.catalog_path}, {store.pairs_path} and images/ ({json.dumps(meta.get('counts', {}))})")
 
 
-@data_app.command("check", epilog="Example: querylife data check data/demo/catalog.parquet data/demo/pairs.parquet")
+@data_app.command(
+    "check",
+    epilog="Examples:\n\n  querylife data check data/demo/catalog.parquet data/demo/pairs.parquet\n\n"
+    "  querylife data check ../shared/data/crowdflower/search_relevance.csv --format crowdflower",
+)
 def data_check(
-    catalog: Annotated[Path, typer.Argument(help="Catalogue file (Parquet, CSV or JSONL).")],
+    catalog: Annotated[Path, typer.Argument(help="Catalogue file, or a public data set file / directory.")],
     pairs: Annotated[Path | None, typer.Argument(help="Labelled pairs file (query, product_id, label).")] = None,
+    format_: Annotated[str, typer.Option("--format", help="auto | querylife | crowdflower | esci | wands")] = "auto",
     label_scheme: Annotated[str, typer.Option(help="auto | epi | esci | binary | graded")] = "auto",
     images: Annotated[bool, typer.Option(help="Decode every image to find corrupt files.")] = True,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
 ) -> None:
-    """Validate a catalogue and its labelled pairs; print a report; exit 1 if problems were found."""
+    """Validate a catalogue and its labelled pairs (or a public data set); print a report; exit 1 on problems."""
     from .checkpoint import atomic_write_text
     from .data.schemas import DataError
-    from .data.validation import check_dataset
 
     try:
-        report = check_dataset(catalog, pairs, label_scheme=label_scheme, check_images=images, progress=True)
+        if pairs is not None and format_ in ("auto", "querylife"):
+            from .data.validation import check_dataset
+
+            report = check_dataset(catalog, pairs, label_scheme=label_scheme, check_images=images, progress=True)
+            text, payload, ok = report.to_markdown(), report.to_dict(), report.ok()
+        else:
+            text, payload, ok = _check_public(catalog, format_, label_scheme)
     except DataError as err:
         _fail(str(err))
-    typer.echo(report.to_markdown())
+    typer.echo(text)
     if json_out:
-        atomic_write_text(json_out, json.dumps(report.to_dict(), indent=2, default=str) + "\n")
-    raise typer.Exit(0 if report.ok() else 1)
+        atomic_write_text(json_out, json.dumps(payload, indent=2, default=str) + "\n")
+    raise typer.Exit(0 if ok else 1)
 
 
-def _load(config: Path | None, overrides: list[str] | None, catalog: Path | None, pairs: Path | None):
+def _check_public(path: Path, fmt: str, label_scheme: str) -> tuple[str, dict, bool]:
+    """Read a data set in its own format, skipping and counting bad rows; summarise what was read."""
+    from .data.formats import load_format
+    from .data.readers import BadRows
+
+    bad = BadRows()
+    loaded = load_format(path, format=fmt, label_scheme=label_scheme, skip_bad=True, report=bad)
+    pairs, catalog = loaded.pairs, loaded.catalog
+    labels = pairs["label"].value_counts().sort_index()
+    payload = {
+        "format": loaded.format,
+        "path": str(path),
+        "products": len(catalog),
+        "pairs": len(pairs),
+        "queries": int(pairs["query"].nunique()),
+        "label_counts": {str(k): int(v) for k, v in labels.items()},
+        "positives": int(pairs["positive"].sum()),
+        "queries_without_positive": int((~pairs.groupby("query")["positive"].any()).sum()),
+        "product_types": int(catalog["product_type"].nunique()),
+        "products_with_image": int(catalog["image_path"].notna().sum()) if "image_path" in catalog else 0,
+        "bad_rows": bad.to_dict(),
+    }
+    lines = [
+        f"# data check: {path} ({loaded.format})",
+        "",
+        f"- products: {payload['products']}; labelled pairs: {payload['pairs']}; queries: {payload['queries']}",
+        "- labels: " + ", ".join(f"{k}: {v} ({100 * v / max(1, len(pairs)):.1f}%)" for k, v in labels.items()),
+        f"- positives ({loaded.label_scheme.name} scheme): {payload['positives']}; queries without a positive: "
+        f"{payload['queries_without_positive']}",
+        f"- product types: {payload['product_types']}; products with an image: {payload['products_with_image']}",
+        f"- {bad.summary()}" if bad.total else "- no bad rows",
+    ]
+    # Repeated judgements are merged (conflicts to the lower label) and reported, not failures of the data.
+    merged = {"duplicate pair", "conflicting duplicate"}
+    return "\n".join(lines) + "\n", payload, not any(n for r, n in bad.counts.items() if r not in merged)
+
+
+def _load(
+    config: Path | None,
+    overrides: list[str] | None,
+    catalog: Path | None,
+    pairs: Path | None,
+    data: Path | None = None,
+    fmt: str | None = None,
+):
     from .config import ConfigError, load_config
 
     extra = list(overrides or [])
-    if catalog:
-        extra.append(f"data.catalog={catalog}")
-    if pairs:
-        extra.append(f"data.pairs={pairs}")
+    for key, value in (("catalog", catalog), ("pairs", pairs), ("path", data), ("format", fmt)):
+        if value:
+            extra.append(f"data.{key}={value}")
     try:
         cfg = load_config(config, extra)
     except ConfigError as err:
         _fail(str(err))
-    if not cfg.data.catalog or not cfg.data.pairs:
-        _fail("no data: give --catalog and --pairs (or data.catalog / data.pairs in the config)")
+    if not cfg.data.path and (not cfg.data.catalog or not cfg.data.pairs):
+        _fail(
+            "no data: give --catalog and --pairs, or --data PATH for a public data set "
+            "(or data.catalog / data.pairs / data.path in the config)"
+        )
     return cfg
 
 
@@ -153,6 +209,8 @@ def train(
     config: Annotated[Path | None, typer.Option(help="YAML/JSON experiment config.")] = None,
     catalog: Annotated[Path | None, typer.Option(help="Catalogue file (overrides data.catalog).")] = None,
     pairs: Annotated[Path | None, typer.Option(help="Labelled pairs file (overrides data.pairs).")] = None,
+    data: Annotated[Path | None, typer.Option(help="A public data set (CrowdFlower CSV, ESCI/WANDS dir).")] = None,
+    format_: Annotated[str | None, typer.Option("--format", help="auto|querylife|crowdflower|esci|wands")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Config override, e.g. --set train.lr=3e-4.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last if a previous run was interrupted.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
@@ -161,11 +219,11 @@ def train(
     _quiet_transformers()
     from .train import Trainer
 
-    cfg = _load(config, set_, catalog, pairs)
-    data = _dataset(cfg, progress=not quiet)
-    if data.bad_rows is not None and data.bad_rows.total:
-        typer.echo(data.bad_rows.summary())
-    result = Trainer(cfg, data, out, progress=not quiet).fit(resume=resume)
+    cfg = _load(config, set_, catalog, pairs, data, format_)
+    dataset = _dataset(cfg, progress=not quiet)
+    if dataset.bad_rows is not None and dataset.bad_rows.total:
+        typer.echo(dataset.bad_rows.summary())
+    result = Trainer(cfg, dataset, out, progress=not quiet).fit(resume=resume)
     typer.echo(f"best epoch {result.best_epoch}: dev NDCG@10 {result.best_dev_ndcg:.4f}; checkpoint {out / 'best'}")
 
 
@@ -184,6 +242,8 @@ def eval_(
     config: Annotated[Path | None, typer.Option(help="YAML/JSON experiment config (data + split).")] = None,
     catalog: Annotated[Path | None, typer.Option(help="Catalogue file.")] = None,
     pairs: Annotated[Path | None, typer.Option(help="Labelled pairs file.")] = None,
+    data: Annotated[Path | None, typer.Option(help="A public data set (CrowdFlower CSV, ESCI/WANDS dir).")] = None,
+    format_: Annotated[str | None, typer.Option("--format", help="auto|querylife|crowdflower|esci|wands")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Config override.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
@@ -197,9 +257,9 @@ def eval_(
     for path in checkpoint or []:  # fail before any work, not after the baselines ran
         if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
             _fail(f"{path} is not a querylife checkpoint (needs config.json and model.safetensors)")
-    cfg = _load(config, set_, catalog, pairs)
-    data = _dataset(cfg, progress=not quiet)
-    runner = Suite(cfg, data, out, progress=not quiet)
+    cfg = _load(config, set_, catalog, pairs, data, format_)
+    dataset = _dataset(cfg, progress=not quiet)
+    runner = Suite(cfg, dataset, out, progress=not quiet)
     runs: list[MethodRun] = []
     if suite:
         runs += runner.run(tuple(m.strip() for m in methods.split(",")) if methods else DEFAULT_METHODS)
@@ -212,7 +272,7 @@ def eval_(
             except (FileNotFoundError, ValueError) as err:
                 _fail(str(err))
             result, scored, _ = evaluate_model(
-                model, data, cache=runner.cache, n_boot=runner.n_boot, seed=cfg.train.seed, decision=runner.decision
+                model, dataset, cache=runner.cache, n_boot=runner.n_boot, seed=cfg.train.seed, decision=runner.decision
             )
             name = path.parent.name if path.name == "best" else path.name
             runs.append(MethodRun(name, f"checkpoint {path}", result, 0.0, scored, gate_weight_by_type(scored)))

@@ -27,6 +27,17 @@ class DataConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     catalog: str | None = None  # Parquet / CSV / JSONL with product_id, title, product_type[, image_path, ...]
     pairs: str | None = None  # query, product_id, label
+    # Or a public data set in its own layout (instead of catalog + pairs): a file or directory, read by
+    # querylife.data.formats (see docs/DATA_FORMATS.md).
+    path: str | None = None
+    format: Literal["auto", "querylife", "crowdflower", "esci", "wands"] = "auto"
+    locale: str = "us"  # ESCI: product_locale to keep
+    version: Literal["small", "large"] = "small"  # ESCI: the official small or large version
+    relevant_min: int | None = None  # CrowdFlower: lowest median_relevance counted relevant (None: 3)
+    esci_gains: dict[str, float] | None = None  # ESCI: E/S/C/I gains (None: 1.0 / 0.1 / 0.01 / 0)
+    official_split: bool = True  # honour a data set's own train/test split (ESCI); dev is carved from train
+    # Catalogue columns joined into the product text the title tower reads (e.g. ["title", "description"]).
+    text_fields: tuple[str, ...] = ("title",)
     label_scheme: str = "auto"  # auto | epi | esci | binary | graded
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)  # train / dev / test fractions over queries
     split_seed: int = 0
@@ -50,6 +61,7 @@ class TrainConfig(BaseModel):
     # The per-type gate scalars and the temperature are single numbers that AdamW moves by ~lr per step: at the
     # base rate they stay at their init for hundreds of steps (DESIGN §5), so they get a higher rate.
     gate_lr_multiplier: float = 30.0
+    gate_net_lr_multiplier: float = 1.0  # the query-aware gate network (a small MLP)
     seed: int = 0
     # Labelled non-positive candidates of each pair's query added to the batch as extra negatives (in-batch
     # negatives are mostly of other product types). Off by default: on the demo storefront it lowered test

@@ -189,3 +189,11 @@ class Fusion(nn.Module):
     def gate_parameters(self) -> list[nn.Parameter]:
         """The per-type gate scalars, which the optimiser trains with a higher learning rate."""
         return [self.type_logit] if hasattr(self, "type_logit") else []
+
+    def gate_network_parameters(self) -> list[nn.Parameter]:
+        """The query-aware gate network (and a predicted type gate), which may get its own learning rate."""
+        mods = [
+            getattr(self, n, None)
+            for n in ("gate_type_embed", "gate_q", "gate_p", "gate_out", "type_embed", "type_mlp")
+        ]
+        return [p for m in mods if m is not None for p in m.parameters()]

@@ -140,10 +140,17 @@ class QueryLifeModel(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not tower.frozen):
             return tower(texts)
 
-    def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Raw vision features (B, d_v) from uint8 images (B, 3, S, S)."""
+    def image_features(self, images: torch.Tensor, has_image: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw vision features (B, d_v) from uint8 images (B, 3, S, S); zeros (no tower work) where no image."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.vision_tower.frozen):
-            return self.vision_tower(images.to(self.device))
+            if has_image is None or bool(has_image.all()):
+                return self.vision_tower(images.to(self.device))
+            # Text-only catalogues (and products without photos) skip the vision tower instead of encoding blanks.
+            idx = has_image.to(self.device).nonzero().squeeze(-1)  # (n_with_image,)
+            out = torch.zeros(images.shape[0], self.vision_tower.dim, device=self.device)
+            if idx.numel():
+                out = out.index_copy(0, idx, self.vision_tower(images.to(self.device)[idx]).to(out.dtype))
+            return out
 
     # ---- heads ------------------------------------------------------------------------------------------
     def project_queries(self, features: torch.Tensor) -> torch.Tensor:
@@ -164,7 +171,7 @@ class QueryLifeModel(nn.Module):
         return self.project_titles(self.text_features(texts))
 
     def encode_images(self, images: torch.Tensor, has_image: torch.Tensor) -> torch.Tensor:
-        return self.project_images(self.image_features(images), has_image)
+        return self.project_images(self.image_features(images, has_image), has_image)
 
     # ---- scoring ----------------------------------------------------------------------------------------
     def score(self, q, t, v, type_ids, has_image, *, pairwise: bool) -> FusionOutput:
@@ -188,7 +195,7 @@ class QueryLifeModel(nn.Module):
         """Encode a batch of B positive pairs and score every query against every product."""
         qf = query_features if query_features is not None else self.text_features(queries, role="query")
         tf = title_features if title_features is not None else self.text_features(titles)
-        vf = image_features if image_features is not None else self.image_features(images)
+        vf = image_features if image_features is not None else self.image_features(images, has_image)
         q, t = self.project_queries(qf), self.project_titles(tf)  # (B, D)
         v = self.project_images(vf, has_image)  # (B, D)
         fused = self.score(q, t, v, type_ids, has_image, pairwise=True)
@@ -236,15 +243,21 @@ class QueryLifeModel(nn.Module):
             )
         return model.to(map_location).eval()
 
-    def parameter_groups(self, lr: float, weight_decay: float, gate_lr_multiplier: float) -> list[dict]:
-        """AdamW groups: weights with decay; biases/norms/scalars without; gate scalars + temperature faster."""
+    def parameter_groups(
+        self, lr: float, weight_decay: float, gate_lr_multiplier: float, gate_net_lr_multiplier: float = 1.0
+    ) -> list[dict]:
+        """AdamW groups: weights with decay; biases/norms/scalars without; gate scalars + temperature faster;
+        the gate network at its own rate."""
         fast_ids = {id(p) for p in self.fusion.gate_parameters()} | {id(self.log_logit_scale), id(self.logit_bias)}
-        decay, no_decay, fast = [], [], []
+        net_ids = {id(p) for p in self.fusion.gate_network_parameters()}
+        decay, no_decay, fast, net = [], [], [], []
         for p in self.parameters():
             if not p.requires_grad:
                 continue
             if id(p) in fast_ids:
                 fast.append(p)
+            elif id(p) in net_ids:
+                net.append(p)
             elif p.ndim < 2:
                 no_decay.append(p)
             else:
@@ -253,5 +266,6 @@ class QueryLifeModel(nn.Module):
             {"params": decay, "weight_decay": weight_decay, "lr": lr, "name": "decay"},
             {"params": no_decay, "weight_decay": 0.0, "lr": lr, "name": "no_decay"},
             {"params": fast, "weight_decay": 0.0, "lr": lr * gate_lr_multiplier, "name": "gate"},
+            {"params": net, "weight_decay": 0.0, "lr": lr * gate_net_lr_multiplier, "name": "gate_net"},
         ]
         return [g for g in groups if g["params"]]

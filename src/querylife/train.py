@@ -241,7 +241,9 @@ class Trainer:
         """Train; with ``resume`` continue from ``run_dir/last`` (a killed run) if it exists."""
         tc, model = self.config.train, self.model
         start_time = time.time()
-        optimizer = torch.optim.AdamW(model.parameter_groups(tc.lr, tc.weight_decay, tc.gate_lr_multiplier), lr=tc.lr)
+        optimizer = torch.optim.AdamW(
+            model.parameter_groups(tc.lr, tc.weight_decay, tc.gate_lr_multiplier, tc.gate_net_lr_multiplier), lr=tc.lr
+        )
         steps_per_epoch = len(self.sampler)
         total = steps_per_epoch * tc.epochs
         scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -96,7 +96,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -113,6 +113,9 @@ from .schemas import (
     make_label_scheme,
 )
 from .splits import split_by_query
+
+if TYPE_CHECKING:  # prepare imports torch: keep it out of loading
+    from .prepare import Dataset
 
 __all__ = [
     "FORMATS",
@@ -567,6 +570,9 @@ def _crowdflower_file(p: Path) -> Path:
                 file=str(p),
             )
         return hits[0]
+    if p.suffix.lower() in (".parquet", ".pq", ".jsonl", ".ndjson", ".json"):
+        # Not a CSV at all: name the columns it has rather than fail to decode it as text.
+        raise _wrong_format(p, "crowdflower", CROWDFLOWER_COLUMNS, _file_columns(p) or [], "CSV")
     return p
 
 
@@ -1000,7 +1006,7 @@ def to_dataset(
     text_fields: tuple[str, ...] = ("title",),
     progress: bool = False,
     official_split: bool = True,
-):
+) -> Dataset:
     """Build a :class:`~querylife.data.prepare.Dataset` from a :class:`LoadedData` (no files are re-read).
 
     Does what :func:`~querylife.data.prepare.prepare_dataset` does after loading: ``product_type`` and

@@ -109,18 +109,39 @@ def prepare_dataset(
 
 
 def prepare_from_config(config, *, progress: bool = True) -> Dataset:
-    """``prepare_dataset`` with the data and image settings of an ``ExperimentConfig``."""
+    """Build the ``Dataset`` an ``ExperimentConfig`` describes: catalog + pairs files, or a public data set."""
     data, tower = config.data, config.model.tower
+    image_size = tower.image_size or tower.small_cnn.image_size
+    if data.path:
+        from .formats import load_format, to_dataset
+
+        report = BadRows() if data.skip_bad_rows else None
+        loaded = load_format(
+            data.path,
+            format=data.format,
+            locale=data.locale,
+            version=data.version,
+            esci_gains=data.esci_gains,
+            relevant_min=data.relevant_min,
+            label_scheme=data.label_scheme,
+            skip_bad=data.skip_bad_rows,
+            report=report,
+        )
+        return to_dataset(
+            loaded, image_size=image_size, split=data.split, split_seed=data.split_seed, split_by=data.split_by,
+            text_fields=tuple(data.text_fields), progress=progress, official_split=data.official_split,
+        )
     if not data.catalog or not data.pairs:
-        raise ValueError("no data: set data.catalog and data.pairs (or give --catalog and --pairs)")
+        raise ValueError("no data: set data.path (a public data set) or data.catalog and data.pairs")
     return prepare_dataset(
         data.catalog,
         data.pairs,
         label_scheme=data.label_scheme,
-        image_size=tower.image_size or tower.small_cnn.image_size,
+        image_size=image_size,
         split=data.split,
         split_seed=data.split_seed,
         split_by=data.split_by,
         skip_bad=data.skip_bad_rows,
+        text_fields=tuple(data.text_fields),
         progress=progress,
     )

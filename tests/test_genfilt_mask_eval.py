@@ -1,0 +1,129 @@
+"""Precision / recall of false-negative masks against known equivalents, and realistic training batches."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from querylife.genfilt.judges import DuplicateTitleJudge, JudgeStats
+from querylife.genfilt.mask_eval import (
+    evaluate_judge,
+    evaluate_judges,
+    known_equivalents,
+    positive_flags,
+    sample_batches,
+)
+
+CATALOG = pd.DataFrame(
+    {
+        "product_id": ["a", "a2", "b", "c", "d", "e"],
+        "title": ["Red dress", "red dress", "Blue dress", "USB cable", "usb cable!", "Phone case"],
+        "group_id": ["g1", "g1", "g2", None, "", ""],  # c, d, e: no group (never equal to each other)
+    }
+)
+PAIRS = pd.DataFrame(
+    {
+        "query": ["red dress", "red dress", "red dress", "usb cable", "usb cable", "usb cable"],
+        "product_id": ["a", "b", "e", "c", "d", "a"],
+        "label": ["exact", "exact", "partial", "exact", "exact", "irrelevant"],
+    }
+)
+
+
+def test_known_equivalents():
+    truth = known_equivalents(CATALOG, PAIRS)
+    assert truth("red dress", "a", "a2")  # same group: a duplicate listing
+    assert truth.reason("red dress", "a", "a2") == "group"
+    assert truth("red dress", "a", "b") and truth.reason("red dress", "a", "b") == "label"  # both exact
+    assert not truth("red dress", "a", "e")  # partial is not positive
+    assert truth("usb cable", "c", "d")  # labels, although neither has a group
+    assert not truth("usb cable", "d", "e")  # empty / missing group ids never match
+    assert not truth("usb cable", "c", "a")
+    assert not truth("red dress", "a", "a")  # the positive itself is not a false negative
+
+
+def test_positive_flags_from_labels_or_column():
+    assert positive_flags(PAIRS).tolist() == [True, True, False, True, True, False]
+    assert positive_flags(PAIRS.assign(positive=[1, 0, 0, 0, 0, 1])).tolist() == [True] + [False] * 4 + [True]
+    with pytest.raises(ValueError, match="'positive' column"):
+        positive_flags(PAIRS.drop(columns="label"))
+
+
+class FixedJudge:
+    """Returns a given mask per call (in order)."""
+
+    name = "fixed"
+
+    def __init__(self, masks):
+        self.masks, self.stats = list(masks), JudgeStats()
+
+    def mask(self, queries, product_ids, positive_ids):
+        return np.array(self.masks.pop(0), dtype=bool)
+
+
+BATCHES = [
+    (["red dress", "usb cable"], ["a", "c", "a2", "d"], ["a", "c"]),  # Bp > B: two extra columns
+    (["red dress", "usb cable", "phone case"], ["b", "d", "e"], ["b", "d", "e"]),
+]
+
+
+def test_evaluate_judge_by_hand():
+    truth = known_equivalents(CATALOG, PAIRS)
+    # True false negatives: in batch 1, (red dress, a2) by group and (usb cable, d) by label; none in batch 2.
+    judge = FixedJudge(
+        [
+            [[0, 0, 1, 0], [0, 0, 1, 0]],  # (red, a2) right; (usb, a2) wrong; (usb, d) missed
+            [[0, 0, 0], [0, 0, 1], [0, 0, 0]],  # (usb, e) wrong
+        ]
+    )
+    r = evaluate_judge(judge, BATCHES, truth)
+    assert r["n_pairs"] == (2 * 4 - 2) + (3 * 3 - 3)
+    assert (r["n_true"], r["n_masked"], r["n_true_masked"]) == (2, 3, 1)
+    assert r["precision"] == pytest.approx(1 / 3) and r["recall"] == pytest.approx(1 / 2)
+    assert r["f1"] == pytest.approx(2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2))
+    assert r["mask_rate"] == pytest.approx(3 / 12) and r["asked"] == 0
+
+
+def test_evaluate_judge_nothing_masked_is_nan_precision():
+    r = evaluate_judge(FixedJudge([np.zeros((2, 4)), np.zeros((3, 3))]), BATCHES, known_equivalents(CATALOG, PAIRS))
+    assert math.isnan(r["precision"]) and r["recall"] == 0.0 and math.isnan(r["f1"])
+
+
+def test_evaluate_judges_table_on_shared_batches():
+    truth = known_equivalents(CATALOG, PAIRS)
+    judges = {"title": DuplicateTitleJudge(CATALOG), "title_bow": DuplicateTitleJudge(CATALOG, bag_of_words=True)}
+    table = evaluate_judges(judges, (b for b in BATCHES), truth)  # a generator is materialised once for all
+    assert table["judge"].tolist() == ["title", "title_bow"]
+    title = table.iloc[0]
+    # "red dress" == "red dress" (a2, a true duplicate) and "usb cable" == "usb cable!" (d, a labelled equivalent).
+    assert (title["n_masked"], title["n_true_masked"], title["n_true"]) == (2, 2, 2)
+    assert title["precision"] == 1.0 and title["recall"] == 1.0
+    assert {"precision", "recall", "f1", "n_masked", "n_true", "n_pairs", "seconds"} <= set(table.columns)
+
+
+def _train_pairs(n_queries: int = 12, per_query: int = 4) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for q in range(n_queries):
+        for p in rng.choice(20, size=per_query, replace=False):
+            rows.append((f"q{q}", f"p{p}", "exact" if rng.random() < 0.7 else "irrelevant"))
+    return pd.DataFrame(rows, columns=["query", "product_id", "label"])
+
+
+def test_sample_batches_like_the_trainer():
+    pairs = _train_pairs()
+    batches = sample_batches(pairs, batch_size=8, n_batches=15, seed=3)
+    assert len(batches) == 15  # more than one epoch holds: later epochs are drawn too
+    positives = set(zip(pairs["query"], pairs["product_id"], strict=True)) - set(
+        zip(*[pairs.loc[pairs.label == "irrelevant", c] for c in ("query", "product_id")], strict=True)
+    )
+    for queries, product_ids, positive_ids in batches:
+        assert 2 <= len(queries) <= 8 and product_ids == positive_ids
+        assert len(set(queries)) == len(queries) and len(set(product_ids)) == len(product_ids)
+        assert all((q, p) in positives for q, p in zip(queries, positive_ids, strict=True))
+    assert sample_batches(pairs, batch_size=8, n_batches=15, seed=3) == batches
+    assert sample_batches(pairs, batch_size=8, n_batches=15, seed=4) != batches
+    assert sample_batches(pairs, 8, 0) == []
