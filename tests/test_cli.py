@@ -446,3 +446,38 @@ def test_demo_end_to_end(tiny_text_model_dir, tmp_path):
     report = json.loads((report_dir / "report.json").read_text())
     assert report["methods"] == methods
     assert str(report_dir / "report.md") in proc.stdout
+
+
+@pytest.mark.slow
+def test_genfilt_evaluate_reports_every_judge(tiny_store, tmp_path):
+    out = tmp_path / "gf"
+    proc = subprocess.run(
+        [sys.executable, "-m", "querylife.cli", "genfilt", "evaluate", "--catalog", str(tiny_store.catalog_path),
+         "--pairs", str(tiny_store.pairs_path), "--out", str(out), "--batches", "5", "--set", "train.batch_size=16"],
+        capture_output=True, text=True, timeout=180, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    table = json.loads((out / "genfilt_masks.json").read_text())
+    assert set(table) == {"duplicate_title", "gist_guide"}
+    for row in table.values():
+        assert row["n_pairs"] > 0 and 0 <= row["mask_rate"] <= 1
+    assert "gist_guide" in (out / "genfilt_masks.md").read_text()
+
+
+def test_genfilt_describe_needs_a_model(tiny_store):
+    proc = subprocess.run(
+        [sys.executable, "-m", "querylife.cli", "genfilt", "describe", "--catalog", str(tiny_store.catalog_path)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2 and "genfilt.model" in proc.stderr
+
+
+def test_genfilt_describe_unreachable_server_is_a_clear_error(tiny_store, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "querylife.cli", "genfilt", "describe", "--catalog", str(tiny_store.catalog_path),
+         "--cache", str(tmp_path / "c.jsonl"), "--set", "genfilt.model=m", "--set",
+         "genfilt.base_url=http://127.0.0.1:9/v1", "--set", "genfilt.timeout_s=2", "--set", "genfilt.max_retries=0"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2 and "unreachable" in proc.stderr and "127.0.0.1:9" in proc.stderr
+    assert not (tmp_path / "c.jsonl").exists() or (tmp_path / "c.jsonl").read_text() == ""

@@ -27,6 +27,12 @@ data_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(data_app, name="data")
+genfilt_app = typer.Typer(
+    help="GenFilt: describe products with a generative model, judge in-batch false negatives, measure the masks.\n\n"
+    "Example: querylife genfilt evaluate --catalog data/demo/catalog.parquet --pairs data/demo/pairs.parquet",
+    no_args_is_help=True,
+)
+app.add_typer(genfilt_app, name="genfilt")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -279,6 +285,141 @@ def eval_(
     paths = runner.report(runs, title="querylife evaluation", command=" ".join(sys.argv))
     typer.echo(Suite.table(runs))
     typer.echo(f"report: {paths['markdown'] if 'markdown' in paths else out}")
+
+
+@genfilt_app.command(
+    "describe",
+    epilog="Examples:\n\n  querylife genfilt describe --catalog data/demo/catalog.parquet "
+    "--set genfilt.base_url=http://127.0.0.1:8000/v1 --set genfilt.model=qwen2-vl\n\n"
+    "  querylife genfilt describe --catalog data/demo/catalog.parquet --set genfilt.describer=hf "
+    "--set genfilt.model=/models/smolvlm --set genfilt.hf_kind=vision",
+)
+def genfilt_describe(
+    catalog: Annotated[Path | None, typer.Option(help="Catalogue file (overrides data.catalog).")] = None,
+    cache: Annotated[Path | None, typer.Option(help="Description cache (JSONL; overrides genfilt.cache).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Describe at most this many new products this run.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML/JSON experiment config.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Config override, e.g. --set genfilt.model=NAME.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Describe every product with a generative model into a resumable cache (stage 1 of GenFilt)."""
+    from .config import ConfigError, load_config
+    from .data.readers import load_catalog
+    from .data.schemas import DataError
+    from .genfilt import DescribeError, DescriptionCache, OpenAIDescriber, describe_catalog, products_from_catalog
+
+    try:
+        cfg = load_config(config, set_ or [])
+    except ConfigError as err:
+        _fail(str(err))
+    g = cfg.genfilt
+    path = catalog or cfg.data.catalog
+    if not path:
+        _fail("no catalogue: give --catalog (or data.catalog in the config)")
+    if not g.model:
+        _fail("no model: set genfilt.model (the server's model name, or a local HF model directory)")
+    try:
+        items = products_from_catalog(load_catalog(path))
+    except DataError as err:
+        _fail(str(err))
+    if g.describer == "openai":
+        describer = OpenAIDescriber(
+            g.base_url, g.model, max_concurrency=g.max_concurrency, timeout_s=g.timeout_s, max_retries=g.max_retries
+        )
+        try:
+            describer.check()
+        except DescribeError as err:
+            _fail(str(err))
+    else:
+        _quiet_transformers()
+        from .genfilt.hf import HFDescriber
+
+        describer = HFDescriber(g.model, kind=g.hf_kind, batch_size=g.batch_size)
+    store = DescriptionCache(cache or g.cache)
+    typer.echo(f"describer {describer.name}, prompt {g.prompt.version}, cache {cache or g.cache}")
+    summary = describe_catalog(
+        items, describer, g.prompt, store, batch_size=g.batch_size, progress=not quiet, limit=limit
+    )
+    typer.echo(summary.to_text())
+    for pid, message in summary.examples:
+        typer.echo(f"  {pid}: {message}")
+    raise typer.Exit(1 if summary.stopped else 0)
+
+
+@genfilt_app.command(
+    "evaluate",
+    epilog="Example: querylife genfilt evaluate --catalog data/demo/catalog.parquet --pairs data/demo/pairs.parquet "
+    "--out runs/genfilt",
+)
+def genfilt_evaluate(
+    out: Annotated[Path, typer.Option(help="Directory for genfilt_masks.md / .json.")] = Path("runs/genfilt"),
+    catalog: Annotated[Path | None, typer.Option(help="Catalogue file (overrides data.catalog).")] = None,
+    pairs: Annotated[Path | None, typer.Option(help="Labelled pairs file (overrides data.pairs).")] = None,
+    cache: Annotated[Path | None, typer.Option(help="Description cache: adds the GenFilt similarity judge.")] = None,
+    describer: Annotated[str | None, typer.Option(help="Describer name in the cache (default: the newest).")] = None,
+    batches: Annotated[int, typer.Option(help="Training batches to sample.")] = 40,
+    config: Annotated[Path | None, typer.Option(help="YAML/JSON experiment config.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Config override.")] = None,
+) -> None:
+    """Precision and recall of each judge's false-negative mask against known equivalents, on training batches.
+
+    Known equivalents: products of the same group_id (the demo's duplicate listings) and products labelled
+    positive for the same query.
+    """
+    _quiet_transformers()
+    from .checkpoint import atomic_write_text
+    from .genfilt.judges import DescriptionSimilarityJudge, DuplicateTitleJudge, GuideModelJudge, text_tower_encoder
+    from .genfilt.mask_eval import evaluate_judges, known_equivalents, sample_batches
+
+    cfg = _load(config, set_, catalog, pairs)
+    data = _dataset(cfg, progress=False)
+    g = cfg.genfilt
+    train = data.splits["train"]
+    positives = train[train["positive"]]
+    sampled = sample_batches(positives, cfg.train.batch_size, batches, seed=cfg.train.seed)
+    truth = known_equivalents(data.catalog, data.pairs)
+    titles = dict(zip(data.catalog["product_id"], data.catalog["title"], strict=True))
+    encoder = text_tower_encoder(g.guide_model)
+    judges = {
+        "duplicate_title": DuplicateTitleJudge(titles),
+        "gist_guide": GuideModelJudge(encoder, titles, margin=g.margin, margin_kind=g.margin_kind),
+    }
+    source = "none (no --cache given)"
+    if cache:
+        from .genfilt import DescriptionCache
+
+        store = DescriptionCache(cache)
+        names = sorted({(r["describer"], r["prompt_version"]) for r in store.items()})
+        chosen = [n for n in names if describer is None or n[0] == describer]
+        if not chosen:
+            _fail(f"{cache} holds no descriptions" + (f" from {describer}" if describer else ""))
+        name, version = chosen[-1]
+        descriptions = store.latest(name, version)
+        source = f"{name} (prompt {version}), {len(descriptions)} products"
+        judges["genfilt_similarity"] = DescriptionSimilarityJudge(
+            encoder, descriptions, titles, margin=g.margin, margin_kind=g.margin_kind
+        )
+    table = evaluate_judges(judges, sampled, truth).set_index("judge")
+    cols = ["precision", "recall", "f1", "n_masked", "n_true", "n_pairs", "mask_rate"]
+    shown = table[[c for c in cols if c in table.columns]]
+    md = "\n".join(
+        [
+            "# GenFilt: false-negative masks vs known equivalents",
+            "",
+            f"Command: `{' '.join(sys.argv)}`  ",
+            f"{len(sampled)} training batches of {cfg.train.batch_size} positive pairs; descriptions: {source}.",
+            "",
+            shown.to_markdown(floatfmt=".3f") if hasattr(shown, "to_markdown") else shown.to_string(),
+            "",
+        ]
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "genfilt_masks.md", md)
+    atomic_write_text(out / "genfilt_masks.json", table.to_json(orient="index", indent=2) + "\n")
+    typer.echo(shown.to_string(float_format=lambda x: f"{x:.3f}"))
+    typer.echo(f"descriptions: {source}\nreport: {out / 'genfilt_masks.md'}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .genfilt.base import PromptTemplate
 from .losses import LossConfig
 from .model import ModelConfig
 
@@ -84,6 +85,25 @@ class EvalConfig(BaseModel):
     n_boot: int = 1000  # bootstrap resamples over test queries for the 95% intervals
 
 
+class GenFiltConfig(BaseModel):
+    """GenFilt stage 1 (describing products) and stage 2 (judging in-batch negatives)."""
+
+    model_config = ConfigDict(extra="forbid")
+    describer: Literal["openai", "hf"] = "openai"
+    base_url: str = "http://127.0.0.1:8000/v1"  # any OpenAI-compatible server: vLLM, Ollama, llama.cpp, hosted
+    model: str = ""  # the server's model name, or a local HF directory / hub id for describer="hf"
+    hf_kind: Literal["text", "vision"] = "text"
+    max_concurrency: int = 4
+    timeout_s: float = 30.0
+    max_retries: int = 3
+    batch_size: int = 16
+    cache: str = "genfilt_descriptions.jsonl"  # append-only JSONL; safe to resume after a kill
+    prompt: PromptTemplate = Field(default_factory=PromptTemplate)  # versioned: bump prompt.version on edits
+    guide_model: str = "minilm"  # text encoder for the similarity judges
+    margin: float = 0.0  # mask a negative whose similarity reaches the positive's minus this margin
+    margin_kind: Literal["absolute", "relative"] = "absolute"
+
+
 class ExperimentConfig(BaseModel):
     """A whole training run."""
 
@@ -93,6 +113,7 @@ class ExperimentConfig(BaseModel):
     loss: LossConfig = Field(default_factory=LossConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    genfilt: GenFiltConfig = Field(default_factory=GenFiltConfig)
 
 
 class ConfigError(ValueError):
