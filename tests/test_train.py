@@ -117,3 +117,50 @@ def test_hard_negatives_and_sigmoid_loss_train(tiny_config, tiny_data, tmp_path)
     result = Trainer(cfg, tiny_data, tmp_path / "run", progress=False).fit()
     assert np.isfinite(result.history[0]["train_loss"])
     assert np.isfinite(result.best_dev_ndcg)
+
+
+@pytest.mark.parametrize("judge", ["duplicate_title", "guide"])
+def test_false_negative_judge_masks_and_logs(tiny_config, tiny_data, tmp_path, judge):
+    from querylife.config import with_overrides
+
+    cfg = with_overrides(tiny_config, {"train.false_negative_judge": judge, "train.epochs": 1,
+                                       "genfilt.guide_model": tiny_config.model.tower.text_model,
+                                       "genfilt.margin": 0.05})
+    trainer = Trainer(cfg, tiny_data, tmp_path / "run", progress=False)
+    assert trainer.negative_mask_fn is not None
+    batch = next(iter(trainer.sampler))
+    rows = trainer.product_rows(batch, 0, 0)
+    judged = trainer.negative_mask_fn([trainer.queries[i] for i in batch], rows)
+    assert judged.shape == (len(batch), len(rows)) and judged.dtype == torch.bool
+    assert not judged.diagonal().any()  # a positive is never masked
+    assert (trainer.negative_mask(batch, rows) | judged).equal(trainer.negative_mask(batch, rows))  # ORed in
+    result = trainer.fit()
+    stats = result.history[0]["false_negatives"]
+    assert stats["masked_negatives"] >= 0 and 0 <= stats["masked_fraction"] <= 1
+    if judge == "guide":
+        assert stats["masked_negatives"] > 0  # a 0.05 margin on a random guide masks something
+
+
+def test_descriptions_judge_without_cache_is_a_clear_error(tiny_config, tiny_data, tmp_path):
+    from querylife.config import with_overrides
+
+    cfg = with_overrides(tiny_config, {"train.false_negative_judge": "descriptions",
+                                       "genfilt.cache": str(tmp_path / "none.jsonl")})
+    with pytest.raises(FileNotFoundError, match="genfilt describe"):
+        Trainer(cfg, tiny_data, tmp_path / "run", progress=False)
+
+
+def test_descriptions_judge_uses_the_cache(tiny_config, tiny_data, tmp_path):
+    from querylife.config import with_overrides
+    from querylife.genfilt import DescriptionCache, products_from_catalog
+
+    items = products_from_catalog(tiny_data.catalog)
+    cache = DescriptionCache(tmp_path / "desc.jsonl")
+    # a stand-in describer's output: the product type and its attributes, as a generative model would write
+    attrs = dict(zip(tiny_data.catalog["product_id"], tiny_data.catalog["attributes"], strict=True))
+    cache.put_many([(it, f"{it.product_type}: {attrs[it.product_id]}") for it in items], "stub", "v1")
+    cfg = with_overrides(tiny_config, {"train.false_negative_judge": "descriptions", "train.epochs": 1,
+                                       "genfilt.cache": str(tmp_path / "desc.jsonl"),
+                                       "genfilt.guide_model": tiny_config.model.tower.text_model})
+    result = Trainer(cfg, tiny_data, tmp_path / "run", progress=False).fit()
+    assert result.history[0]["false_negatives"]["judge"]

@@ -68,6 +68,9 @@ class TrainConfig(BaseModel):
     # negatives are mostly of other product types). Off by default: on the demo storefront it lowered test
     # NDCG@10 for every fusion mode (see the "hard_negatives" row of the demo report).
     hard_negatives: int = 0
+    # GenFilt: which judge removes suspected false negatives from the loss (querylife.genfilt.training):
+    # none | duplicate_title | guide (GIST-style, raw titles) | descriptions (generated, from genfilt.cache).
+    false_negative_judge: Literal["none", "duplicate_title", "guide", "descriptions"] = "none"
     patience: int = 4  # epochs without dev NDCG@10 improvement before early stopping; 0 disables
     save_every_steps: int = 0  # 0: checkpoint at each epoch end only
     eval_batch_size: int = 512

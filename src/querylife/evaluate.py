@@ -44,6 +44,11 @@ TRAINED_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "no_query_image": ("ablation: query-image term off", {"loss.query_image": 0.0}),
     "no_title_image": ("ablation: title-image term off", {"loss.title_image": 0.0}),
     "hard_negatives": ("ablation: + 1 labelled hard negative per pair", {"train.hard_negatives": 1}),
+    "fn_duplicate_title": (
+        "false negatives: same-title duplicates masked",
+        {"train.false_negative_judge": "duplicate_title"},
+    ),
+    "fn_guide": ("false negatives: GIST-style guide model on titles", {"train.false_negative_judge": "guide"}),
 }
 UNTRAINED_METHODS: dict[str, str] = {
     "bm25": "BM25 on product text (bm25s)",

@@ -132,6 +132,10 @@ class Trainer:
         groups = data.catalog["group_id"] if "group_id" in data.catalog.columns else None
         self.groups = None if groups is None else groups.fillna("").astype(str).to_numpy()
         self.type_ids = self.model.type_ids(data.catalog["product_type"].tolist()).cpu()
+        if self.negative_mask_fn is None and config.train.false_negative_judge != "none":
+            from .genfilt.training import build_negative_mask_fn
+
+            self.negative_mask_fn = build_negative_mask_fn(config, data, self.model.text_tower)
         self.sampler = UniqueBatchSampler(
             self.queries, self.train_pairs["product_id"].tolist(), tc.batch_size, seed=tc.seed, drop_last=False
         )
@@ -313,9 +317,13 @@ class Trainer:
                 "temperature": 1 / float(model.logit_scale.detach()),
                 "seconds": round(time.time() - start_time, 2),
             }
+            if hasattr(self.negative_mask_fn, "epoch_stats"):
+                record["false_negatives"] = self.negative_mask_fn.epoch_stats()
             state["history"].append(record)
             if self.progress:
-                print(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  dev NDCG@10 {score:.4f}")
+                fn = record.get("false_negatives")
+                masked = f"  masked {fn['masked_negatives']} negatives ({fn['judge']})" if fn else ""
+                print(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  dev NDCG@10 {score:.4f}{masked}")
             if score > state["best_dev"] or not len(dev):
                 state.update(best_dev=score, best_epoch=epoch + 1, bad_epochs=0)
                 best_state = copy.deepcopy(model.trainable_state_dict())
