@@ -19,24 +19,12 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from .atomic import atomic_write_text
+
+__all__ = ["atomic_write_dir", "atomic_write_text", "load_training_state", "recover_dir", "save_training_state"]
+
 OPTIMIZER_WEIGHTS = "optimizer.safetensors"
 STATE_NAME = "trainer_state.json"
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a text file via a temp file in the same directory and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_dir(target: str | Path, write: Callable[[Path], None]) -> Path:

@@ -18,7 +18,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from querylife.atomic import atomic_write_bytes
 from querylife.metrics import EvalResult, paired_bootstrap
 
 # (key in EvalResult.overall, column header). NDCG@10 gets its CI appended in the Markdown table.
@@ -90,26 +90,6 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, EvalResult):
         return obj.to_dict()
     return str(obj)
-
-
-def _atomic_write(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``.
-
-    A reader never sees a half-written report, and a crash mid-write leaves the previous version intact.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp makes 0600 files; a report is meant to be shared, like any file written with open().
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _types(results: Mapping[str, EvalResult]) -> list[str]:
@@ -397,13 +377,13 @@ def write_report(
     if gate_weights:
         plot_files["gate_weights"] = "gate_weights.png"
     # Plots first: if drawing fails, no report refers to a missing image.
-    paths["ndcg_by_method"] = _atomic_write(out / plot_files["ndcg_by_method"], _plot_ndcg_by_method(results))
-    paths["ndcg_by_type"] = _atomic_write(
+    paths["ndcg_by_method"] = atomic_write_bytes(out / plot_files["ndcg_by_method"], _plot_ndcg_by_method(results))
+    paths["ndcg_by_type"] = atomic_write_bytes(
         out / plot_files["ndcg_by_type"], _plot_ndcg_by_type(results, types)
     )
     if gate_weights:
         gtypes = sorted({t for w in gate_weights.values() for t in w})
-        paths["gate_weights"] = _atomic_write(
+        paths["gate_weights"] = atomic_write_bytes(
             out / plot_files["gate_weights"], _plot_gate_weights(gate_weights, gtypes)
         )
 
@@ -420,7 +400,7 @@ def write_report(
         "files": {k: str(v.name) for k, v in paths.items()},
     }
     text = json.dumps(_jsonable(payload), indent=2, allow_nan=False, ensure_ascii=False)
-    paths["json"] = _atomic_write(out / "report.json", (text + "\n").encode("utf-8"))
+    paths["json"] = atomic_write_bytes(out / "report.json", (text + "\n").encode("utf-8"))
     md = _markdown(
         results,
         title=title,
@@ -433,5 +413,5 @@ def write_report(
         plot_files=plot_files,
         sections=sections,
     )
-    paths["markdown"] = _atomic_write(out / "report.md", md.encode("utf-8"))
+    paths["markdown"] = atomic_write_bytes(out / "report.md", md.encode("utf-8"))
     return paths

@@ -1,0 +1,468 @@
+"""CrowdFlower Search Results Relevance: querylife against BM25, zero-shot MiniLM and sentence-transformers peers.
+
+5-fold cross-validation grouped by query: the 200 queries are shuffled with a fixed seed and cut into 5 folds;
+each fold is the test set once. The other 4 folds are training data, minus a seeded ~10% of their queries held
+out as dev (used by querylife's trainer for its end-of-epoch check and by nothing else: with one epoch there is
+nothing to select). Every method ranks each test query's own labelled candidates; metrics are NDCG@10 with
+graded gains (median_relevance - 1), MRR (first relevant candidate) and pooled ROC-AUC of "relevant"
+(median_relevance >= 3) against the rest, all from ``querylife.metrics.evaluate_scored``. Mean ± sample std over
+the folds.
+
+Methods (product text = "title | description", truncated to the same token budget for every neural method):
+
+* ``bm25_title`` / ``bm25``: BM25 (bm25s, querylife.bm25.BM25Scorer) on the title / on title + description;
+* ``zero_shot``: the untrained all-MiniLM-L6-v2 (the bundled copy), cosine(query, product text);
+* ``st_mnrl`` / ``st_gist``: sentence-transformers fine-tuning of the same MiniLM with
+  ``MultipleNegativesRankingLoss`` / ``GISTEmbedLoss`` (guide: a frozen copy of the untrained MiniLM);
+* ``querylife`` / ``querylife_genfilt``: querylife's query-aware alignment trainer on the same tower (all layers
+  trained, text-only fusion), without / with the GenFilt false-negative judge. No generative describer can run
+  offline, so the judge is querylife's ``guide`` judge (GIST-style: the untrained MiniLM on raw titles).
+
+All trained methods see exactly the same batches: the batches and the labelled hard negatives (median_relevance
+1-2, one per pair where the query has one) are drawn by querylife's own trainer (UniqueBatchSampler: no query or
+product twice in a batch, the NO_DUPLICATES rule) and fed to the sentence-transformers losses as an extra negative
+column. Same epochs, batch size, learning rate, AdamW weight decay, warm-up + cosine schedule, gradient clipping,
+max sequence length and seed for every trained method. The peers are trained by a plain PyTorch loop around the
+sentence-transformers model and loss modules (``SentenceTransformerTrainer`` / ``model.fit`` need the
+``datasets`` and ``accelerate`` packages, which querylife does not depend on).
+
+Run (about 25 minutes on 2 CPU cores):
+
+    python benchmarks/crowdflower.py --folds 5 --out benchmarks/results
+
+Writes crowdflower.md (command, machine, data counts, settings, the table, who wins) and crowdflower.json
+(per-fold numbers and runtimes). ``--only-folds 0`` runs a single fold (for timing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import os
+import platform
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from querylife.bm25 import BM25Scorer  # noqa: E402
+from querylife.checkpoint import atomic_write_text  # noqa: E402
+from querylife.config import load_config  # noqa: E402
+from querylife.data.formats import load_format, to_dataset  # noqa: E402
+from querylife.data.prepare import Dataset  # noqa: E402
+from querylife.metrics import evaluate_scored  # noqa: E402
+from querylife.scoring import FeatureCache, score_pairs  # noqa: E402
+from querylife.towers import bundled_minilm_path  # noqa: E402
+from querylife.train import Trainer, cosine_with_warmup, seed_everything  # noqa: E402
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "crowdflower" / "search_relevance.csv"
+TEXT_FIELDS = ("title", "description")
+METHODS: dict[str, str] = {
+    "bm25_title": "BM25 (bm25s) on the title",
+    "bm25": "BM25 (bm25s) on title + description",
+    "zero_shot": "untrained all-MiniLM-L6-v2, cosine",
+    "st_mnrl": "sentence-transformers fine-tuning, MultipleNegativesRankingLoss",
+    "st_gist": "sentence-transformers fine-tuning, GISTEmbedLoss (guide: untrained MiniLM)",
+    "querylife": "querylife query-aware alignment, no false-negative judge",
+    "querylife_genfilt": "querylife + GenFilt similarity judge (guide: untrained MiniLM on titles; no describer)",
+}
+TRAINED = ("st_mnrl", "st_gist", "querylife", "querylife_genfilt")
+KEYS = ("ndcg@10", "mrr", "roc_auc")
+
+
+# ---- data -----------------------------------------------------------------------------------------------
+def make_folds(queries: list[str], k: int, seed: int, dev_fraction: float) -> list[dict[str, list[str]]]:
+    """``k`` folds of distinct queries (seeded shuffle of the sorted queries); dev carved from each fold's train."""
+    qs = np.array(sorted(set(queries)), dtype=object)
+    parts = np.array_split(qs[np.random.default_rng(seed).permutation(len(qs))], k)
+    folds = []
+    for f in range(k):
+        rest = np.concatenate([p for i, p in enumerate(parts) if i != f])
+        rest = rest[np.random.default_rng([seed, f]).permutation(len(rest))]
+        n_dev = max(1, int(round(dev_fraction * len(rest)))) if dev_fraction > 0 else 0
+        folds.append({"train": sorted(rest[n_dev:]), "dev": sorted(rest[:n_dev]), "test": sorted(parts[f])})
+    return folds
+
+
+def fold_dataset(base: Dataset, fold: dict[str, list[str]]) -> Dataset:
+    pairs = base.pairs
+    splits = {name: pairs[pairs["query"].isin(set(qs))].reset_index(drop=True) for name, qs in fold.items()}
+    return dataclasses.replace(base, splits=splits)
+
+
+def metrics_of(test: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
+    result = evaluate_scored(test.assign(score=np.asarray(scores, dtype=float)), n_boot=0)
+    return {k: float(result.overall[k]) for k in KEYS}
+
+
+# ---- untrained baselines --------------------------------------------------------------------------------
+def bm25_scores(data: Dataset, pairs: pd.DataFrame, fields: tuple[str, ...]) -> np.ndarray:
+    texts = dataclasses.replace(data, text_fields=fields).product_texts()
+    scorer = BM25Scorer(dict(zip(data.catalog["product_id"], texts, strict=True)))
+    return scorer.score_pairs(pairs["query"].tolist(), pairs["product_id"].tolist())
+
+
+def load_st(max_len: int):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(bundled_minilm_path()), device="cpu")
+    model.max_seq_length = max_len
+    return model
+
+
+@torch.no_grad()
+def st_scores(model, data: Dataset, pairs: pd.DataFrame, batch_size: int) -> np.ndarray:
+    """cosine(query, product text) with a SentenceTransformer, each distinct text encoded once."""
+    model.eval()
+    rows = data.rows(pairs["product_id"])
+    uniq, pos = np.unique(rows, return_inverse=True)
+    queries = list(dict.fromkeys(pairs["query"]))
+    q_index = {q: i for i, q in enumerate(queries)}
+    kw = dict(batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
+    p = model.encode(data.product_texts(uniq), **kw)  # (n_products, d)
+    q = model.encode(queries, **kw)  # (n_queries, d)
+    qi = torch.tensor([q_index[x] for x in pairs["query"]])
+    return (q[qi] * p[torch.from_numpy(pos)]).sum(-1).double().cpu().numpy()
+
+
+# ---- trained methods ------------------------------------------------------------------------------------
+def querylife_config(args, judge: str):
+    overrides = [
+        "model.tower.text_model=minilm",
+        "model.tower.train_text_layers=-1",
+        f"model.tower.max_text_length={args.max_len}",
+        "model.tower.small_cnn.image_size=8",
+        "model.fusion.mode=title",
+        f"model.embed_dim={args.embed_dim}",
+        f"model.separate_query_projection={str(args.separate_query_projection).lower()}",
+        "loss.query_title=0",
+        "loss.query_image=0",
+        "loss.title_image=0",
+        f"data.text_fields=[{','.join(TEXT_FIELDS)}]",
+        f"train.batch_size={args.batch_size}",
+        f"train.epochs={args.epochs}",
+        f"train.lr={args.lr}",
+        f"train.seed={args.seed}",
+        f"train.hard_negatives={args.hard_negatives}",
+        "train.patience=0",
+        f"train.eval_batch_size={args.eval_batch_size}",
+        "train.device=cpu",
+        f"train.false_negative_judge={judge}",
+        "genfilt.guide_model=minilm",
+    ]
+    return load_config(None, overrides)
+
+
+def run_querylife(args, data: Dataset, run_dir: Path, judge: str) -> tuple[np.ndarray, float, float, dict]:
+    start = time.time()
+    trainer = Trainer(querylife_config(args, judge), data, run_dir, progress=False)
+    result = trainer.fit()
+    train_s = time.time() - start
+    start = time.time()
+    scores = score_pairs(result.model, data, data.splits["test"], FeatureCache(), args.eval_batch_size).score
+    eval_s = time.time() - start
+    last = result.history[-1] if result.history else {}
+    extra = {k: last[k] for k in ("train_loss", "dev_ndcg@10", "temperature", "false_negatives") if k in last}
+    extra["steps"] = len(trainer.sampler) * args.epochs
+    del trainer, result
+    shutil.rmtree(run_dir, ignore_errors=True)  # checkpoints of a fully trained MiniLM: ~350 MB per run
+    return scores, train_s, eval_s, extra
+
+
+def batch_plan(args, data: Dataset, run_dir: Path) -> list[tuple[list[str], np.ndarray, int]]:
+    """The querylife trainer's batches: (queries, product rows = B positives then hard negatives, B) per step."""
+    trainer = Trainer(querylife_config(args, "none"), data, run_dir, progress=False)
+    plan = []
+    for epoch in range(args.epochs):
+        trainer.sampler.set_epoch(epoch)
+        for step, batch in enumerate(trainer.sampler):
+            rows = trainer.product_rows(batch, epoch, step)
+            plan.append(([trainer.queries[i] for i in batch], rows, len(batch)))
+    del trainer
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return plan
+
+
+def run_st(args, data: Dataset, plan, kind: str) -> tuple[np.ndarray, float, float, dict]:
+    from sentence_transformers.sentence_transformer.losses import GISTEmbedLoss, MultipleNegativesRankingLoss
+    from sentence_transformers.util import batch_to_device
+
+    start = time.time()
+    seed_everything(args.seed)
+    model = load_st(args.max_len)
+    if kind == "gist":
+        guide = load_st(args.max_len)
+        guide.requires_grad_(False)
+        loss_fn: torch.nn.Module = GISTEmbedLoss(model, guide)
+    else:
+        loss_fn = MultipleNegativesRankingLoss(model)
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr
+    )
+    total = len(plan)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total, int(0.05 * total)))
+    texts = data.product_texts()
+    model.train()
+    losses = []
+    for queries, rows, b in plan:
+        cols = [queries, [texts[r] for r in rows[:b]]]
+        if len(rows) > b:
+            cols.append([texts[r] for r in rows[b:]])
+        features = [batch_to_device(model.preprocess(c), model.device) for c in cols]
+        loss = loss_fn(features, None)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss.detach()))
+    train_s = time.time() - start
+    start = time.time()
+    scores = st_scores(model, data, data.splits["test"], args.eval_batch_size)
+    eval_s = time.time() - start
+    extra = {"train_loss": float(np.mean(losses)) if losses else float("nan"), "steps": total}
+    return scores, train_s, eval_s, extra
+
+
+# ---- report ---------------------------------------------------------------------------------------------
+def summarise(per_fold: dict[str, list[dict]]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for m, runs in per_fold.items():
+        if not runs:
+            continue
+        row: dict[str, Any] = {}
+        for k in (*KEYS, "train_s", "eval_s"):
+            vals = np.array([r[k] for r in runs], dtype=float)
+            row[k] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0}
+        out[m] = row
+    return out
+
+
+def verdict(summary: dict, per_fold: dict[str, list[dict]]) -> list[str]:
+    """Who wins on NDCG@10, from the numbers: best querylife row vs best peer row, with per-fold differences."""
+    ql = [m for m in ("querylife", "querylife_genfilt") if m in summary]
+    peers = [m for m in ("st_mnrl", "st_gist") if m in summary]
+    lines = []
+    overall = max(summary, key=lambda m: summary[m]["ndcg@10"]["mean"])
+    lines.append(f"Best NDCG@10 overall: `{overall}` ({summary[overall]['ndcg@10']['mean']:.4f}).")
+    if not ql or not peers:
+        return lines
+    for key, name in (("ndcg@10", "NDCG@10"), ("mrr", "MRR"), ("roc_auc", "ROC-AUC")):
+        bq = max(ql, key=lambda m, k=key: summary[m][k]["mean"])
+        bp = max(peers, key=lambda m, k=key: summary[m][k]["mean"])
+        diffs = np.array([a[key] - b[key] for a, b in zip(per_fold[bq], per_fold[bp], strict=True)])
+        wins = int((diffs > 0).sum())
+        sd = diffs.std(ddof=1) if len(diffs) > 1 else 0.0
+        beats = "beats" if diffs.mean() > 0 else "does not beat"
+        lines.append(
+            f"{name}: best querylife row `{bq}` {beats} the best peer `{bp}`: mean paired difference "
+            f"{diffs.mean():+.4f} (sd {sd:.4f} over folds; querylife ahead on {wins} of {len(diffs)} folds)."
+        )
+    return lines
+
+
+def fmt(cell: dict[str, float], digits: int = 4) -> str:
+    return f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f}"
+
+
+def write_outputs(args, out: Path, meta: dict, per_fold: dict, total_s: float) -> dict:
+    summary = summarise(per_fold)
+    lines = [
+        "| method | NDCG@10 | MRR | ROC-AUC | train s/fold | eval s/fold |",
+        "|:---|---:|---:|---:|---:|---:|",
+    ]
+    for m in METHODS:
+        if m not in summary:
+            continue
+        s = summary[m]
+        lines.append(
+            f"| `{m}` | {fmt(s['ndcg@10'])} | {fmt(s['mrr'])} | {fmt(s['roc_auc'])} | "
+            f"{s['train_s']['mean']:.0f} | {s['eval_s']['mean']:.1f} |"
+        )
+    desc = [f"- `{m}`: {d}" for m, d in METHODS.items() if m in summary]
+    genfilt_runs = per_fold.get("querylife_genfilt", [])
+    judge = [r["false_negatives"] for r in genfilt_runs if isinstance(r.get("false_negatives"), dict)]
+    judge_line = []
+    if judge:
+        masked = np.mean([j["masked_fraction"] for j in judge])
+        judge_line = [
+            f"GenFilt judge (`guide`): masked on average {masked:.2%} of the in-batch and hard negatives per fold "
+            f"({np.mean([j['masked_negatives'] for j in judge]):.0f} per epoch)."
+        ]
+    d = meta["data"]
+    md = [
+        "# CrowdFlower Search Results Relevance: querylife vs BM25, zero-shot and sentence-transformers peers",
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Machine: {meta['machine']['platform']}, {meta['machine']['cpu_count']} CPUs, "
+        f"{meta['machine']['torch_threads']} torch threads, torch {meta['machine']['torch']}, "
+        f"sentence-transformers {meta['machine']['sentence_transformers']}, "
+        f"transformers {meta['machine']['transformers']}  ",
+        f"Total runtime: {total_s / 60:.1f} min (wall clock; timings are noisy when other jobs share the CPUs).",
+        "",
+        f"Data: `{d['file']}`: {d['pairs']} labelled pairs ({d['merged_duplicates']} duplicate judgements merged), "
+        f"{d['queries']} queries, {d['products']} products; grades "
+        + ", ".join(f"{g}: {n}" for g, n in d["grades"].items())
+        + f"; relevant (grade >= 3): {d['positive_share']:.1%} of pairs.",
+        "",
+        f"Protocol: {meta['folds']}-fold cross-validation grouped by query (seeded shuffle of the queries, seed "
+        f"{args.seed}); per fold ~{d['fold_queries']['train']:.0f} train / {d['fold_queries']['dev']:.0f} dev / "
+        f"{d['fold_queries']['test']:.0f} test queries ({d['fold_train_positive_pairs']:.0f} positive training pairs). "
+        "Each test query ranks only its own labelled candidates. NDCG@10 with graded gains (grade - 1), MRR of "
+        "the first relevant candidate, ROC-AUC of relevant vs rest pooled over the test fold's pairs. "
+        "Mean ± sample std over folds.",
+        "",
+        f"Training budget, the same for every trained method: {args.epochs} epoch(s), batch size "
+        f"{args.batch_size}, lr {args.lr:g} (AdamW, weight decay 0.01 on matrices, 5% warm-up then cosine, "
+        f'gradient clip 1.0), max sequence length {args.max_len} tokens of "title | description", seed '
+        f"{args.seed}, identical batches (querylife's UniqueBatchSampler: no query or product twice in a batch) "
+        f"and {args.hard_negatives} labelled hard negative(s) per pair (grade 1-2 candidates of the same query, "
+        "where it has one) in every trained method. "
+        f"querylife: all MiniLM layers trained, text-only fusion, embed_dim {args.embed_dim}, separate query "
+        f"projection {args.separate_query_projection}, symmetric InfoNCE with learned temperature (init 0.05), "
+        "labelled positives of other rows masked. Peers: sentence-transformers loss defaults (MNRL scale 20, "
+        "query-to-document; GIST temperature 0.01, anchor-anchor and positive-positive contrasts on, margin 0).",
+        "",
+        *lines,
+        "",
+        *desc,
+        "",
+        "## Who wins",
+        "",
+        *verdict(summary, per_fold),
+        *judge_line,
+        "",
+        "The GenFilt row uses querylife's GIST-style `guide` judge (the untrained MiniLM on raw titles): "
+        "GenFilt's generative judge needs a describer (a vision-language or language model server), and none "
+        "can run offline here.",
+        "",
+    ]
+    notes = meta.get("notes")
+    if notes:
+        md += ["## Notes", "", *notes, ""]
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "crowdflower.md", "\n".join(md))
+    payload = {**meta, "total_seconds": round(total_s, 1), "summary": summary, "per_fold": per_fold}
+    atomic_write_text(out / "crowdflower.json", json.dumps(payload, indent=2, default=float) + "\n")
+    return summary
+
+
+# ---- main -----------------------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="search_relevance.csv (CrowdFlower layout)")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--only-folds", type=int, nargs="*", default=None, help="run these fold indices only")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--max-len", type=int, default=64, help="max tokens of query and product text")
+    parser.add_argument("--hard-negatives", type=int, default=1, help="labelled grade 1-2 negatives per pair")
+    parser.add_argument("--embed-dim", type=int, default=384, help="querylife projection size (384: MiniLM's)")
+    parser.add_argument("--separate-query-projection", type=lambda s: s.lower() in ("1", "true", "yes"), default=True)
+    parser.add_argument("--dev-fraction", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-batch-size", type=int, default=256)
+    parser.add_argument("--work", default="runs/bench_crowdflower", help="scratch space for checkpoints")
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+
+    import sentence_transformers
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    random.seed(args.seed)
+    start = time.time()
+    loaded = load_format(args.data, format="crowdflower")
+    base = to_dataset(loaded, image_size=8, split=(1.0, 0.0, 0.0), text_fields=TEXT_FIELDS)
+    folds = make_folds(base.pairs["query"].tolist(), args.folds, args.seed, args.dev_fraction)
+    run_folds = list(range(args.folds)) if args.only_folds is None else sorted(set(args.only_folds))
+    pairs = base.pairs
+    grades = pairs["label"].astype(str).value_counts().sort_index()
+    fold_q = {s: float(np.mean([len(folds[f][s]) for f in run_folds])) for s in ("train", "dev", "test")}
+    train_pos = np.mean([pairs[pairs["query"].isin(set(folds[f]["train"]))]["positive"].sum() for f in run_folds])
+    meta: dict[str, Any] = {
+        "command": "python " + " ".join(sys.argv),
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "sentence_transformers": sentence_transformers.__version__,
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+        },
+        "settings": {k: v for k, v in vars(args).items()},
+        "folds": args.folds,
+        "folds_run": run_folds,
+        "data": {
+            "file": str(loaded.source.get("file", args.data)),
+            "pairs": len(pairs),
+            "queries": int(pairs["query"].nunique()),
+            "products": len(base.catalog),
+            "merged_duplicates": int(loaded.source.get("merged_duplicates", 0)),
+            "grades": {str(g): int(n) for g, n in grades.items()},
+            "positive_share": float(pairs["positive"].mean()),
+            "fold_queries": fold_q,
+            "fold_train_positive_pairs": float(train_pos),
+        },
+        "fold_queries": folds,
+    }
+    per_fold: dict[str, list[dict]] = {m: [] for m in args.methods}
+    work = Path(args.work)
+    zero_model = load_st(args.max_len) if "zero_shot" in args.methods else None
+    for f in run_folds:
+        data = fold_dataset(base, folds[f])
+        test = data.splits["test"]
+        plan = None
+        for m in args.methods:
+            t0 = time.time()
+            extra: dict[str, Any] = {}
+            train_s = 0.0
+            if m in ("bm25_title", "bm25"):
+                scores = bm25_scores(data, test, ("title",) if m == "bm25_title" else TEXT_FIELDS)
+            elif m == "zero_shot":
+                scores = st_scores(zero_model, data, test, args.eval_batch_size)
+            elif m in ("st_mnrl", "st_gist"):
+                if plan is None:
+                    plan = batch_plan(args, data, work / f"fold{f}_plan")
+                scores, train_s, eval_s, extra = run_st(args, data, plan, m.removeprefix("st_"))
+            else:
+                judge = "guide" if m == "querylife_genfilt" else "none"
+                scores, train_s, eval_s, extra = run_querylife(args, data, work / f"fold{f}_{m}", judge)
+            if m not in TRAINED:
+                eval_s = time.time() - t0
+            row = {"fold": f, **metrics_of(test, scores), "train_s": round(train_s, 1), "eval_s": round(eval_s, 1)}
+            row.update(extra)
+            per_fold[m].append(row)
+            print(
+                f"fold {f} {m:18s} NDCG@10 {row['ndcg@10']:.4f}  MRR {row['mrr']:.4f}  AUC {row['roc_auc']:.4f}  "
+                f"train {train_s:.0f}s  eval {eval_s:.1f}s  [{(time.time() - start) / 60:.1f} min]",
+                flush=True,
+            )
+            gc.collect()
+        write_outputs(args, Path(args.out), meta, per_fold, time.time() - start)  # partial results survive a kill
+    summary = write_outputs(args, Path(args.out), meta, per_fold, time.time() - start)
+    print(f"total {(time.time() - start) / 60:.1f} min; wrote {Path(args.out) / 'crowdflower.md'}")
+    for m, s in summary.items():
+        print(f"{m:18s} NDCG@10 {fmt(s['ndcg@10'])}  MRR {fmt(s['mrr'])}  ROC-AUC {fmt(s['roc_auc'])}")
+
+
+if __name__ == "__main__":
+    main()
