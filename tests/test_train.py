@@ -164,3 +164,14 @@ def test_descriptions_judge_uses_the_cache(tiny_config, tiny_data, tmp_path):
                                        "genfilt.guide_model": tiny_config.model.tower.text_model})
     result = Trainer(cfg, tiny_data, tmp_path / "run", progress=False).fit()
     assert result.history[0]["false_negatives"]["judge"]
+
+
+def test_resume_of_an_early_stopped_run_does_not_train_on(tiny_config, tiny_data, tmp_path):
+    from querylife.config import with_overrides
+
+    # lr 0: dev NDCG never improves after epoch 1, so patience 1 stops after epoch 2 of 5
+    cfg = with_overrides(tiny_config, {"train.lr": 0.0, "train.patience": 1, "train.epochs": 5})
+    first = Trainer(cfg, tiny_data, tmp_path / "run", progress=False).fit()
+    assert len(first.history) == 2
+    again = Trainer(cfg, tiny_data, tmp_path / "run", progress=False).fit(resume=True)
+    assert len(again.history) == 2 and again.best_epoch == first.best_epoch

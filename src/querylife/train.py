@@ -276,7 +276,7 @@ class Trainer:
         )
         best_state = copy.deepcopy(model.trainable_state_dict()) if state["best_epoch"] < 0 else None
         dev = self.data.splits["dev"]
-        while state["epoch"] < tc.epochs:
+        while state["epoch"] < tc.epochs and not state.get("stopped_early"):
             epoch = state["epoch"]
             self.sampler.set_epoch(epoch)
             batches = list(self.sampler)
@@ -331,8 +331,10 @@ class Trainer:
             else:
                 state["bad_epochs"] += 1
             state.update(epoch=epoch + 1, step_in_epoch=0, loss_sum=0.0, loss_steps=0)
+            # Recorded in the checkpoint so that --resume of an early-stopped run does not train on.
+            state["stopped_early"] = bool(tc.patience and state["bad_epochs"] >= tc.patience)
             self._save_last(optimizer, scheduler, state)
-            if tc.patience and state["bad_epochs"] >= tc.patience:
+            if state["stopped_early"]:
                 if self.progress:
                     print(f"early stopping: no dev gain in {tc.patience} epochs (best epoch {state['best_epoch']})")
                 break
