@@ -40,6 +40,7 @@ import argparse
 import dataclasses
 import gc
 import json
+import logging
 import os
 import platform
 import random
@@ -61,7 +62,7 @@ from querylife.checkpoint import atomic_write_text  # noqa: E402
 from querylife.config import load_config  # noqa: E402
 from querylife.data.formats import load_format, to_dataset  # noqa: E402
 from querylife.data.prepare import Dataset  # noqa: E402
-from querylife.metrics import evaluate_scored  # noqa: E402
+from querylife.metrics import evaluate_scored, per_query_metrics  # noqa: E402
 from querylife.scoring import FeatureCache, score_pairs  # noqa: E402
 from querylife.towers import bundled_minilm_path  # noqa: E402
 from querylife.train import Trainer, cosine_with_warmup, seed_everything  # noqa: E402
@@ -95,15 +96,27 @@ def make_folds(queries: list[str], k: int, seed: int, dev_fraction: float) -> li
     return folds
 
 
-def fold_dataset(base: Dataset, fold: dict[str, list[str]]) -> Dataset:
+def fold_dataset(base: Dataset, fold: dict[str, list[str]], max_positives: int, seed: int) -> Dataset:
+    """The fold's splits; the train split keeps every non-relevant pair (the hard-negative pools) and at most
+    ``max_positives`` relevant pairs per query (a seeded sample; 0 keeps all)."""
     pairs = base.pairs
     splits = {name: pairs[pairs["query"].isin(set(qs))].reset_index(drop=True) for name, qs in fold.items()}
+    train = splits["train"]
+    if max_positives > 0:
+        relevant = train["positive"].astype(bool)
+        pos = train[relevant]
+        shuffled = pos.iloc[np.random.default_rng(seed).permutation(len(pos))]
+        chosen = shuffled.groupby("query", sort=False).head(max_positives).index
+        splits["train"] = train[~relevant | train.index.isin(chosen)].reset_index(drop=True)
     return dataclasses.replace(base, splits=splits)
 
 
-def metrics_of(test: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
-    result = evaluate_scored(test.assign(score=np.asarray(scores, dtype=float)), n_boot=0)
-    return {k: float(result.overall[k]) for k in KEYS}
+def metrics_of(test: pd.DataFrame, scores: np.ndarray) -> tuple[dict[str, float], dict[str, float]]:
+    """Overall metrics of a fold's test pairs, and NDCG@10 per test query (for the pooled paired comparison)."""
+    scored = test.assign(score=np.asarray(scores, dtype=float))
+    result = evaluate_scored(scored, n_boot=0)
+    pq = per_query_metrics(scored)
+    return {k: float(result.overall[k]) for k in KEYS}, dict(zip(pq["query"], pq["ndcg@10"].astype(float), strict=True))
 
 
 # ---- untrained baselines --------------------------------------------------------------------------------
@@ -164,9 +177,39 @@ def querylife_config(args, judge: str):
     return load_config(None, overrides)
 
 
+class LabelledNegativeCount:
+    """Wraps the GenFilt judge's trainer callback and counts the masked entries that the labels call irrelevant
+    for the row's own query (grade 1-2 pairs of the training split): negatives the judge overrides."""
+
+    def __init__(self, inner, data: Dataset):
+        self.inner = inner
+        train = data.splits["train"]
+        neg = train[~train["positive"].astype(bool)]
+        self.labelled_negative = set(zip(neg["query"], neg["product_id"], strict=True))
+        self.ids = data.catalog["product_id"].to_numpy()
+        self.masked_labelled = 0
+
+    def __call__(self, queries: list[str], product_rows: np.ndarray) -> torch.Tensor:
+        mask = self.inner(queries, product_rows)
+        pids = self.ids[np.asarray(product_rows)]
+        for i, j in zip(*np.nonzero(mask.numpy()), strict=True):
+            self.masked_labelled += (queries[i], pids[j]) in self.labelled_negative
+        return mask
+
+    def epoch_stats(self) -> dict[str, Any]:
+        out = self.inner.epoch_stats()
+        out["masked_labelled_negatives"] = self.masked_labelled
+        self.masked_labelled = 0
+        return out
+
+
 def run_querylife(args, data: Dataset, run_dir: Path, judge: str) -> tuple[np.ndarray, float, float, dict]:
+    from querylife.genfilt.training import build_negative_mask_fn
+
     start = time.time()
-    trainer = Trainer(querylife_config(args, judge), data, run_dir, progress=False)
+    cfg = querylife_config(args, judge)
+    mask_fn = LabelledNegativeCount(build_negative_mask_fn(cfg, data), data) if judge != "none" else None
+    trainer = Trainer(cfg, data, run_dir, negative_mask_fn=mask_fn, progress=False)
     result = trainer.fit()
     train_s = time.time() - start
     start = time.time()
@@ -274,11 +317,43 @@ def verdict(summary: dict, per_fold: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
+def paired_table(per_fold: dict[str, list[dict]], per_query: dict[str, dict[str, float]]) -> list[str]:
+    """querylife rows against each peer on NDCG@10: per-fold paired differences, and per-query differences pooled
+    over every test query of the folds run (each query is tested once) with a seeded 95% bootstrap interval."""
+    ql = [m for m in ("querylife", "querylife_genfilt") if per_fold.get(m)]
+    peers = [m for m in ("st_mnrl", "st_gist", "zero_shot", "bm25") if per_fold.get(m)]
+    if not ql or not peers:
+        return []
+    out = [
+        "Paired NDCG@10 differences (querylife row minus the other method): per fold (mean ± sd, folds ahead) "
+        "and per test query pooled over the folds (mean, 95% bootstrap interval over queries, queries "
+        "ahead / behind).",
+        "",
+        "| querylife row | vs | per fold | folds ahead | per query | 95% interval | queries ahead / behind |",
+        "|:---|:---|---:|---:|---:|:---:|---:|",
+    ]
+    rng = np.random.default_rng(0)
+    for a in ql:
+        for b in peers:
+            fd = np.array([x["ndcg@10"] - y["ndcg@10"] for x, y in zip(per_fold[a], per_fold[b], strict=True)])
+            qs = sorted(set(per_query[a]) & set(per_query[b]))
+            qd = np.array([per_query[a][q] - per_query[b][q] for q in qs])
+            qd = qd[np.isfinite(qd)]
+            boot = qd[rng.integers(0, len(qd), size=(2000, len(qd)))].mean(1) if len(qd) else np.array([np.nan])
+            lo, hi = np.percentile(boot, [2.5, 97.5])
+            sd = fd.std(ddof=1) if len(fd) > 1 else 0.0
+            out.append(
+                f"| `{a}` | `{b}` | {fd.mean():+.4f} ± {sd:.4f} | {int((fd > 0).sum())}/{len(fd)} | "
+                f"{qd.mean():+.4f} | [{lo:+.4f}, {hi:+.4f}] | {int((qd > 0).sum())} / {int((qd < 0).sum())} |"
+            )
+    return out
+
+
 def fmt(cell: dict[str, float], digits: int = 4) -> str:
     return f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f}"
 
 
-def write_outputs(args, out: Path, meta: dict, per_fold: dict, total_s: float) -> dict:
+def write_outputs(args, out: Path, meta: dict, per_fold: dict, per_query: dict, total_s: float) -> dict:
     summary = summarise(per_fold)
     lines = [
         "| method | NDCG@10 | MRR | ROC-AUC | train s/fold | eval s/fold |",
@@ -299,8 +374,11 @@ def write_outputs(args, out: Path, meta: dict, per_fold: dict, total_s: float) -
     if judge:
         masked = np.mean([j["masked_fraction"] for j in judge])
         judge_line = [
-            f"GenFilt judge (`guide`): masked on average {masked:.2%} of the in-batch and hard negatives per fold "
-            f"({np.mean([j['masked_negatives'] for j in judge]):.0f} per epoch)."
+            f"GenFilt judge (`guide`): masked {masked:.2%} of the in-batch and hard negatives "
+            f"({np.mean([j['masked_negatives'] for j in judge]):.0f} per fold-epoch), of which "
+            f"{np.mean([j.get('masked_labelled_negatives', 0) for j in judge]):.0f} were labelled grade 1-2 for the "
+            "row's own query: the judge (like GISTEmbedLoss) overrides labelled hard negatives that the guide scores "
+            "at least as high as the positive."
         ]
     d = meta["data"]
     md = [
@@ -320,7 +398,10 @@ def write_outputs(args, out: Path, meta: dict, per_fold: dict, total_s: float) -
         "",
         f"Protocol: {meta['folds']}-fold cross-validation grouped by query (seeded shuffle of the queries, seed "
         f"{args.seed}); per fold ~{d['fold_queries']['train']:.0f} train / {d['fold_queries']['dev']:.0f} dev / "
-        f"{d['fold_queries']['test']:.0f} test queries ({d['fold_train_positive_pairs']:.0f} positive training pairs). "
+        f"{d['fold_queries']['test']:.0f} test queries; training on {d['fold_train_positive_pairs']:.0f} relevant "
+        f"pairs "
+        f"(at most {args.max_positives or 'all'} per query, a seeded sample, to fit the CPU budget) and "
+        f"{d['fold_train_negative_pairs']:.0f} grade 1-2 pairs (hard-negative pools) per fold. "
         "Each test query ranks only its own labelled candidates. NDCG@10 with graded gains (grade - 1), MRR of "
         "the first relevant candidate, ROC-AUC of relevant vs rest pooled over the test fold's pairs. "
         "Mean ± sample std over folds.",
@@ -343,6 +424,8 @@ def write_outputs(args, out: Path, meta: dict, per_fold: dict, total_s: float) -
         "## Who wins",
         "",
         *verdict(summary, per_fold),
+        "",
+        *paired_table(per_fold, per_query),
         *judge_line,
         "",
         "The GenFilt row uses querylife's GIST-style `guide` judge (the untrained MiniLM on raw titles): "
@@ -355,7 +438,13 @@ def write_outputs(args, out: Path, meta: dict, per_fold: dict, total_s: float) -
         md += ["## Notes", "", *notes, ""]
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "crowdflower.md", "\n".join(md))
-    payload = {**meta, "total_seconds": round(total_s, 1), "summary": summary, "per_fold": per_fold}
+    payload = {
+        **meta,
+        "total_seconds": round(total_s, 1),
+        "summary": summary,
+        "per_fold": per_fold,
+        "per_query_ndcg@10": per_query,
+    }
     atomic_write_text(out / "crowdflower.json", json.dumps(payload, indent=2, default=float) + "\n")
     return summary
 
@@ -370,7 +459,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=5e-5)
-    parser.add_argument("--max-len", type=int, default=64, help="max tokens of query and product text")
+    parser.add_argument("--max-len", type=int, default=32, help="max tokens of query and product text")
+    parser.add_argument("--max-positives", type=int, default=12, help="relevant training pairs kept per query (0: all)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--hard-negatives", type=int, default=1, help="labelled grade 1-2 negatives per pair")
     parser.add_argument("--embed-dim", type=int, default=384, help="querylife projection size (384: MiniLM's)")
     parser.add_argument("--separate-query-projection", type=lambda s: s.lower() in ("1", "true", "yes"), default=True)
@@ -387,6 +478,9 @@ def main() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     random.seed(args.seed)
     start = time.time()
     loaded = load_format(args.data, format="crowdflower")
@@ -396,7 +490,9 @@ def main() -> None:
     pairs = base.pairs
     grades = pairs["label"].astype(str).value_counts().sort_index()
     fold_q = {s: float(np.mean([len(folds[f][s]) for f in run_folds])) for s in ("train", "dev", "test")}
-    train_pos = np.mean([pairs[pairs["query"].isin(set(folds[f]["train"]))]["positive"].sum() for f in run_folds])
+    fold_data = {f: fold_dataset(base, folds[f], args.max_positives, args.seed + f) for f in run_folds}
+    train_pos = np.mean([fold_data[f].splits["train"]["positive"].sum() for f in run_folds])
+    train_neg = np.mean([(~fold_data[f].splits["train"]["positive"].astype(bool)).sum() for f in run_folds])
     meta: dict[str, Any] = {
         "command": "python " + " ".join(sys.argv),
         "machine": {
@@ -421,14 +517,16 @@ def main() -> None:
             "positive_share": float(pairs["positive"].mean()),
             "fold_queries": fold_q,
             "fold_train_positive_pairs": float(train_pos),
+            "fold_train_negative_pairs": float(train_neg),
         },
         "fold_queries": folds,
     }
     per_fold: dict[str, list[dict]] = {m: [] for m in args.methods}
+    per_query: dict[str, dict[str, float]] = {m: {} for m in args.methods}
     work = Path(args.work)
     zero_model = load_st(args.max_len) if "zero_shot" in args.methods else None
     for f in run_folds:
-        data = fold_dataset(base, folds[f])
+        data = fold_data[f]
         test = data.splits["test"]
         plan = None
         for m in args.methods:
@@ -448,7 +546,9 @@ def main() -> None:
                 scores, train_s, eval_s, extra = run_querylife(args, data, work / f"fold{f}_{m}", judge)
             if m not in TRAINED:
                 eval_s = time.time() - t0
-            row = {"fold": f, **metrics_of(test, scores), "train_s": round(train_s, 1), "eval_s": round(eval_s, 1)}
+            overall, by_query = metrics_of(test, scores)
+            per_query[m].update(by_query)
+            row = {"fold": f, **overall, "train_s": round(train_s, 1), "eval_s": round(eval_s, 1)}
             row.update(extra)
             per_fold[m].append(row)
             print(
@@ -457,8 +557,10 @@ def main() -> None:
                 flush=True,
             )
             gc.collect()
-        write_outputs(args, Path(args.out), meta, per_fold, time.time() - start)  # partial results survive a kill
-    summary = write_outputs(args, Path(args.out), meta, per_fold, time.time() - start)
+        write_outputs(
+            args, Path(args.out), meta, per_fold, per_query, time.time() - start
+        )  # partial results survive a kill
+    summary = write_outputs(args, Path(args.out), meta, per_fold, per_query, time.time() - start)
     print(f"total {(time.time() - start) / 60:.1f} min; wrote {Path(args.out) / 'crowdflower.md'}")
     for m, s in summary.items():
         print(f"{m:18s} NDCG@10 {fmt(s['ndcg@10'])}  MRR {fmt(s['mrr'])}  ROC-AUC {fmt(s['roc_auc'])}")

@@ -372,6 +372,7 @@ def genfilt_evaluate(
     from .checkpoint import atomic_write_text
     from .genfilt.judges import DescriptionSimilarityJudge, DuplicateTitleJudge, GuideModelJudge, text_tower_encoder
     from .genfilt.mask_eval import evaluate_judges, known_equivalents, sample_batches
+    from .report import md_table
 
     cfg = _load(config, set_, catalog, pairs)
     data = _dataset(cfg, progress=False)
@@ -411,7 +412,7 @@ def genfilt_evaluate(
             f"Command: `{' '.join(sys.argv)}`  ",
             f"{len(sampled)} training batches of {cfg.train.batch_size} positive pairs; descriptions: {source}.",
             "",
-            shown.to_markdown(floatfmt=".3f") if hasattr(shown, "to_markdown") else shown.to_string(),
+            md_table(["judge", *shown.columns], [[name, *(_fmt(v) for v in row)] for name, row in shown.iterrows()]),
             "",
         ]
     )
@@ -420,6 +421,10 @@ def genfilt_evaluate(
     atomic_write_text(out / "genfilt_masks.json", table.to_json(orient="index", indent=2) + "\n")
     typer.echo(shown.to_string(float_format=lambda x: f"{x:.3f}"))
     typer.echo(f"descriptions: {source}\nreport: {out / 'genfilt_masks.md'}")
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def main() -> None:  # pragma: no cover - console entry point
