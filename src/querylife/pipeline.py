@@ -64,7 +64,7 @@ def run_demo(
     notes = [
         "Test split only for the numbers above; model selection (epochs) and the relevance threshold use dev.",
         "The storefront's group_id (duplicate listings) is ground truth: never used in training, only to measure the "
-        "false-negative judges (fn_* rows; their masks' precision is in report.json under the runs' histories).",
+        "false-negative judges (fn_* rows: per-epoch masked counts and precision in report.json, meta.methods).",
         f"Whole demo: {time.time() - start:.0f} s.",
     ]
     command = " ".join(shlex.quote(a) for a in sys.argv) if sys.argv else ""
