@@ -26,12 +26,18 @@ max sequence length and seed for every trained method. The peers are trained by 
 sentence-transformers model and loss modules (``SentenceTransformerTrainer`` / ``model.fit`` need the
 ``datasets`` and ``accelerate`` packages, which querylife does not depend on).
 
-Run (about 25 minutes on 2 CPU cores):
+Budget (CPU): product text truncated to 32 tokens and at most 12 relevant training pairs per query (a seeded
+sample; every grade 1-2 pair stays in the hard-negative pools), one epoch, so that the whole run fits in about
+30 minutes on 2 idle CPU cores (``--max-len`` / ``--max-positives`` / ``--epochs`` change it for every trained
+method at once). On a CPU shared with another job, ``--threads 1`` is much faster than torch's default of one
+thread per core (oversubscribed threads spin).
+
+Run:
 
     python benchmarks/crowdflower.py --folds 5 --out benchmarks/results
 
 Writes crowdflower.md (command, machine, data counts, settings, the table, who wins) and crowdflower.json
-(per-fold numbers and runtimes). ``--only-folds 0`` runs a single fold (for timing).
+(per-fold numbers, runtimes and per-query NDCG@10). ``--only-folds 0`` runs a single fold (for timing).
 """
 
 from __future__ import annotations
