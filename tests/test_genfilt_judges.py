@@ -249,7 +249,7 @@ def test_as_negative_mask_fn_shapes_and_trainer_contract():
 
     loss = SimpleNamespace(mask_same_product=True, mask_labelled_positives=False, mask_same_group=False)
     stand_in = SimpleNamespace(
-        config=SimpleNamespace(loss=loss),
+        config=SimpleNamespace(loss=loss, train=SimpleNamespace(false_negative_action="drop")),
         rows=np.array([0, 2]),
         queries=QUERIES,
         data=SimpleNamespace(catalog={"product_id": SimpleNamespace(to_numpy=lambda: catalog_ids)}),
@@ -257,12 +257,25 @@ def test_as_negative_mask_fn_shapes_and_trainer_contract():
         groups=None,
         negative_mask_fn=fn,
     )
-    mask = Trainer.negative_mask(stand_in, [0, 1], np.array([0, 2, 1, 3, 4, 0]))
+    cols = np.array([0, 2, 1, 3, 4, 0])
+    mask, extra = Trainer.batch_masks(stand_in, [0, 1], cols)
     # Same-product cells (the diagonal, which the loss never masks, and "a" again in the last column) come from the
     # trainer's own rule; b, e (row 0) and d (row 1) from the judge.
+    assert extra is None
     assert mask.tolist() == [
         [True, False, True, False, True, True],
         [False, True, False, True, False, False],
+    ]
+    # "positive": the judge's flags become extra positives and stay out of the ignore mask.
+    stand_in.config.train.false_negative_action = "positive"
+    mask, extra = Trainer.batch_masks(stand_in, [0, 1], cols)
+    assert mask.tolist() == [
+        [True, False, False, False, False, True],
+        [False, True, False, False, False, False],
+    ]
+    assert extra.tolist() == [
+        [False, False, True, False, True, False],
+        [False, False, False, True, False, False],
     ]
 
 

@@ -175,3 +175,79 @@ def test_resume_of_an_early_stopped_run_does_not_train_on(tiny_config, tiny_data
     assert len(first.history) == 2
     again = Trainer(cfg, tiny_data, tmp_path / "run", progress=False).fit(resume=True)
     assert len(again.history) == 2 and again.best_epoch == first.best_epoch
+
+
+class _FlagAll:
+    """A judge that flags every off-positive column (to see what protection and the action do with flags)."""
+
+    name = "flag_all"
+
+    def mask(self, queries, product_ids, positive_ids):
+        return np.array([[p != pos for p in product_ids] for pos in positive_ids])
+
+
+def test_judge_never_overrules_a_labelled_negative_unless_asked(tiny_config, tiny_data, tmp_path):
+    from querylife.config import with_overrides
+    from querylife.genfilt.training import JudgeMask, labelled_negative_pairs
+
+    cfg = with_overrides(tiny_config, {"train.hard_negatives": 3})
+    negatives = labelled_negative_pairs(tiny_data)
+    ids = tiny_data.catalog["product_id"].to_numpy()
+    trainer = Trainer(cfg, tiny_data, tmp_path / "run", progress=False)
+    batch = next(iter(trainer.sampler))
+    rows = trainer.product_rows(batch, 0, 0)  # the hard negatives are labelled non-relevant for their row
+    queries = [trainer.queries[i] for i in batch]
+    labelled = np.array([[(q, p) in negatives for p in ids[rows]] for q in queries])
+    assert labelled.sum() > 0
+    protected = JudgeMask(_FlagAll(), ids, labelled_negatives=negatives, protect=True)(queries, rows).numpy()
+    assert not (protected & labelled).any() and protected.sum() > 0
+    overruled = JudgeMask(_FlagAll(), ids, labelled_negatives=negatives, protect=False)
+    assert (overruled(queries, rows).numpy() & labelled).sum() == labelled.sum()
+    stats = overruled.epoch_stats()
+    assert stats["masked_labelled_negatives"] == labelled.sum() and stats["protected_labelled_negatives"] == 0
+
+
+def test_flagged_negatives_as_extra_positives_train(tiny_config, tiny_data, tmp_path):
+    from querylife.config import with_overrides
+
+    cfg = with_overrides(tiny_config, {"train.false_negative_judge": "guide", "train.epochs": 1,
+                                       "train.false_negative_action": "positive", "genfilt.margin": 0.05,
+                                       "genfilt.guide_model": tiny_config.model.tower.text_model})
+    trainer = Trainer(cfg, tiny_data, tmp_path / "run", progress=False)
+    batch = next(iter(trainer.sampler))
+    ignore, extra = trainer.batch_masks(batch)
+    assert extra is not None and extra.any() and not (ignore & extra).any() and not extra.diagonal().any()
+    result = trainer.fit()
+    assert np.isfinite(result.history[0]["train_loss"]) and result.history[0]["false_negatives"]["masked_negatives"]
+
+
+def test_generative_judge_in_training_asks_the_server_once_per_pair(tiny_config, tiny_data, tmp_path):
+    from test_genfilt_openai import FakeOpenAIServer
+
+    from querylife.config import with_overrides
+    from querylife.genfilt import DescriptionCache, products_from_catalog
+
+    items = products_from_catalog(tiny_data.catalog)
+    cache = DescriptionCache(tmp_path / "desc.jsonl")
+    cache.put_many([(it, f"{it.product_type}: {it.title}") for it in items], "stub", "v1")
+    class AlwaysYes(dict):
+        def get(self, key, default=None):
+            return "Yes"
+
+    with FakeOpenAIServer(table=AlwaysYes()) as server:
+        overrides = {"train.false_negative_judge": "generative", "train.epochs": 2,
+                     "genfilt.cache": str(tmp_path / "desc.jsonl"), "genfilt.answers": str(tmp_path / "ans.jsonl"),
+                     "genfilt.guide_model": tiny_config.model.tower.text_model, "genfilt.prefilter_margin": 0.05,
+                     "genfilt.base_url": server.url, "genfilt.model": "m", "genfilt.max_questions_per_batch": 4,
+                     "genfilt.judge_prompt.user": "Title: {query} => {product}"}
+        trainer = Trainer(with_overrides(tiny_config, overrides), tiny_data, tmp_path / "run", progress=False)
+        result = trainer.fit()
+        judge = trainer.negative_mask_fn.judge
+        assert 0 < judge.stats.asked <= 4 * 2 * len(trainer.sampler)  # the per-batch budget holds
+        asked = [server.title_of(r) for r in server.requests]
+        assert len(asked) == judge.stats.asked == len(set(asked))  # answers are cached: no pair is asked twice
+        st = judge.stats
+        assert st.cache_hits > 0 and st.yes == st.asked + st.cache_hits and st.no == 0
+        assert st.undecided == st.over_budget  # over the budget: the prefilter's decision stands
+    assert (tmp_path / "ans.jsonl").read_text().count("\n") == judge.stats.asked  # one line per answer
+    assert result.history[-1]["false_negatives"]["judge"].startswith("generative")

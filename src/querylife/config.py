@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .genfilt.ask import JudgePrompt
 from .genfilt.base import PromptTemplate
 from .losses import LossConfig
 from .model import ModelConfig
@@ -70,7 +71,14 @@ class TrainConfig(BaseModel):
     hard_negatives: int = 0
     # GenFilt: which judge removes suspected false negatives from the loss (querylife.genfilt.training):
     # none | duplicate_title | guide (GIST-style, raw titles) | descriptions (generated, from genfilt.cache).
-    false_negative_judge: Literal["none", "duplicate_title", "guide", "descriptions"] = "none"
+    false_negative_judge: Literal["none", "duplicate_title", "guide", "descriptions", "generative"] = "none"
+    # What a flagged negative becomes: "drop" leaves it out of the loss (GIST, the safe default: a wrong flag
+    # only costs one negative); "positive" counts it as an extra positive of the row (SupCon-style: a wrong flag
+    # pulls the query towards a wrong product, so it needs a precise judge).
+    false_negative_action: Literal["drop", "positive"] = "drop"
+    # A product that the training labels call non-relevant for the query (e.g. a graded "partial" or "irrelevant")
+    # is never flagged: a human label beats a judge's guess. Set False to let the judge overrule labels.
+    protect_labelled_negatives: bool = True
     patience: int = 4  # epochs without dev NDCG@10 improvement before early stopping; 0 disables
     save_every_steps: int = 0  # 0: checkpoint at each epoch end only
     eval_batch_size: int = 512
@@ -105,6 +113,12 @@ class GenFiltConfig(BaseModel):
     guide_model: str = "minilm"  # text encoder for the similarity judges
     margin: float = 0.0  # mask a negative whose similarity reaches the positive's minus this margin
     margin_kind: Literal["absolute", "relative"] = "absolute"
+    # Generative judge (train.false_negative_judge=generative, `querylife genfilt judge --judge generative`): the
+    # similarity judge with this looser margin picks the suspicious pairs, the model answers yes / no for them.
+    prefilter_margin: float = 0.1
+    max_questions_per_batch: int = 32  # new questions per batch (bounded cost); cached answers are free
+    answers: str = "genfilt_answers.jsonl"  # append-only cache of yes / no answers, keyed like descriptions
+    judge_prompt: JudgePrompt = Field(default_factory=JudgePrompt)  # versioned like the description prompt
 
 
 class ExperimentConfig(BaseModel):

@@ -4,6 +4,11 @@ All losses take a similarity matrix ``sim`` (Bq, Bp) whose diagonal holds the po
 column i its labelled product) and an optional boolean ``ignore`` mask (Bq, Bp): ``True`` marks an off-diagonal
 entry that must not act as a negative (the same product listed twice, a known duplicate, a GenFilt-flagged false
 negative). A masked entry has no effect at all on the loss or on its gradients; the diagonal is never masked.
+
+An optional ``extra_positive`` mask (Bq, Bp) turns off-diagonal entries into additional positives instead
+(GenFilt's "treat flagged negatives as positives" option): the row's loss then averages over all its positives,
+as in supervised contrastive learning (Khosla et al. 2020, the L_out form). An entry that is both ignored and an
+extra positive is ignored.
 """
 
 from __future__ import annotations
@@ -55,15 +60,27 @@ def _masked(sim: torch.Tensor, ignore: torch.Tensor | None) -> torch.Tensor:
     return sim.masked_fill(ignore & ~eye, float("-inf"))
 
 
+def _multi_positive_ce(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    # Mean over rows of the mean -log softmax over each row's positives (every row has its diagonal positive).
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)  # (Bq, Bp)
+    log_prob = log_prob.masked_fill(~positive, 0.0)  # also clears -inf - (-inf) of ignored cells
+    return -(log_prob.sum(1) / positive.sum(1)).mean()
+
+
 def info_nce(
-    sim: torch.Tensor, logit_scale: torch.Tensor, ignore: torch.Tensor | None = None, *, symmetric: bool = True
+    sim: torch.Tensor,
+    logit_scale: torch.Tensor,
+    ignore: torch.Tensor | None = None,
+    *,
+    symmetric: bool = True,
+    extra_positive: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """InfoNCE (CLIP's symmetric cross-entropy) over a batch with positives on the diagonal.
 
     Reference: Oord et al. 2018 (CPC); Radford et al. 2021 (CLIP). Inputs: ``sim`` (Bq, Bp) cosine similarities
     with Bp >= Bq (columns past Bq are extra negatives, e.g. labelled hard negatives), ``logit_scale`` scalar
-    (1 / temperature), ``ignore`` (Bq, Bp) bool. The product -> query direction uses the first Bq columns.
-    Returns a scalar.
+    (1 / temperature), ``ignore`` (Bq, Bp) bool, ``extra_positive`` (Bq, Bp) bool (off-diagonal cells that count as
+    positives too). The product -> query direction uses the first Bq columns. Returns a scalar.
 
     Example::
 
@@ -74,22 +91,37 @@ def info_nce(
         raise ValueError(f"info_nce expects (Bq, Bp) similarities with Bp >= Bq, got {tuple(sim.shape)}")
     logits = _masked(sim * logit_scale, ignore)  # (Bq, Bp)
     target = torch.arange(n_q, device=sim.device)
-    loss = F.cross_entropy(logits, target)
+    if extra_positive is None or not bool(extra_positive.any()):
+        loss = F.cross_entropy(logits, target)
+        if symmetric:
+            loss = (loss + F.cross_entropy(logits[:, :n_q].T, target)) / 2
+        return loss
+    eye = torch.eye(n_q, n_p, dtype=torch.bool, device=sim.device)
+    positive = eye | (extra_positive & torch.isfinite(logits))  # (Bq, Bp); ignored cells stay out
+    loss = _multi_positive_ce(logits, positive)
     if symmetric:
-        loss = (loss + F.cross_entropy(logits[:, :n_q].T, target)) / 2
+        loss = (loss + _multi_positive_ce(logits[:, :n_q].T, positive[:, :n_q].T)) / 2
     return loss
 
 
 def sigmoid_pairwise(
-    sim: torch.Tensor, logit_scale: torch.Tensor, logit_bias: torch.Tensor, ignore: torch.Tensor | None = None
+    sim: torch.Tensor,
+    logit_scale: torch.Tensor,
+    logit_bias: torch.Tensor,
+    ignore: torch.Tensor | None = None,
+    extra_positive: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """SigLIP's pairwise sigmoid loss: every (i, j) is a binary decision, diagonal positive.
 
-    Reference: Zhai et al. 2023 (SigLIP). Ignored entries are dropped from the sum. Normalised by the batch size
-    as in the paper. Example: ``sigmoid_pairwise(q @ p.T, scale, bias)``.
+    Reference: Zhai et al. 2023 (SigLIP). Ignored entries are dropped from the sum; ``extra_positive`` entries get
+    the positive label. Normalised by the batch size as in the paper. Example: ``sigmoid_pairwise(q @ p.T, scale,
+    bias)``.
     """
     n = sim.shape[0]
-    labels = 2 * torch.eye(n, sim.shape[1], device=sim.device) - 1  # +1 diagonal, -1 elsewhere
+    positive = torch.eye(n, sim.shape[1], dtype=torch.bool, device=sim.device)
+    if extra_positive is not None:
+        positive = positive | extra_positive
+    labels = 2 * positive.to(sim.dtype) - 1  # +1 positive, -1 elsewhere
     per_pair = -F.logsigmoid(labels * (sim * logit_scale + logit_bias))  # (B, B)
     if ignore is not None:
         eye = torch.eye(n, sim.shape[1], dtype=torch.bool, device=sim.device)
@@ -104,12 +136,14 @@ def alignment_loss(
     logit_bias: torch.Tensor | None = None,
     ignore: torch.Tensor | None = None,
     product_ignore: torch.Tensor | None = None,
+    extra_positive: torch.Tensor | None = None,
 ) -> LossOutput:
     """Weighted sum of the enabled terms.
 
     ``sims`` maps term name ("query_fused", "query_title", "query_image", "title_image") to its similarity matrix:
     (Bq, Bp) for the query terms, (Bp, Bp) for title-image; terms with weight 0 or absent are skipped. ``ignore``
-    (Bq, Bp) masks the query terms; ``product_ignore`` (Bp, Bp) masks title-image (e.g. the same product twice).
+    (Bq, Bp) masks the query terms; ``product_ignore`` (Bp, Bp) masks title-image (e.g. the same product twice);
+    ``extra_positive`` (Bq, Bp) adds positives to the query terms.
     """
     total = torch.zeros((), device=logit_scale.device)
     parts: dict[str, float] = {}
@@ -119,12 +153,13 @@ def alignment_loss(
             continue
         sim = sims[name]
         mask = product_ignore if name == "title_image" else ignore
+        extra = None if name == "title_image" else extra_positive
         if config.kind == "infonce":
-            term = info_nce(sim, logit_scale, mask, symmetric=config.symmetric)
+            term = info_nce(sim, logit_scale, mask, symmetric=config.symmetric, extra_positive=extra)
         else:
             if logit_bias is None:
                 raise ValueError("the sigmoid loss needs a logit_bias")
-            term = sigmoid_pairwise(sim, logit_scale, logit_bias, mask)
+            term = sigmoid_pairwise(sim, logit_scale, logit_bias, mask, extra)
         total = total + weight * term
         parts[name] = float(term.detach())
     parts["total"] = float(total.detach())

@@ -170,7 +170,15 @@ class Trainer:
         return np.concatenate([rows, *extra]) if extra else rows
 
     def negative_mask(self, batch: list[int], product_rows: np.ndarray | None = None) -> torch.Tensor:
-        """(B, Bp) bool: columns that the data says are not negatives for a row's query (never the diagonal)."""
+        """(B, Bp) bool: columns that are not negatives for a row's query (never the diagonal): what the data says,
+        plus the false-negative judge's flags when ``train.false_negative_action`` is "drop"."""
+        return self.batch_masks(batch, product_rows)[0]
+
+    def batch_masks(
+        self, batch: list[int], product_rows: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(ignore, extra_positive)``, both (B, Bp) bool; ``extra_positive`` is None unless the judge's flags
+        become positives (``train.false_negative_action="positive"``)."""
         lc = self.config.loss
         rows = self.rows[batch]
         cols = rows if product_rows is None else product_rows
@@ -185,9 +193,12 @@ class Trainer:
         if lc.mask_same_group and self.groups is not None:
             g, gc = self.groups[rows], self.groups[cols]
             mask |= torch.from_numpy((g[:, None] == gc[None, :]) & (g[:, None] != ""))
-        if self.negative_mask_fn is not None:
-            mask |= self.negative_mask_fn(queries, cols).to(torch.bool).cpu()
-        return mask
+        if self.negative_mask_fn is None:
+            return mask, None
+        flagged = self.negative_mask_fn(queries, cols).to(torch.bool).cpu()
+        if self.config.train.false_negative_action == "positive":
+            return mask, flagged & ~mask
+        return mask | flagged, None
 
     def batch_inputs(self, batch: list[int], product_rows: np.ndarray) -> dict[str, Any]:
         """The model's keyword inputs for a batch: cached tower features where frozen, else raw texts/pixels."""
@@ -291,9 +302,13 @@ class Trainer:
             for batch in bar:
                 prod_rows = self.product_rows(batch, epoch, state["step_in_epoch"])
                 out = self.model(**self.batch_inputs(batch, prod_rows))
-                mask = self.negative_mask(batch, prod_rows).to(self.device)
+                mask, extra = self.batch_masks(batch, prod_rows)  # (B, Bp) each
+                mask = mask.to(self.device)
+                extra = None if extra is None else extra.to(self.device)
                 same = torch.from_numpy(prod_rows[:, None] == prod_rows[None, :]).to(self.device)  # (Bp, Bp)
-                loss = alignment_loss(out.sims, self.config.loss, out.logit_scale, out.logit_bias, mask, same)
+                loss = alignment_loss(
+                    out.sims, self.config.loss, out.logit_scale, out.logit_bias, mask, same, extra_positive=extra
+                )
                 optimizer.zero_grad(set_to_none=True)
                 loss.total.backward()
                 if tc.grad_clip > 0:

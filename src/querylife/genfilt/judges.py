@@ -441,7 +441,10 @@ class GenerativeJudge(_BaseJudge):
         products: product_id -> text shown to the model. Default: the prefilter's ``product_text`` (description,
             else title) when it has one, else its ``titles``.
         max_pairs_per_batch: new questions per batch (cache hits are free).
-        cache: a dict-like keyed by (query, product_id) (pass a persistent one to reuse answers across runs).
+        cache: a dict-like keyed by (query, product_id) (pass a persistent one, e.g.
+            :class:`~querylife.genfilt.ask.AnswerCache`, to reuse answers across runs).
+        product_types, images: product_id -> type / image path, passed to an ``ask`` that has ``ask_many``
+            (:class:`~querylife.genfilt.ask.YesNoClient`: the questions of a batch go out together, with photos).
 
     Reference: Query-LIFE (arXiv 2311.14742), GenFilt: a generative model judges suspected false negatives.
 
@@ -462,6 +465,8 @@ class GenerativeJudge(_BaseJudge):
         max_pairs_per_batch: int = 64,
         on_undecided: Literal["prefilter", "negative"] = "prefilter",
         cache: MutableMapping[tuple[str, str], bool] | None = None,
+        product_types: Mapping[str, str] | None = None,
+        images: Mapping[str, str | None] | None = None,
         name: str = "",
     ):
         super().__init__()
@@ -475,6 +480,8 @@ class GenerativeJudge(_BaseJudge):
         self.max_pairs_per_batch = int(max_pairs_per_batch)
         self.on_undecided = on_undecided
         self.cache: MutableMapping[tuple[str, str], bool] = {} if cache is None else cache
+        self.product_types = product_types
+        self.images = images
         self.name = name or f"generative[{getattr(prefilter, 'name', 'prefilter')}]"
 
     def _text(self, pid: str) -> str:
@@ -495,23 +502,36 @@ class GenerativeJudge(_BaseJudge):
         if scores is not None and np.shape(scores) == suspicious.shape and len(cells):
             # Most suspicious first, so the budget goes where the prefilter is surest; stable for ties.
             cells = cells[np.argsort(-scores[cells[:, 0], cells[:, 1]], kind="stable")]
-        out = np.zeros_like(suspicious)
+        answers: dict[tuple[int, int], bool | None] = {}
+        to_ask: list[tuple[int, int]] = []
         budget = self.max_pairs_per_batch
         st = self.stats
         for i, j in cells.tolist():
-            key = (queries[i], product_ids[j])
-            answer = self.cache.get(key)
+            answer = self.cache.get((queries[i], product_ids[j]))
             if answer is not None:
                 st.cache_hits += 1
             elif budget > 0:
                 budget -= 1
-                st.asked += 1
-                answer = self.ask(queries[i], self._text(product_ids[j]))
-                if answer is not None:
-                    answer = bool(answer)
-                    self.cache[key] = answer
+                to_ask.append((i, j))
             else:
                 st.over_budget += 1
+            answers[(i, j)] = answer
+        if to_ask:
+            st.asked += len(to_ask)
+            new = self._ask([(queries[i], product_ids[j]) for i, j in to_ask])
+            decided = []
+            for (i, j), answer in zip(to_ask, new, strict=True):
+                answers[(i, j)] = None if answer is None else bool(answer)
+                if answer is not None:
+                    decided.append(((queries[i], product_ids[j]), bool(answer)))
+            put_many = getattr(self.cache, "put_many", None)
+            if put_many is not None:
+                put_many(decided)  # one write (and fsync) per batch for a persistent cache
+            else:
+                for key, answer in decided:
+                    self.cache[key] = answer
+        out = np.zeros_like(suspicious)
+        for (i, j), answer in answers.items():
             if answer is None:
                 st.undecided += 1
                 out[i, j] = self.on_undecided == "prefilter"
@@ -520,6 +540,15 @@ class GenerativeJudge(_BaseJudge):
                 st.no += not answer
                 out[i, j] = answer
         return out
+
+    def _ask(self, pairs: list[tuple[str, str]]) -> list[bool | None]:
+        """Answers for (query, product_id) pairs: one ``ask_many`` call when the client has it, else one by one."""
+        ask_many = getattr(self.ask, "ask_many", None)
+        if ask_many is None:
+            return [self.ask(q, self._text(pid)) for q, pid in pairs]
+        types = self.product_types or {}
+        images = self.images or {}
+        return list(ask_many([(q, self._text(pid), types.get(pid, ""), images.get(pid)) for q, pid in pairs]))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -6,10 +6,17 @@
   positives);
 - ``duplicate_title``: same normalised title as the positive (cheap baseline);
 - ``guide``: GIST-style guide model on raw titles (a frozen text encoder; Solatorio 2024);
-- ``descriptions``: GenFilt's similarity judge on generated descriptions from ``genfilt.cache``.
+- ``descriptions``: GenFilt's similarity judge on generated descriptions from ``genfilt.cache``;
+- ``generative``: the description judge with the looser ``genfilt.prefilter_margin`` picks suspicious pairs, a
+  generative model answers yes / no for them (``genfilt.describer`` / ``base_url`` / ``model``), answers cached
+  in ``genfilt.answers``.
+
+``train.false_negative_action`` says what a flagged negative becomes (dropped from the loss, or an extra
+positive) and ``train.protect_labelled_negatives`` keeps the judge from overruling a training label.
 
 Each epoch the trainer logs how many negatives the judge masked and, where the data has ground truth (the
-demo's ``group_id``, labelled positives), how many of them were true equivalents.
+demo's ``group_id``, labelled positives), how many of them were true equivalents, and how many labelled
+non-relevant pairs it flagged (or was kept from flagging).
 """
 
 from __future__ import annotations
@@ -21,14 +28,28 @@ import numpy as np
 import torch
 
 from ..data.prepare import Dataset
-from .judges import DescriptionSimilarityJudge, DuplicateTitleJudge, GuideModelJudge, Judge, text_tower_encoder
+from .judges import (
+    DescriptionSimilarityJudge,
+    DuplicateTitleJudge,
+    GenerativeJudge,
+    GuideModelJudge,
+    Judge,
+    text_tower_encoder,
+)
 from .mask_eval import KnownEquivalents, known_equivalents
 
-JUDGES = ("none", "duplicate_title", "guide", "descriptions")
+JUDGES = ("none", "duplicate_title", "guide", "descriptions", "generative")
 
 
 class JudgeMask:
     """``Trainer(negative_mask_fn=...)`` callback around a judge, with per-epoch counts.
+
+    Args:
+        judge: any judge.
+        catalog_ids: product id of each catalogue row (the trainer passes rows).
+        truth: known equivalents (group ids, labelled positives) for the precision counts; optional.
+        labelled_negatives: (query, product_id) pairs the labels call non-relevant. They are counted, and with
+            ``protect=True`` never flagged.
 
     Example::
 
@@ -36,78 +57,185 @@ class JudgeMask:
         Trainer(cfg, data, run_dir, negative_mask_fn=fn)
     """
 
-    def __init__(self, judge: Judge, catalog_ids: Sequence[str] | np.ndarray, truth: KnownEquivalents | None = None):
+    def __init__(
+        self,
+        judge: Judge,
+        catalog_ids: Sequence[str] | np.ndarray,
+        truth: KnownEquivalents | None = None,
+        *,
+        labelled_negatives: set[tuple[str, str]] | None = None,
+        protect: bool = True,
+    ):
         self.judge = judge
         self.ids = np.asarray(catalog_ids, dtype=object)
         self.truth = truth
+        self.labelled_negatives = labelled_negatives or set()
+        self.protect = protect
         self._reset()
 
     def _reset(self) -> None:
         self.masked = 0
         self.true_masked = 0
+        self.labelled_negative_masked = 0
+        self.protected = 0
         self.pairs = 0
 
     def __call__(self, queries: list[str], product_rows: np.ndarray) -> torch.Tensor:
         rows = np.asarray(product_rows, dtype=np.int64)
         b = len(queries)
         pids = [str(p) for p in self.ids[rows].tolist()]
-        mask = np.ascontiguousarray(self.judge.mask(list(queries), pids, pids[:b]), dtype=bool)  # (B, Bp)
+        mask = np.array(self.judge.mask(list(queries), pids, pids[:b]), dtype=bool)  # (B, Bp)
         self.pairs += b * len(pids) - b
-        self.masked += int(mask.sum())
-        if self.truth is not None:
-            for i, j in zip(*np.nonzero(mask), strict=True):
+        for i, j in zip(*np.nonzero(mask), strict=True):
+            if (queries[i], pids[j]) in self.labelled_negatives:
+                if self.protect:
+                    mask[i, j] = False
+                    self.protected += 1
+                    continue
+                self.labelled_negative_masked += 1
+            if self.truth is not None:
                 self.true_masked += bool(self.truth(queries[i], pids[i], pids[j]))
+        self.masked += int(mask.sum())
         return torch.from_numpy(mask)
 
     def epoch_stats(self) -> dict[str, float]:
-        """Counts since the last call: masked negatives, the share of all negatives, and how many were true."""
+        """Counts since the last call: masked negatives, their share, and what the labels say about them.
+
+        ``mask_precision`` counts a masked pair as right only when the ground truth says so (a duplicate group or
+        a labelled positive); on data without groups most masked pairs are unlabelled, so it is a lower bound.
+        ``labelled_precision`` looks only at masked pairs the labels decide (true equivalents vs labelled
+        non-relevant ones, protected flags included).
+        """
         out = {
             "judge": getattr(self.judge, "name", type(self.judge).__name__),
             "masked_negatives": self.masked,
             "masked_fraction": self.masked / self.pairs if self.pairs else 0.0,
+            "protected_labelled_negatives": self.protected,
+            "masked_labelled_negatives": self.labelled_negative_masked,
         }
         if self.truth is not None:
+            wrong = self.labelled_negative_masked + self.protected
             out["masked_true_equivalents"] = self.true_masked
             out["mask_precision"] = self.true_masked / self.masked if self.masked else float("nan")
+            decided = self.true_masked + wrong
+            out["labelled_precision"] = self.true_masked / decided if decided else float("nan")
         self._reset()
         return out
 
 
-def build_negative_mask_fn(config, data: Dataset, text_tower=None) -> JudgeMask | None:
-    """The judge named by ``config.train.false_negative_judge`` as a trainer callback (None for "none").
+def labelled_negative_pairs(data: Dataset, split: str = "train", include_partial: bool = False) -> set[tuple[str, str]]:
+    """(query, product_id) pairs a split labels as not relevant (with ``include_partial`` partial ones are
+    relevant, as in training with ``data.include_partial_positives``)."""
+    pairs = data.splits[split]
+    relevant = pairs["gain"] > 0 if include_partial else pairs["positive"]
+    neg = pairs[~relevant.astype(bool)]
+    return set(zip(neg["query"].astype(str), neg["product_id"].astype(str), strict=True))
+
+
+def build_judge(config, data: Dataset, text_tower=None, *, kind: str | None = None) -> Judge | None:
+    """The judge named by ``kind`` (default ``config.train.false_negative_judge``); None for "none".
 
     ``text_tower``: the model's frozen text tower, reused as the guide encoder when it is the configured guide
     model (saves loading it twice); a trainable tower is never reused (the guide must stay fixed).
     """
-    kind = config.train.false_negative_judge
+    kind = kind or config.train.false_negative_judge
     if kind == "none":
         return None
     g = config.genfilt
     titles = dict(zip(data.catalog["product_id"], data.catalog["title"], strict=True))
-    truth = known_equivalents(data.catalog, data.splits["train"])
-    judge: Judge
     if kind == "duplicate_title":
-        judge = DuplicateTitleJudge(titles)
-    else:
-        reuse = text_tower is not None and text_tower.frozen and g.guide_model == config.model.tower.text_model
-        encoder = text_tower_encoder(text_tower if reuse else g.guide_model)
-        if kind == "guide":
-            judge = GuideModelJudge(encoder, titles, margin=g.margin, margin_kind=g.margin_kind)
-        else:
-            from .cache import DescriptionCache
+        return DuplicateTitleJudge(titles)
+    reuse = text_tower is not None and text_tower.frozen and g.guide_model == config.model.tower.text_model
+    encoder = text_tower_encoder(text_tower if reuse else g.guide_model)
+    if kind == "guide":
+        return GuideModelJudge(encoder, titles, margin=g.margin, margin_kind=g.margin_kind)
+    if kind not in ("descriptions", "generative"):
+        raise ValueError(f"unknown false-negative judge {kind!r}; known: {', '.join(JUDGES)}")
+    from .cache import DescriptionCache
 
-            path = Path(g.cache)
-            if not path.exists():
-                raise FileNotFoundError(
-                    f"false_negative_judge=descriptions needs generated descriptions in {path}: "
-                    "run `querylife genfilt describe` first (or set genfilt.cache)"
-                )
-            store = DescriptionCache(path)
-            versions = sorted({(r["describer"], r["prompt_version"]) for r in store.items()})
-            if not versions:
-                raise ValueError(f"{path} holds no descriptions")
-            describer, version = versions[-1]
-            judge = DescriptionSimilarityJudge(
-                encoder, store.latest(describer, version), titles, margin=g.margin, margin_kind=g.margin_kind
-            )
-    return JudgeMask(judge, data.catalog["product_id"].to_numpy(), truth)
+    path = Path(g.cache)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"the {kind} judge needs generated descriptions in {path}: "
+            "run `querylife genfilt describe` first (or set genfilt.cache)"
+        )
+    store = DescriptionCache(path)
+    versions = sorted({(r["describer"], r["prompt_version"]) for r in store.items()})
+    if not versions:
+        raise ValueError(f"{path} holds no descriptions")
+    describer, version = versions[-1]
+    descriptions = store.latest(describer, version)
+    if kind == "descriptions":
+        return DescriptionSimilarityJudge(encoder, descriptions, titles, margin=g.margin, margin_kind=g.margin_kind)
+    prefilter = DescriptionSimilarityJudge(
+        encoder, descriptions, titles, margin=g.prefilter_margin, margin_kind=g.margin_kind
+    )
+    return generative_judge(config, data, prefilter)
+
+
+def make_describer(config):
+    """The describer configured in ``genfilt`` (an OpenAI-compatible server, or a local HF model)."""
+    g = config.genfilt
+    if not g.model:
+        raise ValueError("no generative model: set genfilt.model (the server's model name, or a local HF directory)")
+    if g.describer == "hf":
+        from .hf import HFDescriber
+
+        return HFDescriber(g.model, kind=g.hf_kind, batch_size=g.batch_size)
+    from .openai_client import OpenAIDescriber
+
+    return OpenAIDescriber(
+        g.base_url, g.model, max_concurrency=g.max_concurrency, timeout_s=g.timeout_s, max_retries=g.max_retries
+    )
+
+
+def generative_judge(config, data: Dataset, prefilter: Judge, ask=None) -> GenerativeJudge:
+    """GenFilt's generative judge over ``prefilter`` with a persistent answer cache (``genfilt.answers``).
+
+    ``ask``: a ready client (tests pass one); default: a :class:`~querylife.genfilt.ask.YesNoClient` over the
+    configured describer, checked once so that an unreachable server fails here and not in the first batch.
+    """
+    from .ask import AnswerCache, YesNoClient
+
+    g = config.genfilt
+    if ask is None:
+        describer = make_describer(config)
+        check = getattr(describer, "check", None)
+        if check is not None:
+            check()
+        ask = YesNoClient(describer, g.judge_prompt)
+    text_of = getattr(prefilter, "product_text", None)
+    if text_of is None:
+        titles = dict(zip(data.catalog["product_id"], data.catalog["title"], strict=True))
+        text_of = titles.__getitem__
+    cache = AnswerCache(g.answers, getattr(ask, "name", "ask"), g.judge_prompt.version, text_of)
+    cat = data.catalog
+    images = None
+    if "image_path" in cat.columns:
+        paths = zip(cat["product_id"], cat["image_path"], strict=True)
+        images = {pid: (path if isinstance(path, str) and path else None) for pid, path in paths}
+    return GenerativeJudge(
+        ask,
+        prefilter,
+        products=None,
+        max_pairs_per_batch=g.max_questions_per_batch,
+        cache=cache,
+        product_types=dict(zip(cat["product_id"], cat["product_type"], strict=True)),
+        images=images,
+    )
+
+
+def build_negative_mask_fn(config, data: Dataset, text_tower=None) -> JudgeMask | None:
+    """The judge named by ``config.train.false_negative_judge`` as a trainer callback (None for "none")."""
+    judge = build_judge(config, data, text_tower)
+    if judge is None:
+        return None
+    truth = known_equivalents(data.catalog, data.splits["train"])
+    negatives = labelled_negative_pairs(data, "train", config.data.include_partial_positives)
+    return JudgeMask(
+        judge,
+        data.catalog["product_id"].to_numpy(),
+        truth,
+        labelled_negatives=negatives,
+        protect=config.train.protect_labelled_negatives,
+    )
