@@ -481,3 +481,79 @@ def test_genfilt_describe_unreachable_server_is_a_clear_error(tiny_store, tmp_pa
     )
     assert proc.returncode == 2 and "unreachable" in proc.stderr and "127.0.0.1:9" in proc.stderr
     assert not (tmp_path / "c.jsonl").exists() or (tmp_path / "c.jsonl").read_text() == ""
+
+
+def _judge_cli(tiny_store, out, *args, timeout=180):
+    return subprocess.run(
+        [sys.executable, "-m", "querylife.cli", "genfilt", "judge", "--catalog", str(tiny_store.catalog_path),
+         "--pairs", str(tiny_store.pairs_path), "--out", str(out), "--quiet", "--set", "train.batch_size=16", *args],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+
+
+def test_genfilt_judge_writes_and_explains_its_flags(tiny_store, tiny_text_model_dir, tmp_path):
+    out = tmp_path / "judge"
+    proc = _judge_cli(tiny_store, out, "--judge", "guide", "--epochs", "1", "--set",
+                      f"genfilt.guide_model={tiny_text_model_dir}", "--set", "genfilt.margin=0.05")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "judge_summary.json").read_text())
+    flagged = pd.read_csv(out / "flagged_pairs.csv", keep_default_na=False)
+    assert summary["flagged"] == len(flagged) > 0 and summary["epochs"] == 1
+    assert summary["true_equivalents"] + summary["labelled_negatives"] + summary["unlabelled"] == len(flagged)
+    assert summary["masked_in_training"] == len(flagged) - int(flagged["protected"].sum())
+    assert (flagged["protected"] == flagged["labelled_negative"]).all()  # protection is on by default
+    assert (flagged["positive_id"] != flagged["product_id"]).all()
+    assert "flagged as false negatives" in proc.stdout and "%" in proc.stdout
+
+
+def test_genfilt_judge_rejects_unknown_judges_and_dead_servers(tiny_store, tiny_text_model_dir, tmp_path):
+    proc = _judge_cli(tiny_store, tmp_path / "x", "--judge", "oracle")
+    assert proc.returncode == 2 and "--judge must be one of" in proc.stderr
+    from querylife.genfilt import DescriptionCache, ProductInput
+
+    cache = tmp_path / "desc.jsonl"
+    DescriptionCache(cache).put_many([(ProductInput("p0", "t", "dress"), "a dress")], "stub", "v1")
+    proc = _judge_cli(tiny_store, tmp_path / "x", "--judge", "generative", "--set", f"genfilt.cache={cache}",
+                      "--set", f"genfilt.guide_model={tiny_text_model_dir}", "--set", "genfilt.model=m",
+                      "--set", "genfilt.base_url=http://127.0.0.1:9/v1", "--set", "genfilt.timeout_s=2")
+    assert proc.returncode == 2 and "unreachable" in proc.stderr
+
+
+def test_genfilt_judge_generative_fills_the_answer_cache_once(tiny_store, tiny_text_model_dir, tmp_path):
+    """The real CLI against a real OpenAI-compatible server on loopback: answers are asked once, then reused."""
+    from test_genfilt_openai import FakeOpenAIServer
+
+    from querylife.genfilt import DescriptionCache, products_from_catalog
+
+    catalog = pd.read_parquet(tiny_store.catalog_path)
+    catalog["image_path"] = [str(tiny_store.catalog_path.parent / p) for p in catalog["image_path"]]
+    cache = tmp_path / "desc.jsonl"
+    DescriptionCache(cache).put_many(
+        [(it, f"{it.product_type}: {it.title}") for it in products_from_catalog(catalog)], "stub", "v1"
+    )
+
+    class YesForDuplicates(dict):
+        def get(self, key, default=None):
+            return "No" if len(key) % 2 else "Yes"  # a fixed, arbitrary rule: half yes, half no
+
+    args = ["--judge", "generative", "--epochs", "1", "--set", f"genfilt.cache={cache}",
+            "--set", f"genfilt.answers={tmp_path / 'answers.jsonl'}",
+            "--set", f"genfilt.guide_model={tiny_text_model_dir}",
+            "--set", "genfilt.model=m", "--set", "genfilt.prefilter_margin=0.02",
+            "--set", "genfilt.max_questions_per_batch=6",
+            "--set", "genfilt.judge_prompt.user='Title: {query} => {product}'"]
+    with FakeOpenAIServer(table=YesForDuplicates()) as server:
+        proc = _judge_cli(tiny_store, tmp_path / "j1", *args, "--set", f"genfilt.base_url={server.url}")
+        assert proc.returncode == 0, proc.stderr
+        first = json.loads((tmp_path / "j1" / "judge_summary.json").read_text())
+        asked = len(server.requests)
+        assert asked == first["judge_stats"]["asked"] > 0
+        assert first["judge_stats"]["yes"] > 0 and first["judge_stats"]["no"] > 0
+        assert "generative model: asked" in proc.stdout
+        assert server.requests[0]["messages"][-1]["content"][1]["type"] == "image_url"  # the photo goes along
+        proc = _judge_cli(tiny_store, tmp_path / "j2", *args, "--set", f"genfilt.base_url={server.url}")
+        assert proc.returncode == 0, proc.stderr
+        second = json.loads((tmp_path / "j2" / "judge_summary.json").read_text())
+    # Same batches, answers from the cache: only pairs that were over the first run's budget are new questions.
+    assert second["judge_stats"]["cache_hits"] >= first["judge_stats"]["yes"] + first["judge_stats"]["no"]
+    assert len(server.requests) - asked == second["judge_stats"]["asked"]

@@ -423,6 +423,56 @@ def genfilt_evaluate(
     typer.echo(f"descriptions: {source}\nreport: {out / 'genfilt_masks.md'}")
 
 
+@genfilt_app.command(
+    "judge",
+    epilog="Examples:\n\n  querylife genfilt judge --judge guide --catalog data/demo/catalog.parquet "
+    "--pairs data/demo/pairs.parquet --out runs/genfilt/guide\n\n"
+    "  querylife genfilt judge --judge generative --catalog data/demo/catalog.parquet --pairs data/demo/pairs.parquet "
+    "--set genfilt.cache=descriptions.jsonl --set genfilt.base_url=http://127.0.0.1:11434/v1 "
+    "--set genfilt.model=qwen2.5:7b",
+)
+def genfilt_judge(
+    judge: Annotated[
+        str, typer.Option(help="duplicate_title | guide | descriptions | generative (default: the config's).")
+    ] = "",
+    out: Annotated[Path, typer.Option(help="Directory for flagged_pairs.csv and judge_summary.json.")] = Path(
+        "runs/genfilt/judge"
+    ),
+    catalog: Annotated[Path | None, typer.Option(help="Catalogue file (overrides data.catalog).")] = None,
+    pairs: Annotated[Path | None, typer.Option(help="Labelled pairs file (overrides data.pairs).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs of batches to judge (default: train.epochs).")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML/JSON experiment config.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Config override.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Run a false-negative judge over the training batches the trainer will see; write and explain its flags.
+
+    Prints how many in-batch negatives it flagged and what the labels say about them (true equivalents,
+    labelled non-relevant, unknown). For the generative judge this also fills the answer cache (genfilt.answers),
+    so that training with train.false_negative_judge=generative afterwards asks nothing new.
+    """
+    _quiet_transformers()
+    from .checkpoint import atomic_write_text
+    from .genfilt.base import DescribeError
+    from .genfilt.training import JUDGES, judge_training_batches, summary_text
+
+    cfg = _load(config, set_, catalog, pairs)
+    kind = judge or cfg.train.false_negative_judge
+    if kind not in JUDGES or kind == "none":
+        _fail(f"--judge must be one of {', '.join(j for j in JUDGES if j != 'none')}, got {kind!r}")
+    data = _dataset(cfg, progress=False)
+    try:
+        flagged, summary = judge_training_batches(cfg, data, kind=kind, epochs=epochs, progress=not quiet)
+    except (FileNotFoundError, ValueError, DescribeError) as err:
+        _fail(str(err))
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "flagged_pairs.csv", flagged.to_csv(index=False))
+    summary["command"] = " ".join(sys.argv)
+    atomic_write_text(out / "judge_summary.json", json.dumps(summary, indent=2, default=float) + "\n")
+    typer.echo(summary_text(summary))
+    typer.echo(f"flagged pairs: {out / 'flagged_pairs.csv'}; summary: {out / 'judge_summary.json'}")
+
+
 def _fmt(value: object) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 

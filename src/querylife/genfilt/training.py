@@ -239,3 +239,126 @@ def build_negative_mask_fn(config, data: Dataset, text_tower=None) -> JudgeMask 
         labelled_negatives=negatives,
         protect=config.train.protect_labelled_negatives,
     )
+
+
+def judge_training_batches(
+    config,
+    data: Dataset,
+    *,
+    kind: str | None = None,
+    epochs: int | None = None,
+    progress: bool = True,
+    judge: Judge | None = None,
+):
+    """Run a judge over the training batches the trainer will see (same sampler, seed and epochs).
+
+    Used by ``querylife genfilt judge``: it shows what a judge would remove before any training, and for the
+    generative judge it fills the answer cache offline, so that training afterwards only reads answers.
+    Hard negatives (``train.hard_negatives``) are drawn per step during training and are not judged here.
+
+    Returns ``(flagged, summary)``: one row per flagged pair (``epoch``, ``query``, ``positive_id``,
+    ``product_id``, ``truth``: "group" / "label" / "" from the known equivalents, ``protected``: a labelled
+    non-relevant pair that the judge flagged and the protection kept), and the counts.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from ..data.samplers import UniqueBatchSampler
+
+    kind = kind or config.train.false_negative_judge
+    judge = judge or build_judge(config, data, kind=kind)
+    if judge is None:
+        raise ValueError("no judge: pass --judge (duplicate_title, guide, descriptions or generative)")
+    tc = config.train
+    train = data.splits["train"]
+    keep = train["gain"] > 0 if config.data.include_partial_positives else train["positive"]
+    pos = train[keep.astype(bool)].reset_index(drop=True)
+    queries = pos["query"].astype(str).tolist()
+    pids = pos["product_id"].astype(str).tolist()
+    truth = known_equivalents(data.catalog, train)
+    negatives = labelled_negative_pairs(data, "train", config.data.include_partial_positives)
+    protect = tc.protect_labelled_negatives
+    sampler = UniqueBatchSampler(queries, pids, tc.batch_size, seed=tc.seed, drop_last=False)
+    n_epochs = tc.epochs if epochs is None else epochs
+    plan = []
+    for epoch in range(n_epochs):
+        sampler.set_epoch(epoch)
+        plan += [(epoch, b) for b in sampler if len(b) >= 2]
+    rows, pairs = [], 0
+    for epoch, batch in tqdm(plan, desc=f"judging ({kind})", disable=not progress):
+        qs, cols = [queries[i] for i in batch], [pids[i] for i in batch]
+        mask = np.asarray(judge.mask(qs, cols, cols), dtype=bool)
+        pairs += len(qs) * (len(cols) - 1)
+        for i, j in zip(*np.nonzero(mask), strict=True):
+            reason = truth.reason(qs[i], cols[i], cols[j]) or ""
+            rows.append(
+                {
+                    "epoch": epoch + 1,
+                    "query": qs[i],
+                    "positive_id": cols[i],
+                    "product_id": cols[j],
+                    "truth": reason,
+                    "labelled_negative": (qs[i], cols[j]) in negatives,
+                }
+            )
+    flagged = pd.DataFrame(
+        rows, columns=["epoch", "query", "positive_id", "product_id", "truth", "labelled_negative"]
+    )
+    flagged["protected"] = flagged["labelled_negative"] & protect
+    n_flag = len(flagged)
+    n_used = int((~flagged["protected"]).sum())
+    n_true = int((flagged["truth"] != "").sum())
+    n_lab = int(flagged["labelled_negative"].sum())
+    summary = {
+        "judge": getattr(judge, "name", kind),
+        "kind": kind,
+        "epochs": n_epochs,
+        "batches": len(plan),
+        "pairs": pairs,
+        "flagged": n_flag,
+        "flagged_fraction": n_flag / pairs if pairs else 0.0,
+        "protected_labelled_negatives": int(flagged["protected"].sum()),
+        "masked_in_training": n_used,
+        "true_equivalents": n_true,
+        "true_by_group": int((flagged["truth"] == "group").sum()),
+        "true_by_label": int((flagged["truth"] == "label").sum()),
+        "labelled_negatives": n_lab,
+        "unlabelled": n_flag - n_true - n_lab,
+        "precision_lower_bound": n_true / n_flag if n_flag else float("nan"),
+        "labelled_precision": n_true / (n_true + n_lab) if n_true + n_lab else float("nan"),
+        "action": tc.false_negative_action,
+    }
+    stats = getattr(judge, "stats", None)
+    if stats is not None:
+        summary["judge_stats"] = stats.as_dict()
+    ask_stats = getattr(getattr(judge, "ask", None), "stats", None)
+    if ask_stats:
+        summary["answers"] = dict(ask_stats)
+    return flagged, summary
+
+
+def summary_text(summary: dict) -> str:
+    """What a judge removed and why, in counts and percentages (printed by ``querylife genfilt judge``)."""
+
+    def pct(n: int, d: int) -> str:
+        return f"{n} ({100 * n / d:.2f}%)" if d else str(n)
+
+    n = summary["flagged"]
+    lines = [
+        f"judge {summary['judge']}: {summary['batches']} training batches over {summary['epochs']} epoch(s), "
+        f"{summary['pairs']} in-batch negatives",
+        f"  flagged as false negatives: {pct(n, summary['pairs'])}",
+        f"    true equivalents (same group or labelled relevant): {pct(summary['true_equivalents'], n)}"
+        f" [group {summary['true_by_group']}, label {summary['true_by_label']}]",
+        f"    labelled NOT relevant for the query: {pct(summary['labelled_negatives'], n)}"
+        f" (protected, kept as negatives: {summary['protected_labelled_negatives']})",
+        f"    no ground truth: {pct(summary['unlabelled'], n)}",
+        f"  used in training ({summary['action']}): {summary['masked_in_training']}",
+    ]
+    js = summary.get("judge_stats") or {}
+    if js.get("asked") or js.get("cache_hits"):
+        lines.append(
+            f"  generative model: asked {js['asked']}, cached {js['cache_hits']}, over budget {js['over_budget']}, "
+            f"yes {js['yes']}, no {js['no']}, undecided {js['undecided']}"
+        )
+    return "\n".join(lines)
