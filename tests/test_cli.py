@@ -446,6 +446,42 @@ def test_demo_end_to_end(tiny_text_model_dir, tmp_path):
     report = json.loads((report_dir / "report.json").read_text())
     assert report["methods"] == methods
     assert str(report_dir / "report.md") in proc.stdout
+    # no describer configured: the GenFilt rows are left out, and the report says why
+    assert "no generative describer is configured" in (report_dir / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_demo_with_a_describer_server_adds_the_genfilt_rows(tiny_text_model_dir, tmp_path):
+    """`querylife demo` against an OpenAI-compatible server on loopback: stage 1 runs, the GenFilt rows train, and
+    the report names the describer and shows every judge's mask precision / recall next to its NDCG@10."""
+    from test_genfilt_openai import FakeOpenAIServer
+
+    class Answers(dict):
+        def get(self, key, default=None):  # descriptions echo the title; judge questions get "Yes"
+            return f"{key}, as described" if key else "Yes"
+
+    out = tmp_path / "demo"
+    methods = ["full", "fn_guide"]
+    with FakeOpenAIServer(table=Answers()) as server:
+        proc = cli(
+            "demo", "--out", out, "--products", 120, "--methods", ",".join(methods), "--epochs", 1, "--quiet",
+            *tiny_overrides(tiny_text_model_dir), "--set", f"genfilt.guide_model={tiny_text_model_dir}",
+            "--set", "genfilt.model=m", "--set", f"genfilt.base_url={server.url}",
+            "--set", "genfilt.prefilter_margin=0.05", "--set", "genfilt.max_questions_per_batch=4", cwd=tmp_path,
+        )
+        described = sum(1 for r in server.requests if "Title: " in json.dumps(r))
+    assert proc.returncode == 0, show(proc)
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert report["methods"] == [*methods, "fn_descriptions", "fn_generative"]
+    assert described >= 120  # every product described once (stage 1)
+    assert len((out / "genfilt" / "descriptions.jsonl").read_text().splitlines()) == 120
+    md = (out / "report" / "report.md").read_text()
+    assert "## GenFilt: false-negative judges" in md
+    assert f"openai:{server.url}:m" in md  # the report names the model that wrote the descriptions
+    judges = report["meta"]["genfilt"]["judges"]
+    assert set(judges) == {"fn_guide", "fn_descriptions", "fn_generative"}
+    for entry in judges.values():
+        assert 0 <= entry["ndcg@10"] <= 1 and 0 <= entry["mask_rate"] <= 1
 
 
 @pytest.mark.slow

@@ -49,12 +49,23 @@ TRAINED_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
         {"train.false_negative_judge": "duplicate_title"},
     ),
     "fn_guide": ("false negatives: GIST-style guide model on titles", {"train.false_negative_judge": "guide"}),
+    # GenFilt proper: need generated descriptions (`querylife genfilt describe`, or a describer configured for the
+    # demo), so they are not in the default list.
+    "fn_descriptions": (
+        "false negatives: GenFilt similarity judge on generated descriptions",
+        {"train.false_negative_judge": "descriptions"},
+    ),
+    "fn_generative": (
+        "false negatives: GenFilt similarity prefilter + generative yes/no judge",
+        {"train.false_negative_judge": "generative"},
+    ),
 }
+NEEDS_DESCRIBER: tuple[str, ...] = ("fn_descriptions", "fn_generative")
 UNTRAINED_METHODS: dict[str, str] = {
     "bm25": "BM25 on product text (bm25s)",
     "zero_shot": "untrained text tower: cosine(query, title)",
 }
-DEFAULT_METHODS: tuple[str, ...] = ("bm25", "zero_shot", *TRAINED_METHODS)
+DEFAULT_METHODS: tuple[str, ...] = ("bm25", "zero_shot", *(m for m in TRAINED_METHODS if m not in NEEDS_DESCRIBER))
 
 
 @dataclass
@@ -195,6 +206,11 @@ class Suite:
         self.cache = FeatureCache()
         self._text_tower: TextTower | None = None
 
+    def shared_text_tower(self) -> TextTower | None:
+        """The frozen text tower shared by the suite's runs (None when the towers are trained)."""
+        towers = self._towers()
+        return towers[0] if towers else None
+
     def _towers(self) -> tuple[TextTower, None, None] | None:
         """The shared frozen text tower (the trainable vision tower is built per run, after its seed)."""
         tc = self.config.model.tower
@@ -261,11 +277,14 @@ class Suite:
         command: str = "",
         notes: list[str] | None = None,
         type_groups: dict[str, list[str]] | None = None,
+        extra_sections: dict[str, str] | None = None,
+        extra_meta: dict[str, Any] | None = None,
     ) -> dict[str, Path]:
         """Write report.md / report.json / PNG plots and the scored test pairs; returns the paths.
 
         ``type_groups`` (group name -> product types, e.g. where the image carries the information) adds a table
-        of each method's metrics over the queries of each group.
+        of each method's metrics over the queries of each group; ``extra_sections`` (heading -> Markdown) and
+        ``extra_meta`` (into report.json) add what a caller measured besides.
         """
         results = {r.name: r.result for r in runs}
         gates = {r.name: r.gate_by_type for r in runs if r.gate_by_type}
@@ -289,6 +308,8 @@ class Suite:
             table, numbers = group_summary(runs, type_groups, seed=self.config.train.seed)
             sections["By group of product types"] = table
             meta["type_groups"] = {"groups": type_groups, "results": numbers}
+        sections.update(extra_sections or {})
+        meta.update(extra_meta or {})
         baseline = "full" if "full" in results else None  # the Δ column: each method against Query-LIFE
         paths = write_report(
             self.out_dir,

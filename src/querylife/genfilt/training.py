@@ -132,8 +132,10 @@ def labelled_negative_pairs(data: Dataset, split: str = "train", include_partial
     return set(zip(neg["query"].astype(str), neg["product_id"].astype(str), strict=True))
 
 
-def build_judge(config, data: Dataset, text_tower=None, *, kind: str | None = None) -> Judge | None:
+def build_judge(config, data: Dataset, text_tower=None, *, kind: str | None = None, ask=None) -> Judge | None:
     """The judge named by ``kind`` (default ``config.train.false_negative_judge``); None for "none".
+
+    ``ask``: the generative judge's client (default: a yes / no client over the configured describer).
 
     ``text_tower``: the model's frozen text tower, reused as the guide encoder when it is the configured guide
     model (saves loading it twice); a trainable tower is never reused (the guide must stay fixed).
@@ -170,7 +172,7 @@ def build_judge(config, data: Dataset, text_tower=None, *, kind: str | None = No
     prefilter = DescriptionSimilarityJudge(
         encoder, descriptions, titles, margin=g.prefilter_margin, margin_kind=g.margin_kind
     )
-    return generative_judge(config, data, prefilter)
+    return generative_judge(config, data, prefilter, ask=ask)
 
 
 def make_describer(config):
