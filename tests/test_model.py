@@ -149,3 +149,21 @@ def test_separate_query_tower(tiny_text_model_dir, tiny_clip_dir):
     assert model.query_tower is not None and model.query_tower.dim == 16
     q = model.encode_queries(["red dress"])
     assert q.shape == (1, 16)
+
+
+def test_small_cnn_can_be_frozen_and_then_stays_fixed_in_training(tiny_text_model_dir):
+    cfg = ModelConfig(
+        tower=TowerConfig(
+            text_model=str(tiny_text_model_dir), small_cnn=SmallCNNConfig(channels=(8,), image_size=32),
+            train_vision_layers=0,
+        ),
+        embed_dim=16,
+    )
+    model = QueryLifeModel(cfg).train()
+    assert model.vision_tower.frozen and not model.vision_tower.training  # batch-norm statistics do not move
+    before = {k: v.clone() for k, v in model.vision_tower.state_dict().items()}
+    images = torch.randint(0, 255, (4, 3, 32, 32), dtype=torch.uint8)
+    model.image_features(images)
+    assert all(torch.equal(before[k], v) for k, v in model.vision_tower.state_dict().items())
+    assert not QueryLifeModel(cfg.model_copy(update={"tower": cfg.tower.model_copy(
+        update={"train_vision_layers": -1})})).vision_tower.frozen

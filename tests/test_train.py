@@ -169,8 +169,12 @@ def test_descriptions_judge_uses_the_cache(tiny_config, tiny_data, tmp_path):
 def test_resume_of_an_early_stopped_run_does_not_train_on(tiny_config, tiny_data, tmp_path):
     from querylife.config import with_overrides
 
-    # lr 0: dev NDCG never improves after epoch 1, so patience 1 stops after epoch 2 of 5
-    cfg = with_overrides(tiny_config, {"train.lr": 0.0, "train.patience": 1, "train.epochs": 5})
+    # lr 0 and a frozen vision tower (batch-norm statistics would otherwise move in train mode): the model never
+    # changes, dev NDCG never improves after epoch 1, so patience 1 stops after epoch 2 of 5
+    cfg = with_overrides(
+        tiny_config,
+        {"train.lr": 0.0, "train.patience": 1, "train.epochs": 5, "model.tower.train_vision_layers": 0},
+    )
     first = Trainer(cfg, tiny_data, tmp_path / "run", progress=False).fit()
     assert len(first.history) == 2
     again = Trainer(cfg, tiny_data, tmp_path / "run", progress=False).fit(resume=True)

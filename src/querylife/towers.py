@@ -46,7 +46,8 @@ class TowerConfig(BaseModel):
     vision_model: str = "small_cnn"  # "small_cnn", "same" (the vision half of a CLIP-family text_model), or a path/id
     pooling: Literal["mean", "cls"] = "mean"  # for plain text encoders; all-MiniLM-L6-v2 was trained with mean
     max_text_length: int = 48  # titles in e-commerce are short; longer inputs cost quadratic time
-    # Trainable top layers of each pretrained tower: 0 = frozen (features can be cached once), -1 = all.
+    # Trainable top layers of each pretrained tower: 0 = frozen (features can be cached once), -1 = all. The small
+    # CNN is all or nothing: 0 freezes it (with its batch-norm statistics), any other value trains it.
     train_text_layers: int = 0
     train_vision_layers: int = -1
     small_cnn: SmallCNNConfig = Field(default_factory=SmallCNNConfig)
@@ -177,6 +178,8 @@ class VisionTower(nn.Module):
             self.image_size = config.image_size or config.small_cnn.image_size
             mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
             self.is_hf = False
+            if config.train_vision_layers == 0:  # frozen (random or loaded) features; -1 / N > 0: train it all
+                self.encoder.requires_grad_(False)
         else:
             from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
