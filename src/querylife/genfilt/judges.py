@@ -192,7 +192,11 @@ def _column_and_positive_sims(
     ``index`` maps the Bp columns, then the B positives, to rows of ``vecs``. Both come out of the same matrix
     product, so a column with the positive's text gets bit-for-bit the positive's similarity and ties are exact.
     """
-    all_sims = anchors @ vecs.T  # (B, n distinct texts)
+    # In torch, not numpy: numpy's OpenBLAS keeps its own threads spinning after a call, and during training they
+    # compete with torch's for the same cores (measured: +60 ms on a 95 ms step on 2 cores; mask_overhead.py).
+    a = torch.from_numpy(np.ascontiguousarray(anchors, dtype=np.float32))
+    v = torch.from_numpy(np.ascontiguousarray(vecs, dtype=np.float32))
+    all_sims = (a @ v.T).numpy()  # (B, n distinct texts)
     rows = np.arange(len(anchors))
     return all_sims[:, index[:n_cols]], all_sims[rows, index[n_cols:]]
 

@@ -1,0 +1,204 @@
+"""What a false-negative judge costs per training step, as a ratio to a step without it (GenFilt issue).
+
+Every judge runs on the same batches of the default demo storefront, round-robin batch by batch (so machine
+noise hits all of them alike), inside a full training step: batch assembly + judge mask + forward + loss +
+backward + update. Two passes over the same batches:
+
+* cold: the first time a judge sees the batches (the guide encoder embeds titles / descriptions it has not seen);
+* warm: the second time (what every epoch after the first costs: embeddings and answers are cached).
+
+The description judges need descriptions, and no generative model runs offline here; timing does not depend on
+what the descriptions say, so the benchmark uses a stand-in (``"{product type}: {title}"``, named in the output;
+never a model's output). The generative judge's answers come from a stand-in rule during the cold pass and are
+read from its answer cache in the warm pass ("with descriptions cached", as the issue asks).
+
+Run:  python benchmarks/mask_overhead.py --batches 20 --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from querylife.checkpoint import atomic_write_text  # noqa: E402
+from querylife.config import load_config, with_overrides  # noqa: E402
+from querylife.data.demo import DemoConfig, generate_demo  # noqa: E402
+from querylife.data.prepare import prepare_from_config  # noqa: E402
+from querylife.genfilt import DescriptionCache, products_from_catalog  # noqa: E402
+from querylife.genfilt.training import (  # noqa: E402
+    JudgeMask,
+    build_judge,
+    build_negative_mask_fn,
+    labelled_negative_pairs,
+)
+from querylife.losses import alignment_loss  # noqa: E402
+from querylife.report import md_table  # noqa: E402
+from querylife.train import Trainer  # noqa: E402
+
+STAND_IN = "benchmark stand-in: '{product type}: {title}' (not a model)"
+
+
+def stand_in_ask(query: str, product_text: str) -> bool:
+    return len(query) % 2 == len(product_text) % 2  # any fixed rule: half yes, half no
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--work", default="runs/bench_seeds")
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    store = generate_demo(Path(args.work) / "data", DemoConfig(), progress=False)
+    tmp = Path(tempfile.mkdtemp(prefix="mask_overhead-"))
+    desc_path = tmp / "descriptions.jsonl"
+    cfg = load_config(
+        None,
+        [
+            f"data.catalog={store.catalog_path}",
+            f"data.pairs={store.pairs_path}",
+            "data.split_by=intent",
+            f"genfilt.cache={desc_path}",
+            f"genfilt.answers={tmp / 'answers.jsonl'}",
+            "genfilt.prefilter_margin=0.05",
+        ],
+    )
+    data = prepare_from_config(cfg, progress=False)
+    items = products_from_catalog(data.catalog)
+    DescriptionCache(desc_path).put_many([(it, f"{it.product_type}: {it.title}") for it in items], STAND_IN, "v1")
+
+    trainer = Trainer(cfg, data, tmp / "run", progress=False)
+    model = trainer.model.train()
+    tc = cfg.train
+    optimizer = torch.optim.AdamW(
+        model.parameter_groups(tc.lr, tc.weight_decay, tc.gate_lr_multiplier, tc.gate_net_lr_multiplier)
+    )
+    ids = data.catalog["product_id"].to_numpy()
+    negatives = labelled_negative_pairs(data)
+
+    def mask_fn(kind: str):
+        if kind == "none":
+            return None
+        if kind == "generative":
+            judge = build_judge(cfg, data, model.text_tower, kind="generative", ask=stand_in_ask)
+            return JudgeMask(judge, ids, labelled_negatives=negatives)
+        return build_negative_mask_fn(with_overrides(cfg, {"train.false_negative_judge": kind}), data, model.text_tower)
+
+    kinds = ["none", "duplicate_title", "guide", "descriptions", "generative"]
+    fns = {k: mask_fn(k) for k in kinds}
+    batches = []
+    epoch = 0
+    while len(batches) < args.batches:
+        trainer.sampler.set_epoch(epoch)
+        batches += [b for b in trainer.sampler if len(b) == tc.batch_size][: args.batches - len(batches)]
+        epoch += 1
+
+    def step(batch, fn) -> tuple[float, float]:
+        trainer.negative_mask_fn = fn
+        t0 = time.perf_counter()
+        rows = trainer.product_rows(batch, 0, 0)
+        inputs = trainer.batch_inputs(batch, rows)
+        tm = time.perf_counter()
+        mask, extra = trainer.batch_masks(batch, rows)
+        t_mask = time.perf_counter() - tm
+        same = torch.from_numpy(rows[:, None] == rows[None, :])
+        out = model(**inputs)
+        loss = alignment_loss(out.sims, cfg.loss, out.logit_scale, out.logit_bias, mask, same, extra_positive=extra)
+        optimizer.zero_grad(set_to_none=True)
+        loss.total.backward()
+        optimizer.step()
+        return time.perf_counter() - t0, t_mask
+
+    for batch in batches[:2]:  # warm-up (allocator, threads), not timed
+        step(batch, None)
+    times: dict[str, dict[str, list[float]]] = {p: {k: [] for k in kinds} for p in ("cold", "warm")}
+    mask_times: dict[str, dict[str, list[float]]] = {p: {k: [] for k in kinds} for p in ("cold", "warm")}
+    for phase in ("cold", "warm"):
+        for batch in batches:
+            for k in kinds:
+                total, in_mask = step(batch, fns[k])
+                times[phase][k].append(total)
+                mask_times[phase][k].append(in_mask)
+    masked = {k: (fns[k].masked if fns[k] is not None else 0) for k in kinds}
+
+    res: dict[str, dict] = {}
+    for k in kinds:
+        res[k] = {}
+        for phase in ("cold", "warm"):
+            ms = 1000 * float(np.median(times[phase][k]))
+            base = 1000 * float(np.median(times[phase]["none"]))
+            res[k][phase] = {
+                "ms_per_step": ms,
+                "ratio_to_none": ms / base,
+                "mask_ms_per_step": 1000 * float(np.median(mask_times[phase][k])),
+            }
+    result = {
+        "command": "python " + " ".join(sys.argv),
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+        },
+        "batches": len(batches),
+        "batch_size": tc.batch_size,
+        "descriptions": STAND_IN,
+        "judges": res,
+    }
+    rows = [
+        [
+            k,
+            f"{res[k]['cold']['ms_per_step']:.1f}",
+            f"{res[k]['cold']['ratio_to_none']:.2f}",
+            f"{res[k]['warm']['ms_per_step']:.1f}",
+            f"{res[k]['warm']['ratio_to_none']:.2f}",
+            f"{res[k]['warm']['mask_ms_per_step']:.1f}",
+        ]
+        for k in kinds
+    ]
+    md = "\n".join(
+        [
+            "# GenFilt: mask overhead per training step",
+            "",
+            f"Command: `{result['command']}`  ",
+            f"Machine: {result['machine']['platform']}, {result['machine']['cpu_count']} CPUs, "
+            f"torch {result['machine']['torch']} ({result['machine']['torch_threads']} threads)  ",
+            f"Default demo storefront, batch {tc.batch_size}, {len(batches)} batches per pass, every judge on every "
+            "batch in turn; medians. Descriptions: " + STAND_IN + "; generative answers: a fixed stand-in rule "
+            "(cold pass), then the answer cache (warm pass).",
+            "",
+            md_table(
+                ["judge", "cold ms/step", "cold ratio", "warm ms/step", "warm ratio", "warm mask ms"],
+                rows,
+            ),
+            "",
+            "cold = first pass over the batches (guide embeddings computed, generative questions answered); warm = "
+            "second pass over the same batches (every later epoch: all cached). Ratio = step time / step time "
+            "without a judge, measured in the same run.",
+            "",
+        ]
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "mask_overhead.md", md)
+    atomic_write_text(out / "mask_overhead.json", json.dumps(result, indent=2) + "\n")
+    print(md)
+    print("masked negatives (both passes):", masked)
+
+
+if __name__ == "__main__":
+    main()
