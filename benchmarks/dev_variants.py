@@ -1,0 +1,121 @@
+"""Dev-split experiments on the fusion gate (issue: Query-LIFE vs mean fusion on the demo storefront).
+
+Trains each named variant (config overrides on top of the defaults) for each training seed on the default demo
+storefront and scores the **dev** split only (these runs informed choices, so they never look at test): NDCG@10
+overall, per query modality (queries naming only photo attributes, only title attributes, or both), on the
+image-informative types, pooled ROC-AUC, and the mean image weight of the gate on in-type candidates of
+photo-attribute and title-attribute queries.
+
+Run:  python benchmarks/dev_variants.py --seeds 0 1 2 --variants full mean gnet10 > runs/dev_variants.jsonl
+      (one JSON line per run, then a table of means per variant)
+      --store DIR uses another storefront directory (e.g. a generator variant).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pandas as pd  # noqa: E402
+
+from querylife.config import load_config, with_overrides  # noqa: E402
+from querylife.data.demo import DemoConfig, generate_demo  # noqa: E402
+from querylife.data.prepare import prepare_from_config  # noqa: E402
+from querylife.metrics import classification_metrics, per_query_metrics  # noqa: E402
+from querylife.scoring import FeatureCache, score_pairs  # noqa: E402
+from querylife.towers import TextTower  # noqa: E402
+from querylife.train import Trainer  # noqa: E402
+
+BIG_CNN = {"model.tower.small_cnn.channels": [32, 64, 128, 256], "train.epochs": 15, "train.patience": 5}
+VARIANTS: dict[str, dict] = {
+    "full": {},
+    "mean": {"model.fusion.mode": "mean"},
+    "type_gate": {"model.fusion.mode": "type_gate"},
+    "gnet10": {"train.gate_net_lr_multiplier": 10.0},
+    "gnet30": {"train.gate_net_lr_multiplier": 30.0},
+    "mods": {"model.fusion.gate_inputs": "type_query_modalities"},
+    "aux1": {"loss.query_title": 1.0, "loss.query_image": 1.0},
+    "mean_aux1": {"model.fusion.mode": "mean", "loss.query_title": 1.0, "loss.query_image": 1.0},
+    "norenorm": {"model.fusion.renormalize": False},
+    "gnet10_norenorm": {"train.gate_net_lr_multiplier": 10.0, "model.fusion.renormalize": False},
+    "mean_norenorm": {"model.fusion.mode": "mean", "model.fusion.renormalize": False},
+    "hn1": {"train.hard_negatives": 1},
+    "mean_hn1": {"model.fusion.mode": "mean", "train.hard_negatives": 1},
+    "full_big": BIG_CNN,
+    "mean_big": {"model.fusion.mode": "mean", **BIG_CNN},
+}
+
+
+def query_modality(attributes: str, product_type: str, drawn: dict[str, set[str]]) -> str:
+    keys = set(json.loads(attributes))
+    if not keys:
+        return "bare"
+    if keys <= drawn[product_type]:
+        return "photo"
+    return "title" if not keys & drawn[product_type] else "both"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=["full", "mean"], choices=list(VARIANTS))
+    parser.add_argument("--store", default="runs/bench_seeds/data", help="storefront dir (made if missing)")
+    args = parser.parse_args()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    store = generate_demo(args.store, DemoConfig(), progress=False)
+    base = load_config(
+        None, [f"data.catalog={store.catalog_path}", f"data.pairs={store.pairs_path}", "data.split_by=intent"]
+    )
+    data = prepare_from_config(base, progress=False)
+    meta = json.loads(store.meta_path.read_text())
+    drawn = {t: set(v["image_attributes"]) for t, v in meta["product_types"].items()}
+    image_types = set(meta["image_informative_types"])
+    queries = pd.read_parquet(store.out_dir / "queries.parquet")
+    modality = {
+        q: query_modality(a, t, drawn)
+        for q, a, t in zip(queries["query"], queries["attributes"], queries["product_type"], strict=True)
+    }
+    cache = FeatureCache()
+    tc = base.model.tower
+    tower = TextTower(tc.text_model, pooling=tc.pooling, max_length=tc.max_text_length)
+    dev = data.splits["dev"]
+    rows = []
+    for name in args.variants:
+        for seed in args.seeds:
+            start = time.time()
+            cfg = with_overrides(base, {**VARIANTS[name], "train.seed": seed})
+            run_dir = f"runs/dev_variants/{name}_{seed}"
+            trained = Trainer(cfg, data, run_dir, cache=cache, towers=(tower, None, None), progress=False).fit()
+            s = score_pairs(trained.model, data, dev, cache)
+            scored = dev.assign(score=s.score, w=s.image_weight, mod=dev["query"].map(modality))
+            pq = per_query_metrics(scored)
+            pq["mod"] = pq["query"].map(modality)
+            img_queries = set(scored.loc[scored["query_type"].isin(image_types), "query"])
+            in_type = scored[scored["product_type"] == scored["query_type"]]
+            row = {
+                "variant": name,
+                "seed": seed,
+                "ndcg": pq["ndcg@10"].mean(),
+                "auc": classification_metrics(scored)["roc_auc"],
+                "ndcg_image_types": pq.loc[pq["query"].isin(img_queries), "ndcg@10"].mean(),
+                "auc_image_types": classification_metrics(scored[scored["query_type"].isin(image_types)])["roc_auc"],
+                **{f"ndcg_{m}": v for m, v in pq.groupby("mod")["ndcg@10"].mean().items() if m != "bare"},
+                **{f"w_{m}": v for m, v in in_type.groupby("mod")["w"].mean().items() if m != "bare"},
+                "best_epoch": trained.best_epoch,
+                "seconds": round(time.time() - start, 1),
+            }
+            rows.append(row)
+            print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+    table = pd.DataFrame(rows).drop(columns=["seed"]).groupby("variant", sort=False).mean().round(4)
+    print(table.to_string())
+
+
+if __name__ == "__main__":
+    main()
