@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -20,13 +19,13 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from querylife.checkpoint import atomic_write_text  # noqa: E402
 from querylife.config import load_config, with_overrides  # noqa: E402
 from querylife.data.demo import DemoConfig, generate_demo  # noqa: E402
 from querylife.data.prepare import prepare_from_config  # noqa: E402
 from querylife.evaluate import Suite, group_summary  # noqa: E402
+from querylife.report import machine_info  # noqa: E402
 
 METHODS = ["full", "mean", "type_gate", "concat", "title_only", "image_only"]
 KEYS = ["ndcg@10", "roc_auc", "roc_auc_in_type"]
@@ -90,13 +89,7 @@ def main() -> None:
             cells.append("–" if np.isnan(mean) else f"{mean:.4f} ± {std:.4f}")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     command = "python " + " ".join(sys.argv)
-    machine = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-    }
+    machine = machine_info()
     md = [
         "# Demo storefront: seed variation",
         "",

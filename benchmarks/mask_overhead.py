@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -43,7 +42,7 @@ from querylife.genfilt.training import (  # noqa: E402
     labelled_negative_pairs,
 )
 from querylife.losses import alignment_loss  # noqa: E402
-from querylife.report import md_table  # noqa: E402
+from querylife.report import machine_info, md_table  # noqa: E402
 from querylife.train import Trainer  # noqa: E402
 
 STAND_IN = "benchmark stand-in: '{product type}: {title}' (not a model)"
@@ -148,12 +147,7 @@ def main() -> None:
             }
     result = {
         "command": "python " + " ".join(sys.argv),
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-        },
+        "machine": machine_info(),
         "batches": len(batches),
         "batch_size": tc.batch_size,
         "descriptions": STAND_IN,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ from querylife.config import load_config  # noqa: E402
 from querylife.data.demo import DemoConfig, generate_demo  # noqa: E402
 from querylife.data.prepare import prepare_from_config  # noqa: E402
 from querylife.losses import alignment_loss  # noqa: E402
+from querylife.report import machine_info  # noqa: E402
 from querylife.train import Trainer  # noqa: E402
 
 
@@ -85,12 +85,7 @@ def main() -> None:
     d, m = float(np.sum(data_t)), float(np.sum(model_t))
     result = {
         "command": "python " + " ".join(sys.argv),
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-        },
+        "machine": machine_info(),
         "steps": len(data_t),
         "batch_size": cfg.train.batch_size,
         "hard_negatives": cfg.train.hard_negatives,
