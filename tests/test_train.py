@@ -203,12 +203,29 @@ def test_judge_never_overrules_a_labelled_negative_unless_asked(tiny_config, tin
     queries = [trainer.queries[i] for i in batch]
     labelled = np.array([[(q, p) in negatives for p in ids[rows]] for q in queries])
     assert labelled.sum() > 0
-    protected = JudgeMask(_FlagAll(), ids, labelled_negatives=negatives, protect=True)(queries, rows).numpy()
+    protected = JudgeMask(_FlagAll(), ids, labelled_negatives=negatives, protected=negatives)(queries, rows).numpy()
     assert not (protected & labelled).any() and protected.sum() > 0
-    overruled = JudgeMask(_FlagAll(), ids, labelled_negatives=negatives, protect=False)
+    overruled = JudgeMask(_FlagAll(), ids, labelled_negatives=negatives)
     assert (overruled(queries, rows).numpy() & labelled).sum() == labelled.sum()
     stats = overruled.epoch_stats()
     assert stats["masked_labelled_negatives"] == labelled.sum() and stats["protected_labelled_negatives"] == 0
+
+
+@pytest.mark.parametrize("level", ["irrelevant", "all", "none"])
+def test_protection_levels_pick_the_labels_a_judge_may_not_overrule(tiny_config, tiny_data, level):
+    from querylife.config import with_overrides
+    from querylife.genfilt.training import protected_pairs
+
+    train = tiny_data.splits["train"]
+    cfg = with_overrides(tiny_config, {"train.protect_labelled_negatives": level})
+    got = protected_pairs(cfg, tiny_data)
+    zero = train[train["gain"] == 0]
+    irrelevant = set(zip(zero["query"], zero["product_id"], strict=True))
+    partial = train[(train["gain"] > 0) & ~train["positive"].astype(bool)]
+    partial = set(zip(partial["query"], partial["product_id"], strict=True))
+    assert irrelevant and partial  # the storefront has both kinds of labelled negatives
+    expected = {"irrelevant": irrelevant, "all": irrelevant | partial, "none": set()}[level]
+    assert got == expected
 
 
 def test_flagged_negatives_as_extra_positives_train(tiny_config, tiny_data, tmp_path):

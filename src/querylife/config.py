@@ -76,9 +76,12 @@ class TrainConfig(BaseModel):
     # only costs one negative); "positive" counts it as an extra positive of the row (SupCon-style: a wrong flag
     # pulls the query towards a wrong product, so it needs a precise judge).
     false_negative_action: Literal["drop", "positive"] = "drop"
-    # A product that the training labels call non-relevant for the query (e.g. a graded "partial" or "irrelevant")
-    # is never flagged: a human label beats a judge's guess. Set False to let the judge overrule labels.
-    protect_labelled_negatives: bool = True
+    # Which training labels a judge may not overrule: "irrelevant" (default): a product labelled irrelevant
+    # (gain 0) for the query is never flagged, a human "no" beats a judge's guess, while a partial match (gain > 0
+    # but below the positive threshold: ESCI substitute, CrowdFlower grade 2, the demo's "partial") may be, since
+    # it is partly relevant, the kind of negative GenFilt is after; "all": no labelled non-positive is ever
+    # flagged; "none": the judge decides alone.
+    protect_labelled_negatives: Literal["irrelevant", "all", "none"] = "irrelevant"
     patience: int = 4  # epochs without dev NDCG@10 improvement before early stopping; 0 disables
     save_every_steps: int = 0  # 0: checkpoint at each epoch end only
     eval_batch_size: int = 512

@@ -12,7 +12,8 @@
   in ``genfilt.answers``.
 
 ``train.false_negative_action`` says what a flagged negative becomes (dropped from the loss, or an extra
-positive) and ``train.protect_labelled_negatives`` keeps the judge from overruling a training label.
+positive) and ``train.protect_labelled_negatives`` keeps the judge from overruling training labels (those that
+say "irrelevant", by default).
 
 Each epoch the trainer logs how many negatives the judge masked and, where the data has ground truth (the
 demo's ``group_id``, labelled positives), how many of them were true equivalents, and how many labelled
@@ -48,8 +49,9 @@ class JudgeMask:
         judge: any judge.
         catalog_ids: product id of each catalogue row (the trainer passes rows).
         truth: known equivalents (group ids, labelled positives) for the precision counts; optional.
-        labelled_negatives: (query, product_id) pairs the labels call non-relevant. They are counted, and with
-            ``protect=True`` never flagged.
+        labelled_negatives: (query, product_id) pairs the labels call not relevant (below the positive threshold);
+            flagged ones are counted.
+        protected: the pairs among them that are never flagged (see ``train.protect_labelled_negatives``).
 
     Example::
 
@@ -64,13 +66,13 @@ class JudgeMask:
         truth: KnownEquivalents | None = None,
         *,
         labelled_negatives: set[tuple[str, str]] | None = None,
-        protect: bool = True,
+        protected: set[tuple[str, str]] | None = None,
     ):
         self.judge = judge
         self.ids = np.asarray(catalog_ids, dtype=object)
         self.truth = truth
         self.labelled_negatives = labelled_negatives or set()
-        self.protect = protect
+        self.protected_pairs = protected or set()
         self._reset()
 
     def _reset(self) -> None:
@@ -87,11 +89,12 @@ class JudgeMask:
         mask = np.array(self.judge.mask(list(queries), pids, pids[:b]), dtype=bool)  # (B, Bp)
         self.pairs += b * len(pids) - b
         for i, j in zip(*np.nonzero(mask), strict=True):
-            if (queries[i], pids[j]) in self.labelled_negatives:
-                if self.protect:
-                    mask[i, j] = False
-                    self.protected += 1
-                    continue
+            key = (queries[i], pids[j])
+            if key in self.protected_pairs:
+                mask[i, j] = False
+                self.protected += 1
+                continue
+            if key in self.labelled_negatives:
                 self.labelled_negative_masked += 1
             if self.truth is not None:
                 self.true_masked += bool(self.truth(queries[i], pids[i], pids[j]))
@@ -123,13 +126,24 @@ class JudgeMask:
         return out
 
 
-def labelled_negative_pairs(data: Dataset, split: str = "train", include_partial: bool = False) -> set[tuple[str, str]]:
+def labelled_negative_pairs(
+    data: Dataset, split: str = "train", include_partial: bool = False, *, irrelevant_only: bool = False
+) -> set[tuple[str, str]]:
     """(query, product_id) pairs a split labels as not relevant (with ``include_partial`` partial ones are
-    relevant, as in training with ``data.include_partial_positives``)."""
+    relevant, as in training with ``data.include_partial_positives``); ``irrelevant_only``: only gain-0 labels."""
     pairs = data.splits[split]
-    relevant = pairs["gain"] > 0 if include_partial else pairs["positive"]
+    relevant = pairs["gain"] > 0 if include_partial or irrelevant_only else pairs["positive"]
     neg = pairs[~relevant.astype(bool)]
     return set(zip(neg["query"].astype(str), neg["product_id"].astype(str), strict=True))
+
+
+def protected_pairs(config, data: Dataset, split: str = "train") -> set[tuple[str, str]]:
+    """The labelled pairs a judge may not flag, from ``train.protect_labelled_negatives``."""
+    level = config.train.protect_labelled_negatives
+    if level == "none":
+        return set()
+    partial = config.data.include_partial_positives
+    return labelled_negative_pairs(data, split, partial, irrelevant_only=level == "irrelevant")
 
 
 def build_judge(config, data: Dataset, text_tower=None, *, kind: str | None = None, ask=None) -> Judge | None:
@@ -239,7 +253,7 @@ def build_negative_mask_fn(config, data: Dataset, text_tower=None) -> JudgeMask 
         data.catalog["product_id"].to_numpy(),
         truth,
         labelled_negatives=negatives,
-        protect=config.train.protect_labelled_negatives,
+        protected=protected_pairs(config, data),
     )
 
 
@@ -279,7 +293,7 @@ def judge_training_batches(
     pids = pos["product_id"].astype(str).tolist()
     truth = known_equivalents(data.catalog, train)
     negatives = labelled_negative_pairs(data, "train", config.data.include_partial_positives)
-    protect = tc.protect_labelled_negatives
+    protect = protected_pairs(config, data)
     sampler = UniqueBatchSampler(queries, pids, tc.batch_size, seed=tc.seed, drop_last=False)
     n_epochs = tc.epochs if epochs is None else epochs
     plan = []
@@ -301,12 +315,11 @@ def judge_training_batches(
                     "product_id": cols[j],
                     "truth": reason,
                     "labelled_negative": (qs[i], cols[j]) in negatives,
+                    "protected": (qs[i], cols[j]) in protect,
                 }
             )
-    flagged = pd.DataFrame(
-        rows, columns=["epoch", "query", "positive_id", "product_id", "truth", "labelled_negative"]
-    )
-    flagged["protected"] = flagged["labelled_negative"] & protect
+    columns = ["epoch", "query", "positive_id", "product_id", "truth", "labelled_negative", "protected"]
+    flagged = pd.DataFrame(rows, columns=columns)
     n_flag = len(flagged)
     n_used = int((~flagged["protected"]).sum())
     n_true = int((flagged["truth"] != "").sum())
@@ -329,6 +342,7 @@ def judge_training_batches(
         "precision_lower_bound": n_true / n_flag if n_flag else float("nan"),
         "labelled_precision": n_true / (n_true + n_lab) if n_true + n_lab else float("nan"),
         "action": tc.false_negative_action,
+        "protect_labelled_negatives": tc.protect_labelled_negatives,
     }
     stats = getattr(judge, "stats", None)
     if stats is not None:
@@ -353,7 +367,8 @@ def summary_text(summary: dict) -> str:
         f"    true equivalents (same group or labelled relevant): {pct(summary['true_equivalents'], n)}"
         f" [group {summary['true_by_group']}, label {summary['true_by_label']}]",
         f"    labelled NOT relevant for the query: {pct(summary['labelled_negatives'], n)}"
-        f" (protected, kept as negatives: {summary['protected_labelled_negatives']})",
+        f" (kept as negatives by protect_labelled_negatives={summary['protect_labelled_negatives']}:"
+        f" {summary['protected_labelled_negatives']})",
         f"    no ground truth: {pct(summary['unlabelled'], n)}",
         f"  used in training ({summary['action']}): {summary['masked_in_training']}",
     ]
