@@ -594,3 +594,37 @@ def test_genfilt_judge_generative_fills_the_answer_cache_once(tiny_store, tiny_t
     # Same batches, answers from the cache: only pairs that were over the first run's budget are new questions.
     assert second["judge_stats"]["cache_hits"] >= first["judge_stats"]["yes"] + first["judge_stats"]["no"]
     assert len(server.requests) - asked == second["judge_stats"]["asked"]
+
+
+def test_genfilt_evaluate_scores_the_generative_judge_against_a_server(tiny_store, tiny_text_model_dir, tmp_path):
+    from test_genfilt_openai import FakeOpenAIServer
+
+    from querylife.genfilt import DescriptionCache, products_from_catalog
+
+    catalog = pd.read_parquet(tiny_store.catalog_path)
+    cache = tmp_path / "desc.jsonl"
+    DescriptionCache(cache).put_many(
+        [(it, f"{it.product_type}: {it.title}") for it in products_from_catalog(catalog)], "stub", "v1"
+    )
+
+    class Yes(dict):
+        def get(self, key, default=None):
+            return "yes"
+
+    with FakeOpenAIServer(table=Yes()) as server:
+        proc = subprocess.run(
+            [sys.executable, "-m", "querylife.cli", "genfilt", "evaluate", "--catalog", str(tiny_store.catalog_path),
+             "--pairs", str(tiny_store.pairs_path), "--out", str(tmp_path / "gf"), "--batches", "4",
+             "--cache", str(cache), "--set", "train.batch_size=16",
+             "--set", f"genfilt.guide_model={tiny_text_model_dir}", "--set", "genfilt.model=m",
+             "--set", f"genfilt.base_url={server.url}", "--set", f"genfilt.answers={tmp_path / 'a.jsonl'}",
+             "--set", "genfilt.prefilter_margin=0.05", "--set", "genfilt.max_questions_per_batch=3"],
+            capture_output=True, text=True, timeout=180, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+        assert proc.returncode == 0, proc.stderr
+        asked = len(server.requests)
+    table = json.loads((tmp_path / "gf" / "genfilt_masks.json").read_text())
+    assert set(table) == {"duplicate_title", "gist_guide", "genfilt_similarity", "genfilt_generative"}
+    assert table["genfilt_generative"]["asked"] == asked > 0  # at most 3 new questions a batch
+    assert asked <= 3 * 4
+    assert "yes/no answers from yes-no:openai:" in (tmp_path / "gf" / "genfilt_masks.md").read_text()

@@ -366,7 +366,8 @@ def genfilt_evaluate(
     """Precision and recall of each judge's false-negative mask against known equivalents, on training batches.
 
     Known equivalents: products of the same group_id (the demo's duplicate listings) and products labelled
-    positive for the same query.
+    positive for the same query. Judges: duplicate title and the GIST-style guide always; with --cache the GenFilt
+    similarity judge on the descriptions; with --cache and genfilt.model also GenFilt + the generative judge.
     """
     _quiet_transformers()
     from .checkpoint import atomic_write_text
@@ -402,8 +403,20 @@ def genfilt_evaluate(
         judges["genfilt_similarity"] = DescriptionSimilarityJudge(
             encoder, descriptions, titles, margin=g.margin, margin_kind=g.margin_kind
         )
+        if g.model:  # a generative model is configured: GenFilt + generative judge too (answers cached)
+            from .genfilt.base import DescribeError
+            from .genfilt.training import generative_judge
+
+            prefilter = DescriptionSimilarityJudge(
+                encoder, descriptions, titles, margin=g.prefilter_margin, margin_kind=g.margin_kind
+            )
+            try:
+                judges["genfilt_generative"] = generative_judge(cfg, data, prefilter)
+            except (DescribeError, ValueError) as err:
+                _fail(str(err))
+            source += f"; yes/no answers from {judges['genfilt_generative'].ask.name} (cache {g.answers})"
     table = evaluate_judges(judges, sampled, truth).set_index("judge")
-    cols = ["precision", "recall", "f1", "n_masked", "n_true", "n_pairs", "mask_rate"]
+    cols = ["precision", "recall", "f1", "n_masked", "n_true", "n_pairs", "mask_rate", "asked", "cache_hits"]
     shown = table[[c for c in cols if c in table.columns]]
     md = "\n".join(
         [
