@@ -628,3 +628,45 @@ def test_genfilt_evaluate_scores_the_generative_judge_against_a_server(tiny_stor
     assert table["genfilt_generative"]["asked"] == asked > 0  # at most 3 new questions a batch
     assert asked <= 3 * 4
     assert "yes/no answers from yes-no:openai:" in (tmp_path / "gf" / "genfilt_masks.md").read_text()
+
+
+def test_genfilt_describe_queries_feeds_the_judges_query_anchor(tiny_store, tiny_text_model_dir, tmp_path):
+    from test_genfilt_openai import FakeOpenAIServer
+
+    from querylife.config import load_config
+    from querylife.data.prepare import prepare_from_config
+    from querylife.genfilt import DescriptionCache, products_from_catalog
+    from querylife.genfilt.training import build_judge
+
+    cache = tmp_path / "desc.jsonl"
+    catalog = pd.read_parquet(tiny_store.catalog_path)
+    DescriptionCache(cache).put_many(
+        [(it, f"{it.product_type}: {it.title}") for it in products_from_catalog(catalog)], "openai:X:m", "v1"
+    )
+
+    class Intent(dict):
+        def get(self, key, default=None):
+            return "the intent"
+
+    with FakeOpenAIServer(table=Intent()) as server:
+        proc = subprocess.run(
+            [sys.executable, "-m", "querylife.cli", "genfilt", "describe", "--queries", "--pairs",
+             str(tiny_store.pairs_path), "--cache", str(cache), "--quiet", "--set", "genfilt.model=m",
+             "--set", f"genfilt.base_url={server.url}"],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        n_queries = pd.read_parquet(tiny_store.pairs_path)["query"].nunique()
+        assert len(server.requests) == n_queries and "queries, prompt q1" in proc.stdout
+        assert "Search query:" in server.requests[0]["messages"][-1]["content"]
+    records = [json.loads(line) for line in cache.read_text().splitlines()]
+    intents = [r for r in records if r["product_id"].startswith("query:")]
+    assert len(intents) == n_queries and {r["prompt_version"] for r in intents} == {"q1"}
+    # the judge built for training finds them (same describer as the product descriptions)
+    cfg = load_config(None, [f"data.catalog={tiny_store.catalog_path}", f"data.pairs={tiny_store.pairs_path}",
+                             f"genfilt.cache={cache}", f"genfilt.guide_model={tiny_text_model_dir}"])
+    records = [dict(r, describer="openai:X:m") for r in records]  # the stub products' describer name
+    cache.write_text("".join(json.dumps(r) + "\n" for r in records))
+    judge = build_judge(cfg, prepare_from_config(cfg, progress=False), kind="descriptions")
+    assert len(judge.query_descriptions) == n_queries and set(judge.query_descriptions.values()) == {"the intent"}
+    assert not any(p.startswith("query:") for p in judge.descriptions)

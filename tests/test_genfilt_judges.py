@@ -297,3 +297,27 @@ def test_text_tower_encoder_with_bundled_minilm():
     assert encode.misses == 6 and encode.hits == 1
     judge.mask(["red floral dress", "usb c cable"], list("abcd"), ["a", "c"])
     assert encode.misses == 6
+
+
+def test_description_judge_anchors_on_the_query_intent_when_there_is_one():
+    """With a generated intent ("red dress" -> "dress, colour: red"), the query side is embedded as the intent."""
+    table = {
+        "dress, colour: red": np.array([1.0, 0.0, 0.0]),
+        "red dress": np.array([0.0, 1.0, 0.0]),  # the raw query points elsewhere
+        "usb cable": np.array([0.0, 0.0, 1.0]),
+        "red dress desc": np.array([0.9, 0.0, np.sqrt(1 - 0.81)]),
+        "red gown desc": np.array([0.95, 0.0, np.sqrt(1 - 0.95**2)]),
+        "cable desc": np.array([0.0, 0.1, np.sqrt(0.99)]),
+        "other cable desc": np.array([0.0, 0.0, 1.0]),
+    }
+    descriptions = {"a": "red dress desc", "b": "red gown desc", "c": "cable desc", "d": "other cable desc"}
+    encode = fake_encoder(table)
+    intents = {"red dress": "dress, colour: red"}
+    judge = DescriptionSimilarityJudge(encode, descriptions, TITLES, query_descriptions=intents)
+    m = judge.mask(QUERIES, list("abcd"), POSITIVES)
+    # row 0 through its intent: b (0.95) beats the positive a (0.9) -> flagged; row 1 ("usb cable", no intent):
+    # d (1.0) beats c (0.995)
+    np.testing.assert_array_equal(m, [[0, 1, 0, 0], [0, 0, 0, 1]])
+    assert any("dress, colour: red" in call for call in encode.calls) and not any(
+        "red dress" in call for call in encode.calls
+    )

@@ -292,10 +292,15 @@ def eval_(
     epilog="Examples:\n\n  querylife genfilt describe --catalog data/demo/catalog.parquet "
     "--set genfilt.base_url=http://127.0.0.1:8000/v1 --set genfilt.model=qwen2-vl\n\n"
     "  querylife genfilt describe --catalog data/demo/catalog.parquet --set genfilt.describer=hf "
-    "--set genfilt.model=/models/smolvlm --set genfilt.hf_kind=vision",
+    "--set genfilt.model=/models/smolvlm --set genfilt.hf_kind=vision\n\n"
+    "  querylife genfilt describe --queries --pairs data/demo/pairs.parquet --set genfilt.model=qwen2-vl",
 )
 def genfilt_describe(
     catalog: Annotated[Path | None, typer.Option(help="Catalogue file (overrides data.catalog).")] = None,
+    queries: Annotated[
+        bool, typer.Option("--queries", help="Describe the queries' intent (from --pairs) instead of the products.")
+    ] = False,
+    pairs: Annotated[Path | None, typer.Option(help="Labelled pairs, for --queries (overrides data.pairs).")] = None,
     cache: Annotated[Path | None, typer.Option(help="Description cache (JSONL; overrides genfilt.cache).")] = None,
     limit: Annotated[int | None, typer.Option(help="Describe at most this many new products this run.")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML/JSON experiment config.")] = None,
@@ -304,26 +309,32 @@ def genfilt_describe(
     ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
-    """Describe every product with a generative model into a resumable cache (stage 1 of GenFilt)."""
+    """Describe every product (or, with --queries, every query's intent) with a generative model into a resumable
+    cache (stage 1 of GenFilt)."""
     from .config import ConfigError, load_config
-    from .data.readers import load_catalog
+    from .data.readers import load_catalog, load_pairs
     from .data.schemas import DataError
     from .genfilt import DescribeError, DescriptionCache, OpenAIDescriber, describe_catalog, products_from_catalog
+    from .genfilt.describe import query_items
 
     try:
         cfg = load_config(config, set_ or [])
     except ConfigError as err:
         _fail(str(err))
     g = cfg.genfilt
-    path = catalog or cfg.data.catalog
+    path = (pairs or cfg.data.pairs) if queries else (catalog or cfg.data.catalog)
     if not path:
-        _fail("no catalogue: give --catalog (or data.catalog in the config)")
+        _fail("no pairs: give --pairs (or data.pairs)" if queries else "no catalogue: give --catalog (or data.catalog)")
     if not g.model:
         _fail("no model: set genfilt.model (the server's model name, or a local HF model directory)")
     try:
-        items = products_from_catalog(load_catalog(path))
+        if queries:
+            items = query_items(load_pairs(path)[0]["query"].astype(str).tolist())
+        else:
+            items = products_from_catalog(load_catalog(path))
     except DataError as err:
         _fail(str(err))
+    prompt = g.query_prompt if queries else g.prompt
     if g.describer == "openai":
         describer = OpenAIDescriber(
             g.base_url, g.model, max_concurrency=g.max_concurrency, timeout_s=g.timeout_s, max_retries=g.max_retries
@@ -338,9 +349,10 @@ def genfilt_describe(
 
         describer = HFDescriber(g.model, kind=g.hf_kind, batch_size=g.batch_size)
     store = DescriptionCache(cache or g.cache)
-    typer.echo(f"describer {describer.name}, prompt {g.prompt.version}, cache {cache or g.cache}")
+    what = "queries" if queries else "products"
+    typer.echo(f"describer {describer.name}, {what}, prompt {prompt.version}, cache {cache or g.cache}")
     summary = describe_catalog(
-        items, describer, g.prompt, store, batch_size=g.batch_size, progress=not quiet, limit=limit
+        items, describer, prompt, store, batch_size=g.batch_size, progress=not quiet, limit=limit
     )
     typer.echo(summary.to_text())
     for pid, message in summary.examples:

@@ -99,6 +99,18 @@ class EvalConfig(BaseModel):
     n_boot: int = 1000  # bootstrap resamples over test queries for the 95% intervals
 
 
+QUERY_PROMPT = PromptTemplate(
+    version="q1",
+    system=(
+        "You describe what e-commerce shoppers are looking for. Say the product type and every attribute the "
+        "query asks for, in plain lower-case words. Never add an attribute the query does not ask for. Answer with "
+        "the description only."
+    ),
+    user="Search query: {title}\nWhat is the shopper looking for? A short comma-separated list: type, then attributes.",
+    max_tokens=48,
+)
+
+
 class GenFiltConfig(BaseModel):
     """GenFilt stage 1 (describing products) and stage 2 (judging in-batch negatives)."""
 
@@ -113,6 +125,9 @@ class GenFiltConfig(BaseModel):
     batch_size: int = 16
     cache: str = "genfilt_descriptions.jsonl"  # append-only JSONL; safe to resume after a kill
     prompt: PromptTemplate = Field(default_factory=PromptTemplate)  # versioned: bump prompt.version on edits
+    # `genfilt describe --queries`: the intent of each query, for the similarity judge's query anchor. In this
+    # template {title} is the query text and {product_type} is empty.
+    query_prompt: PromptTemplate = Field(default_factory=lambda: QUERY_PROMPT.model_copy())
     guide_model: str = "minilm"  # text encoder for the similarity judges
     margin: float = 0.0  # mask a negative whose similarity reaches the positive's minus this margin
     margin_kind: Literal["absolute", "relative"] = "absolute"

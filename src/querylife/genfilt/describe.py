@@ -230,3 +230,18 @@ def products_from_catalog(catalog: pandas.DataFrame) -> list[ProductInput]:
         path = image if isinstance(image, str) and image.strip() else None
         out.append(ProductInput(str(pid), str(title), str(ptype), path))
     return out
+
+
+QUERY_ID_PREFIX = "query:"
+
+
+def query_items(queries: Sequence[str]) -> list[ProductInput]:
+    """Distinct queries as describable items (``genfilt describe --queries``): id ``query:<text>``, the text as
+    the title, no type, no image. Example: ``query_items(["red dress"])[0].product_id == "query:red dress"``."""
+    return [ProductInput(f"{QUERY_ID_PREFIX}{q}", str(q), "") for q in dict.fromkeys(queries)]
+
+
+def query_descriptions(store: DescriptionCache, describer: str, version: str) -> dict[str, str]:
+    """query -> its generated intent description, from a description cache written with ``--queries``."""
+    n = len(QUERY_ID_PREFIX)
+    return {p[n:]: t for p, t in store.latest(describer, version).items() if p.startswith(QUERY_ID_PREFIX)}

@@ -339,6 +339,7 @@ class DescriptionSimilarityJudge(_BaseJudge):
     descriptions name what titles leave out (the colour and pattern that only the photo shows). For row i::
 
         anchor "query":    mask[i, j] = sim(q_i, d_j) >= sim(q_i, d_pos_i) - margin
+                           (q_i: the query's own generated description of its intent when there is one)
         anchor "positive": mask[i, j] = sim(d_pos_i, d_j) >= 1 - margin     (a near-duplicate description)
 
     with ``relative`` margins as in :class:`GuideModelJudge`. A product without a description (not generated
@@ -350,6 +351,8 @@ class DescriptionSimilarityJudge(_BaseJudge):
         titles: product_id -> title, or a catalogue DataFrame; the fallback, and the prefix with ``include_title``.
         margin, margin_kind, anchor: see the rule above.
         include_title: embed "title. description" instead of the description alone.
+        query_descriptions: query -> a generated description of its intent (``querylife genfilt describe
+            --queries``); queries without one are embedded as typed.
 
     Reference: Query-LIFE (arXiv 2311.14742), GenFilt; the masking rule follows GISTEmbed (arXiv 2402.16829).
 
@@ -370,6 +373,7 @@ class DescriptionSimilarityJudge(_BaseJudge):
         anchor: Literal["query", "positive"] = "query",
         include_title: bool = False,
         query_encoder: Encoder | None = None,
+        query_descriptions: Mapping[str, str] | None = None,
         name: str = "",
     ):
         super().__init__()
@@ -384,6 +388,7 @@ class DescriptionSimilarityJudge(_BaseJudge):
         self.margin_kind: MarginKind = margin_kind
         self.anchor = anchor
         self.include_title = include_title
+        self.query_descriptions = query_descriptions or {}
         self.name = name or f"description_{anchor}_{margin_kind}_{margin:g}"
         self.last_scores: np.ndarray | None = None
 
@@ -411,7 +416,8 @@ class DescriptionSimilarityJudge(_BaseJudge):
         text_of = {p: self.product_text(p, count=True) for p in distinct}  # one fallback count per product
         tv, ti = _encode_unique(self.encode, [text_of[p] for p in [*product_ids, *positive_ids]])
         if self.anchor == "query":
-            qv, qi = _encode_unique(self.query_encoder, queries)
+            qd = self.query_descriptions
+            qv, qi = _encode_unique(self.query_encoder, [qd.get(q) or q for q in queries])
             anchors = qv[qi]
         else:
             anchors = tv[ti[len(product_ids) :]]

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..data.prepare import Dataset
+from .describe import QUERY_ID_PREFIX, query_descriptions
 from .judges import (
     DescriptionSimilarityJudge,
     DuplicateTitleJudge,
@@ -179,13 +180,17 @@ def build_judge(config, data: Dataset, text_tower=None, *, kind: str | None = No
     versions = sorted({(r["describer"], r["prompt_version"]) for r in store.items()})
     if not versions:
         raise ValueError(f"{path} holds no descriptions")
-    describer, version = versions[-1]
-    descriptions = store.latest(describer, version)
-    if kind == "descriptions":
-        return DescriptionSimilarityJudge(encoder, descriptions, titles, margin=g.margin, margin_kind=g.margin_kind)
-    prefilter = DescriptionSimilarityJudge(
-        encoder, descriptions, titles, margin=g.prefilter_margin, margin_kind=g.margin_kind
+    products = [v for v in versions if v[1] != g.query_prompt.version] or versions
+    describer, version = products[-1]
+    descriptions = {p: t for p, t in store.latest(describer, version).items() if not p.startswith(QUERY_ID_PREFIX)}
+    intents = query_descriptions(store, describer, g.query_prompt.version)
+    margin = g.margin if kind == "descriptions" else g.prefilter_margin
+    judge = DescriptionSimilarityJudge(
+        encoder, descriptions, titles, margin=margin, margin_kind=g.margin_kind, query_descriptions=intents
     )
+    if kind == "descriptions":
+        return judge
+    prefilter = judge
     return generative_judge(config, data, prefilter, ask=ask)
 
 
