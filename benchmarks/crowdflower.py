@@ -178,35 +178,10 @@ def querylife_config(args, judge: str):
         f"train.eval_batch_size={args.eval_batch_size}",
         "train.device=cpu",
         f"train.false_negative_judge={judge}",
+        f"train.protect_labelled_negatives={args.protect}",
         "genfilt.guide_model=minilm",
     ]
     return load_config(None, overrides)
-
-
-class LabelledNegativeCount:
-    """Wraps the GenFilt judge's trainer callback and counts the masked entries that the labels call irrelevant
-    for the row's own query (grade 1-2 pairs of the training split): negatives the judge overrides."""
-
-    def __init__(self, inner, data: Dataset):
-        self.inner = inner
-        train = data.splits["train"]
-        neg = train[~train["positive"].astype(bool)]
-        self.labelled_negative = set(zip(neg["query"], neg["product_id"], strict=True))
-        self.ids = data.catalog["product_id"].to_numpy()
-        self.masked_labelled = 0
-
-    def __call__(self, queries: list[str], product_rows: np.ndarray) -> torch.Tensor:
-        mask = self.inner(queries, product_rows)
-        pids = self.ids[np.asarray(product_rows)]
-        for i, j in zip(*np.nonzero(mask.numpy()), strict=True):
-            self.masked_labelled += (queries[i], pids[j]) in self.labelled_negative
-        return mask
-
-    def epoch_stats(self) -> dict[str, Any]:
-        out = self.inner.epoch_stats()
-        out["masked_labelled_negatives"] = self.masked_labelled
-        self.masked_labelled = 0
-        return out
 
 
 def run_querylife(args, data: Dataset, run_dir: Path, judge: str) -> tuple[np.ndarray, float, float, dict]:
@@ -214,7 +189,7 @@ def run_querylife(args, data: Dataset, run_dir: Path, judge: str) -> tuple[np.nd
 
     start = time.time()
     cfg = querylife_config(args, judge)
-    mask_fn = LabelledNegativeCount(build_negative_mask_fn(cfg, data), data) if judge != "none" else None
+    mask_fn = build_negative_mask_fn(cfg, data) if judge != "none" else None  # counts labelled negatives it masks
     trainer = Trainer(cfg, data, run_dir, negative_mask_fn=mask_fn, progress=False)
     result = trainer.fit()
     train_s = time.time() - start
@@ -419,8 +394,9 @@ def write_outputs(args, out: Path, meta: dict, per_fold: dict, per_query: dict, 
             f"GenFilt judge (`guide`): masked {masked:.2%} of the in-batch and hard negatives "
             f"({np.mean([j['masked_negatives'] for j in judge]):.0f} per fold-epoch), of which "
             f"{np.mean([j.get('masked_labelled_negatives', 0) for j in judge]):.0f} were labelled grade 1-2 for the "
-            "row's own query: the judge (like GISTEmbedLoss) overrides labelled hard negatives that the guide scores "
-            "at least as high as the positive."
+            "row's own query (the judge overrode the label, as GISTEmbedLoss does); "
+            f"{np.mean([j.get('protected_labelled_negatives', 0) for j in judge]):.0f} more flags were kept as "
+            f"negatives by `train.protect_labelled_negatives={meta['settings'].get('protect', 'none')}`."
         ]
     paired, intervals = paired_table(per_fold, per_query)
     d = meta["data"]
@@ -520,6 +496,12 @@ def main() -> None:
     parser.add_argument("--max-positives", type=int, default=12, help="relevant training pairs kept per query (0: all)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--hard-negatives", type=int, default=1, help="labelled grade 1-2 negatives per pair")
+    parser.add_argument(
+        "--protect",
+        default="irrelevant",
+        choices=["irrelevant", "all", "none"],
+        help="train.protect_labelled_negatives for querylife_genfilt (which labelled negatives a judge may not flag)",
+    )
     parser.add_argument("--embed-dim", type=int, default=384, help="querylife projection size (384: MiniLM's)")
     parser.add_argument("--separate-query-projection", type=lambda s: s.lower() in ("1", "true", "yes"), default=True)
     parser.add_argument("--dev-fraction", type=float, default=0.1)
