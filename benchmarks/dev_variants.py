@@ -47,6 +47,8 @@ VARIANTS: dict[str, dict] = {
     "mean_hn1": {"model.fusion.mode": "mean", "train.hard_negatives": 1},
     "full_big": BIG_CNN,
     "mean_big": {"model.fusion.mode": "mean", **BIG_CNN},
+    "full_d32": {"model.embed_dim": 32},
+    "mean_d32": {"model.fusion.mode": "mean", "model.embed_dim": 32},
 }
 
 
