@@ -670,3 +670,18 @@ def test_genfilt_describe_queries_feeds_the_judges_query_anchor(tiny_store, tiny
     judge = build_judge(cfg, prepare_from_config(cfg, progress=False), kind="descriptions")
     assert len(judge.query_descriptions) == n_queries and set(judge.query_descriptions.values()) == {"the intent"}
     assert not any(p.startswith("query:") for p in judge.descriptions)
+
+
+def test_eval_suite_reports_methods_and_the_genfilt_table(tiny_store, tiny_text_model_dir, tmp_path):
+    out = tmp_path / "suite"
+    proc = cli(
+        "eval", "--suite", "--methods", "bm25,full,fn_duplicate_title", "--catalog", tiny_store.catalog_path,
+        "--pairs", tiny_store.pairs_path, "--out", out, "--quiet", *tiny_overrides(tiny_text_model_dir, epochs=1),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, show(proc)
+    report = json.loads((out / "report.json").read_text())
+    assert report["methods"] == ["bm25", "full", "fn_duplicate_title"]
+    judges = report["meta"]["genfilt"]["judges"]
+    assert set(judges) == {"fn_duplicate_title"} and 0 <= judges["fn_duplicate_title"]["ndcg@10"] <= 1
+    assert "## GenFilt: false-negative judges" in (out / "report.md").read_text()

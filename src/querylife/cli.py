@@ -282,7 +282,16 @@ def eval_(
             )
             name = path.parent.name if path.name == "best" else path.name
             runs.append(MethodRun(name, f"checkpoint {path}", result, 0.0, scored, gate_weight_by_type(scored)))
-    paths = runner.report(runs, title="querylife evaluation", command=" ".join(sys.argv))
+    from .genfilt.summary import genfilt_section
+
+    genfilt_md, genfilt_numbers = genfilt_section(runs, cfg, dataset, text_tower=runner.shared_text_tower())
+    paths = runner.report(
+        runs,
+        title="querylife evaluation",
+        command=" ".join(sys.argv),
+        extra_sections={"GenFilt: false-negative judges": genfilt_md} if genfilt_md else None,
+        extra_meta={"genfilt": {"judges": genfilt_numbers}} if genfilt_numbers else None,
+    )
     typer.echo(Suite.table(runs))
     typer.echo(f"report: {paths['markdown'] if 'markdown' in paths else out}")
 
