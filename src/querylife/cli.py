@@ -392,50 +392,38 @@ def genfilt_evaluate(
     """
     _quiet_transformers()
     from .checkpoint import atomic_write_text
-    from .genfilt.judges import DescriptionSimilarityJudge, DuplicateTitleJudge, GuideModelJudge, text_tower_encoder
+    from .config import with_overrides
+    from .genfilt.base import DescribeError
+    from .genfilt.judges import text_tower_encoder
     from .genfilt.mask_eval import evaluate_judges, known_equivalents, sample_batches
+    from .genfilt.training import build_judge, load_descriptions
     from .report import md_table
 
     cfg = _load(config, set_, catalog, pairs)
     data = _dataset(cfg, progress=False)
-    g = cfg.genfilt
     train = data.splits["train"]
     positives = train[train["positive"]]
     sampled = sample_batches(positives, cfg.train.batch_size, batches, seed=cfg.train.seed)
     truth = known_equivalents(data.catalog, data.pairs)
-    titles = dict(zip(data.catalog["product_id"], data.catalog["title"], strict=True))
-    encoder = text_tower_encoder(g.guide_model)
-    judges = {
-        "duplicate_title": DuplicateTitleJudge(titles),
-        "gist_guide": GuideModelJudge(encoder, titles, margin=g.margin, margin_kind=g.margin_kind),
-    }
+    kinds = {"duplicate_title": "duplicate_title", "gist_guide": "guide"}
     source = "none (no --cache given)"
     if cache:
-        from .genfilt import DescriptionCache
-
-        store = DescriptionCache(cache)
-        names = sorted({(r["describer"], r["prompt_version"]) for r in store.items()})
-        chosen = [n for n in names if describer is None or n[0] == describer]
-        if not chosen:
-            _fail(f"{cache} holds no descriptions" + (f" from {describer}" if describer else ""))
-        name, version = chosen[-1]
-        descriptions = store.latest(name, version)
+        cfg = with_overrides(cfg, {"genfilt.cache": str(cache)})
+        try:
+            name, version, descriptions, _ = load_descriptions(cfg, describer)
+        except (FileNotFoundError, ValueError) as err:
+            _fail(str(err))
         source = f"{name} (prompt {version}), {len(descriptions)} products"
-        judges["genfilt_similarity"] = DescriptionSimilarityJudge(
-            encoder, descriptions, titles, margin=g.margin, margin_kind=g.margin_kind
-        )
-        if g.model:  # a generative model is configured: GenFilt + generative judge too (answers cached)
-            from .genfilt.base import DescribeError
-            from .genfilt.training import generative_judge
-
-            prefilter = DescriptionSimilarityJudge(
-                encoder, descriptions, titles, margin=g.prefilter_margin, margin_kind=g.margin_kind
-            )
-            try:
-                judges["genfilt_generative"] = generative_judge(cfg, data, prefilter)
-            except (DescribeError, ValueError) as err:
-                _fail(str(err))
-            source += f"; yes/no answers from {judges['genfilt_generative'].ask.name} (cache {g.answers})"
+        kinds["genfilt_similarity"] = "descriptions"
+        if cfg.genfilt.model:  # a generative model is configured: GenFilt + generative judge too (answers cached)
+            kinds["genfilt_generative"] = "generative"
+    encoder = text_tower_encoder(cfg.genfilt.guide_model)  # one guide (and its embedding cache) for every judge
+    try:
+        judges = {n: build_judge(cfg, data, kind=k, describer=describer, encoder=encoder) for n, k in kinds.items()}
+    except (DescribeError, ValueError) as err:
+        _fail(str(err))
+    if "genfilt_generative" in judges:
+        source += f"; yes/no answers from {judges['genfilt_generative'].ask.name} (cache {cfg.genfilt.answers})"
     table = evaluate_judges(judges, sampled, truth).set_index("judge")
     cols = ["precision", "recall", "f1", "n_masked", "n_true", "n_pairs", "mask_rate", "asked", "cache_hits"]
     shown = table[[c for c in cols if c in table.columns]]

@@ -33,7 +33,7 @@ from .checkpoint import (
     save_training_state,
 )
 from .config import ExperimentConfig
-from .data.prepare import Dataset
+from .data.prepare import Dataset, training_positive
 from .data.samplers import UniqueBatchSampler
 from .losses import alignment_loss
 from .metrics import per_query_metrics
@@ -115,7 +115,7 @@ class Trainer:
         model_cfg = config.model.model_copy(update={"product_types": data.product_types})
         self.model = QueryLifeModel(model_cfg, towers=towers).to(self.device)
         train = data.splits["train"]
-        keep = train["gain"] > 0 if config.data.include_partial_positives else train["positive"]
+        keep = training_positive(train, config.data.include_partial_positives)
         self.train_pairs = train[keep].reset_index(drop=True)
         if self.train_pairs.empty:
             raise ValueError("the train split has no positive pairs to learn from")

@@ -58,6 +58,12 @@ class Dataset:
         return [" | ".join(p for p in parts if p.strip()) for parts in zip(*cols, strict=True)]
 
 
+def training_positive(pairs: pd.DataFrame, include_partial: bool = False) -> pd.Series:
+    """Which labelled pairs training treats as positives: the ``positive`` ones, or with ``include_partial``
+    (``data.include_partial_positives``) every pair with a gain above 0."""
+    return (pairs["gain"] > 0) if include_partial else pairs["positive"].astype(bool)
+
+
 def assign_query_types(pairs: pd.DataFrame) -> pd.Series:
     """Each query's own product type: the most common type among its positives (else among gain > 0, else all)."""
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.prepare import Dataset
+from ..data.prepare import Dataset, training_positive
 from .describe import QUERY_ID_PREFIX, query_descriptions
 from .judges import (
     DescriptionSimilarityJudge,
@@ -133,8 +133,7 @@ def labelled_negative_pairs(
     """(query, product_id) pairs a split labels as not relevant (with ``include_partial`` partial ones are
     relevant, as in training with ``data.include_partial_positives``); ``irrelevant_only``: only gain-0 labels."""
     pairs = data.splits[split]
-    relevant = pairs["gain"] > 0 if include_partial or irrelevant_only else pairs["positive"]
-    neg = pairs[~relevant.astype(bool)]
+    neg = pairs[~training_positive(pairs, include_partial or irrelevant_only)]
     return set(zip(neg["query"].astype(str), neg["product_id"].astype(str), strict=True))
 
 
@@ -147,51 +146,74 @@ def protected_pairs(config, data: Dataset, split: str = "train") -> set[tuple[st
     return labelled_negative_pairs(data, split, partial, irrelevant_only=level == "irrelevant")
 
 
-def build_judge(config, data: Dataset, text_tower=None, *, kind: str | None = None, ask=None) -> Judge | None:
+def load_descriptions(config, describer: str | None = None) -> tuple[str, str, dict[str, str], dict[str, str]]:
+    """Product descriptions (and query intents) from ``genfilt.cache``.
+
+    Returns ``(describer, prompt_version, product_id -> description, query -> intent)``. ``describer``: use that
+    describer's descriptions; default: the describer and prompt version of the most recently written product
+    description (a rerun with a new prompt or model wins).
+    """
+    from .cache import DescriptionCache
+
+    g = config.genfilt
+    path = Path(g.cache)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"generated descriptions are needed in {path}: "
+            "run `querylife genfilt describe` first (or set genfilt.cache)"
+        )
+    store = DescriptionCache(path)
+    records = [r for r in store.items() if not r["product_id"].startswith(QUERY_ID_PREFIX)]
+    if describer is not None:
+        records = [r for r in records if r["describer"] == describer]
+    if not records:
+        raise ValueError(f"{path} holds no product descriptions" + (f" from {describer}" if describer else ""))
+    name, version = records[-1]["describer"], records[-1]["prompt_version"]
+    mine = [r for r in records if (r["describer"], r["prompt_version"]) == (name, version)]
+    descriptions = {r["product_id"]: r["text"] for r in mine}  # the latest text of a product that changed
+    return name, version, descriptions, query_descriptions(store, name, g.query_prompt.version)
+
+
+def build_judge(
+    config,
+    data: Dataset,
+    text_tower=None,
+    *,
+    kind: str | None = None,
+    ask=None,
+    describer: str | None = None,
+    encoder=None,
+) -> Judge | None:
     """The judge named by ``kind`` (default ``config.train.false_negative_judge``); None for "none".
 
     ``ask``: the generative judge's client (default: a yes / no client over the configured describer).
-
+    ``describer``: whose descriptions the description judges use (default: the most recent; see
+    :func:`load_descriptions`). ``encoder``: a guide encoder to share between judges (its embeddings are cached).
     ``text_tower``: the model's frozen text tower, reused as the guide encoder when it is the configured guide
     model (saves loading it twice); a trainable tower is never reused (the guide must stay fixed).
     """
     kind = kind or config.train.false_negative_judge
     if kind == "none":
         return None
+    if kind not in JUDGES:
+        raise ValueError(f"unknown false-negative judge {kind!r}; known: {', '.join(JUDGES)}")
     g = config.genfilt
     titles = dict(zip(data.catalog["product_id"], data.catalog["title"], strict=True))
     if kind == "duplicate_title":
         return DuplicateTitleJudge(titles)
-    reuse = text_tower is not None and text_tower.frozen and g.guide_model == config.model.tower.text_model
-    encoder = text_tower_encoder(text_tower if reuse else g.guide_model)
+    if encoder is None:
+        reuse = text_tower is not None and text_tower.frozen and g.guide_model == config.model.tower.text_model
+        encoder = text_tower_encoder(text_tower if reuse else g.guide_model)
     if kind == "guide":
         return GuideModelJudge(encoder, titles, margin=g.margin, margin_kind=g.margin_kind)
-    if kind not in ("descriptions", "generative"):
-        raise ValueError(f"unknown false-negative judge {kind!r}; known: {', '.join(JUDGES)}")
-    from .cache import DescriptionCache
-
-    path = Path(g.cache)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"the {kind} judge needs generated descriptions in {path}: "
-            "run `querylife genfilt describe` first (or set genfilt.cache)"
-        )
-    store = DescriptionCache(path)
-    versions = sorted({(r["describer"], r["prompt_version"]) for r in store.items()})
-    if not versions:
-        raise ValueError(f"{path} holds no descriptions")
-    products = [v for v in versions if v[1] != g.query_prompt.version] or versions
-    describer, version = products[-1]
-    descriptions = {p: t for p, t in store.latest(describer, version).items() if not p.startswith(QUERY_ID_PREFIX)}
-    intents = query_descriptions(store, describer, g.query_prompt.version)
+    _, _, descriptions, intents = load_descriptions(config, describer)
     margin = g.margin if kind == "descriptions" else g.prefilter_margin
     judge = DescriptionSimilarityJudge(
         encoder, descriptions, titles, margin=margin, margin_kind=g.margin_kind, query_descriptions=intents
     )
     if kind == "descriptions":
         return judge
-    prefilter = judge
-    return generative_judge(config, data, prefilter, ask=ask)
+    return generative_judge(config, data, judge, ask=ask)
 
 
 def make_describer(config):
@@ -292,8 +314,7 @@ def judge_training_batches(
         raise ValueError("no judge: pass --judge (duplicate_title, guide, descriptions or generative)")
     tc = config.train
     train = data.splits["train"]
-    keep = train["gain"] > 0 if config.data.include_partial_positives else train["positive"]
-    pos = train[keep.astype(bool)].reset_index(drop=True)
+    pos = train[training_positive(train, config.data.include_partial_positives)].reset_index(drop=True)
     queries = pos["query"].astype(str).tolist()
     pids = pos["product_id"].astype(str).tolist()
     truth = known_equivalents(data.catalog, train)
