@@ -253,6 +253,7 @@ class Suite:
             "train_seconds": round(trained.seconds, 1),
             "temperature": 1 / float(trained.model.logit_scale.detach()),
             "calibrator": calibrator.to_dict() if calibrator else None,
+            "false_negative_judge": cfg.train.false_negative_judge,
             "false_negatives": [h["false_negatives"] for h in trained.history if "false_negatives" in h] or None,
         }
         return MethodRun(name, description, result, time.time() - start, scored, gate_weight_by_type(scored), extra)

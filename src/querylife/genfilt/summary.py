@@ -1,6 +1,6 @@
 """The GenFilt table of a report: each false-negative judge's mask quality next to what training with it gave.
 
-For every ``fn_*`` method of a suite run (training with a judge), the same judge is rebuilt and scored on
+For every method of a suite run that trained with a false-negative judge, the same judge is rebuilt and scored on
 sampled training batches against the known equivalents (precision / recall), and shown beside the run's
 training-time counts (share of negatives masked, labelled negatives protected) and its test NDCG@10 / ROC-AUC,
 with "no filter" (the full model) as the first row.
@@ -20,9 +20,11 @@ from ..config import with_overrides
 from ..data.prepare import Dataset
 from ..report import md_table
 from .mask_eval import evaluate_judge, known_equivalents, sample_batches
-from .training import build_judge
+from .training import build_judge, guide_encoder
 
-FN_PREFIX = "fn_"
+
+def _judge_kind(run) -> str:
+    return (run.extra or {}).get("false_negative_judge") or "none"
 
 
 def _last_epoch(run) -> dict[str, Any]:
@@ -31,10 +33,12 @@ def _last_epoch(run) -> dict[str, Any]:
 
 
 def genfilt_section(runs, config, data: Dataset, *, n_batches: int = 40, text_tower=None) -> tuple[str, dict]:
-    """Markdown table + numbers for the ``fn_*`` runs among ``runs`` (MethodRun objects); ("", {}) if none."""
-    fn_runs = [r for r in runs if r.name.startswith(FN_PREFIX)]
+    """Markdown table + numbers for the runs among ``runs`` (MethodRun objects) that trained with a judge; ("", {})
+    if none did."""
+    fn_runs = [r for r in runs if _judge_kind(r) != "none"]
     if not fn_runs:
         return "", {}
+    encoder = guide_encoder(config, text_tower)  # one for every judge: each distinct text is embedded once
     train = data.splits["train"]
     batches = sample_batches(train[train["positive"]], config.train.batch_size, n_batches, seed=config.train.seed)
     truth = known_equivalents(data.catalog, train)
@@ -44,9 +48,9 @@ def genfilt_section(runs, config, data: Dataset, *, n_batches: int = 40, text_to
         full = by_name["full"].result.overall
         rows.append(["no filter (full)", "–", "–", "–", "–", f"{full['ndcg@10']:.4f}", f"{full['roc_auc']:.4f}"])
     for run in fn_runs:
-        kind = run.extra.get("judge_kind") or run.name[len(FN_PREFIX) :]
+        kind = _judge_kind(run)
         cfg = with_overrides(config, {"train.false_negative_judge": kind})
-        judge = build_judge(cfg, data, text_tower)
+        judge = build_judge(cfg, data, kind=kind, encoder=encoder)
         quality = evaluate_judge(judge, batches, truth)
         last = _last_epoch(run)
         entry = {

@@ -146,6 +146,15 @@ def protected_pairs(config, data: Dataset, split: str = "train") -> set[tuple[st
     return labelled_negative_pairs(data, split, partial, irrelevant_only=level == "irrelevant")
 
 
+def guide_encoder(config, text_tower=None):
+    """The similarity judges' guide encoder (``genfilt.guide_model``), cached. ``text_tower``: the model's frozen
+    text tower, reused when it is that same model (saves loading it twice); a trainable tower is never reused (the
+    guide must stay fixed)."""
+    g = config.genfilt
+    reuse = text_tower is not None and text_tower.frozen and g.guide_model == config.model.tower.text_model
+    return text_tower_encoder(text_tower if reuse else g.guide_model)
+
+
 def load_descriptions(config, describer: str | None = None) -> tuple[str, str, dict[str, str], dict[str, str]]:
     """Product descriptions (and query intents) from ``genfilt.cache``.
 
@@ -188,9 +197,8 @@ def build_judge(
 
     ``ask``: the generative judge's client (default: a yes / no client over the configured describer).
     ``describer``: whose descriptions the description judges use (default: the most recent; see
-    :func:`load_descriptions`). ``encoder``: a guide encoder to share between judges (its embeddings are cached).
-    ``text_tower``: the model's frozen text tower, reused as the guide encoder when it is the configured guide
-    model (saves loading it twice); a trainable tower is never reused (the guide must stay fixed).
+    :func:`load_descriptions`). ``encoder``: a guide encoder to share between judges (its embeddings are cached);
+    default :func:`guide_encoder` (``text_tower`` is passed on to it).
     """
     kind = kind or config.train.false_negative_judge
     if kind == "none":
@@ -201,9 +209,7 @@ def build_judge(
     titles = dict(zip(data.catalog["product_id"], data.catalog["title"], strict=True))
     if kind == "duplicate_title":
         return DuplicateTitleJudge(titles)
-    if encoder is None:
-        reuse = text_tower is not None and text_tower.frozen and g.guide_model == config.model.tower.text_model
-        encoder = text_tower_encoder(text_tower if reuse else g.guide_model)
+    encoder = encoder or guide_encoder(config, text_tower)
     if kind == "guide":
         return GuideModelJudge(encoder, titles, margin=g.margin, margin_kind=g.margin_kind)
     _, _, descriptions, intents = load_descriptions(config, describer)
