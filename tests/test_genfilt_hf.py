@@ -297,3 +297,24 @@ def test_kind_mismatch_raises_a_clear_error(llama_dir, llava_dir):
         HFDescriber(str(llava_dir), kind="text")
     with pytest.raises(ValueError, match="kind must be"):
         HFDescriber(str(llama_dir), kind="audio")  # type: ignore[arg-type]
+
+
+def test_yes_no_judge_over_a_local_model(gpt2_dir, monkeypatch):
+    """The generative judge's client runs on a local HF model: the question is rendered through the model's chat
+    template with the judge's system text, capped at the judge's token budget, and answers map back in order."""
+    from querylife.genfilt import JudgePrompt, YesNoClient
+
+    d = HFDescriber(str(gpt2_dir), batch_size=2, max_new_tokens=8)
+    calls = _spy_generate(d)
+    client = YesNoClient(d, JudgePrompt(max_tokens=2))
+    questions = [("red dress", "red floral midi dress", "dress", None), ("power bank", "usb c cable 2m", "cable", None),
+                 ("blue dress", "white dress", "dress", None)]
+    real = client.ask_many(questions)  # garbage text from a random model: mostly undecided, never an exception
+    assert len(real) == 3 and all(a in (True, False, None) for a in real)
+    assert calls and all(c["max_new_tokens"] == 2 for c in calls)
+    assert client.stats["asked"] == 3
+    # the answers come back in the order asked, whatever order the describer generates them in
+    answers = {"red floral midi dress": "Yes", "usb c cable 2m": "no.", "white dress": "No"}
+    monkeypatch.setattr(d, "_generate", lambda texts, images, n: [next(a for k, a in answers.items() if k in t)
+                                                                 for t in texts])
+    assert client.ask_many(questions) == [True, False, False]
