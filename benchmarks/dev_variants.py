@@ -48,6 +48,8 @@ VARIANTS: dict[str, dict] = {
     "full_big": BIG_CNN,
     "mean_big": {"model.fusion.mode": "mean", **BIG_CNN},
     "full_d32": {"model.embed_dim": 32},
+    "full_offset": {"model.fusion.image_score_offset": True},
+    "type_gate_offset": {"model.fusion.mode": "type_gate", "model.fusion.image_score_offset": True},
     "mean_d32": {"model.fusion.mode": "mean", "model.embed_dim": 32},
 }
 

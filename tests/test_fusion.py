@@ -31,7 +31,8 @@ def test_shapes_and_gate_range(mode):
     else:
         assert out.image_weight.shape == (3, 5)
         assert ((out.image_weight >= 0) & (out.image_weight <= 1)).all()
-    assert fusion.index_vectors(t, v, types, has).shape == (5, D)
+    gated = mode in ("type_gate", "query_type_gate")  # with the image score offset as an extra coordinate
+    assert fusion.index_vectors(t, v, types, has).shape == (5, D + gated)
 
 
 @pytest.mark.parametrize("mode", FUSION_MODES)
@@ -108,14 +109,35 @@ def test_query_aware_gate_depends_on_query_and_starts_as_type_gate():
     assert torch.allclose(wt[0], torch.sigmoid(tg.type_logit[types]))
 
 
-def test_index_vectors_match_type_gate_scores():
-    tg = Fusion(FusionConfig(mode="type_gate"), N_TYPES, D)
+@pytest.mark.parametrize("offset", [False, True])
+def test_index_vectors_match_type_gate_scores(offset):
+    tg = Fusion(FusionConfig(mode="type_gate", image_score_offset=offset), N_TYPES, D)
     with torch.no_grad():
         tg.type_logit.copy_(torch.tensor([-2.0, -1.0, 1.0, 2.0]))
+        if offset:
+            tg.image_offset.fill_(0.3)
     q, t, v, types, has = _inputs()
+    has[1] = False
     p = tg.index_vectors(t, v, types, has)
-    assert torch.allclose(q @ p.T, tg.pairwise(q, t, v, types, has).scores, atol=1e-5)
-    assert torch.allclose(p.norm(dim=-1), torch.ones(5), atol=1e-5)
+    assert p.shape == (5, D + offset)
+    assert torch.allclose(tg.index_queries(q) @ p.T, tg.pairwise(q, t, v, types, has).scores, atol=1e-5)
+    assert torch.allclose(p[:, :D].norm(dim=-1), torch.ones(5), atol=1e-5)
+
+
+def test_image_score_offset_shifts_by_the_image_weight_only_in_gated_modes():
+    q, t, v, types, has = _inputs()
+    for mode in ("type_gate", "query_type_gate"):
+        fusion = Fusion(FusionConfig(mode=mode), N_TYPES, D)
+        assert fusion.image_offset is not None and any(p is fusion.image_offset for p in fusion.gate_parameters())
+        base = fusion.pairwise(q, t, v, types, has)
+        with torch.no_grad():
+            fusion.image_offset.fill_(0.2)
+        shifted = fusion.pairwise(q, t, v, types, has)
+        assert torch.allclose(shifted.scores - base.scores, 0.2 * base.image_weight, atol=1e-6)
+        shifted.scores.sum().backward()
+        assert fusion.image_offset.grad is not None and fusion.image_offset.grad != 0
+    for mode in ("title", "image", "mean", "concat"):
+        assert Fusion(FusionConfig(mode=mode), N_TYPES, D).image_offset is None
 
 
 def test_unknown_mode_rejected():

@@ -231,7 +231,12 @@ class QueryLifeModel(nn.Module):
         cfg_path = directory / CONFIG_NAME
         if not cfg_path.exists():
             raise FileNotFoundError(f"{directory} is not a querylife checkpoint: {CONFIG_NAME} is missing")
-        config = ModelConfig.model_validate(json.loads(cfg_path.read_text()))
+        raw = json.loads(cfg_path.read_text())
+        # Checkpoints written before a setting existed were trained without it: keep their behaviour.
+        fusion = raw.get("fusion")
+        if isinstance(fusion, dict):
+            fusion.setdefault("image_score_offset", False)
+        config = ModelConfig.model_validate(raw)
         model = cls(config)
         state = load_file(str(directory / WEIGHTS_NAME), device=map_location)
         missing, unexpected = model.load_state_dict(state, strict=False)
