@@ -50,6 +50,8 @@ VARIANTS: dict[str, dict] = {
     "full_d32": {"model.embed_dim": 32},
     "full_offset": {"model.fusion.image_score_offset": True},
     "type_gate_offset": {"model.fusion.mode": "type_gate", "model.fusion.image_score_offset": True},
+    "full_no_offset": {"model.fusion.image_score_offset": False},
+    "type_gate_no_offset": {"model.fusion.mode": "type_gate", "model.fusion.image_score_offset": False},
     "mean_d32": {"model.fusion.mode": "mean", "model.embed_dim": 32},
 }
 
@@ -68,6 +70,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=["full", "mean"], choices=list(VARIANTS))
     parser.add_argument("--store", default="runs/bench_seeds/data", help="storefront dir (made if missing)")
+    parser.add_argument(
+        "--base-set", action="append", default=[], metavar="KEY=VALUE", help="override applied to every variant"
+    )
     args = parser.parse_args()
     from transformers.utils import logging as hf_logging
 
@@ -75,7 +80,13 @@ def main() -> None:
     hf_logging.disable_progress_bar()
     store = generate_demo(args.store, DemoConfig(), progress=False)
     base = load_config(
-        None, [f"data.catalog={store.catalog_path}", f"data.pairs={store.pairs_path}", "data.split_by=intent"]
+        None,
+        [
+            f"data.catalog={store.catalog_path}",
+            f"data.pairs={store.pairs_path}",
+            "data.split_by=intent",
+            *args.base_set,
+        ],
     )
     data = prepare_from_config(base, progress=False)
     meta = json.loads(store.meta_path.read_text())
