@@ -17,6 +17,10 @@ mode               image weight w                                query-aware / i
 
 A product without an image always gets ``w = 0``: the gate falls back to the title, never to a zero vector.
 
+Gated modes add ``w * d`` to the score, with ``d`` one learned scalar (``image_score_offset``): query-title and
+query-image cosines sit at different levels, and without it a gate that weighs product types differently would
+shift whole types against each other.
+
 Because ``w`` depends on the query in ``query_type_gate``, a batch of ``Bq`` queries and ``Bp`` products has
 ``Bq x Bp`` fused vectors. They are never materialised: with unit ``q, t, v``
 ``q . p_ij = (1 - w_ij) q.t_j + w_ij q.v_j`` and ``|p_ij|^2 = (1 - w)^2 + w^2 + 2 w (1 - w) t_j.v_j``, so the
