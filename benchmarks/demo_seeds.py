@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--products", type=int, default=3000)
     parser.add_argument("--work", default="runs/bench_seeds")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override KEY=VALUE")
     args = parser.parse_args()
     from transformers.utils import logging as hf_logging
 
@@ -47,7 +48,13 @@ def main() -> None:
     store = generate_demo(Path(args.work) / "data", DemoConfig(n_products=args.products, seed=0), progress=False)
     groups = store.type_groups()
     base = load_config(
-        None, [f"data.catalog={store.catalog_path}", f"data.pairs={store.pairs_path}", "data.split_by=intent"]
+        None,
+        [
+            f"data.catalog={store.catalog_path}",
+            f"data.pairs={store.pairs_path}",
+            "data.split_by=intent",
+            *args.overrides,
+        ],
     )
     data = prepare_from_config(base, progress=False)
     per_seed: dict[str, dict[str, dict]] = {m: {} for m in args.methods}

@@ -31,8 +31,10 @@ def test_shapes_and_gate_range(mode):
     else:
         assert out.image_weight.shape == (3, 5)
         assert ((out.image_weight >= 0) & (out.image_weight <= 1)).all()
-    gated = mode in ("type_gate", "query_type_gate")  # with the image score offset as an extra coordinate
-    assert fusion.index_vectors(t, v, types, has).shape == (5, D + gated)
+    assert fusion.index_vectors(t, v, types, has).shape == (5, D)
+    with_offset = Fusion(FusionConfig(mode=mode, image_score_offset=True), N_TYPES, D)
+    gated = mode in ("type_gate", "query_type_gate")  # the offset is one extra coordinate of the index vectors
+    assert with_offset.index_vectors(t, v, types, has).shape == (5, D + gated)
 
 
 @pytest.mark.parametrize("mode", FUSION_MODES)
@@ -127,7 +129,8 @@ def test_index_vectors_match_type_gate_scores(offset):
 def test_image_score_offset_shifts_by_the_image_weight_only_in_gated_modes():
     q, t, v, types, has = _inputs()
     for mode in ("type_gate", "query_type_gate"):
-        fusion = Fusion(FusionConfig(mode=mode), N_TYPES, D)
+        assert Fusion(FusionConfig(mode=mode), N_TYPES, D).image_offset is None  # off by default
+        fusion = Fusion(FusionConfig(mode=mode, image_score_offset=True), N_TYPES, D)
         assert fusion.image_offset is not None and any(p is fusion.image_offset for p in fusion.gate_parameters())
         base = fusion.pairwise(q, t, v, types, has)
         with torch.no_grad():
@@ -137,7 +140,7 @@ def test_image_score_offset_shifts_by_the_image_weight_only_in_gated_modes():
         shifted.scores.sum().backward()
         assert fusion.image_offset.grad is not None and fusion.image_offset.grad != 0
     for mode in ("title", "image", "mean", "concat"):
-        assert Fusion(FusionConfig(mode=mode), N_TYPES, D).image_offset is None
+        assert Fusion(FusionConfig(mode=mode, image_score_offset=True), N_TYPES, D).image_offset is None
 
 
 def test_unknown_mode_rejected():

@@ -85,7 +85,9 @@ def test_precomputed_features_equal_tower_path(tiny_text_model_dir):
 
 
 def test_save_load_identical_scores(tiny_text_model_dir, tmp_path):
-    model = QueryLifeModel(_config(tiny_text_model_dir, train_text_layers=1))
+    cfg = _config(tiny_text_model_dir, train_text_layers=1)
+    cfg = cfg.model_copy(update={"fusion": cfg.fusion.model_copy(update={"image_score_offset": True})})
+    model = QueryLifeModel(cfg)
     torch.nn.init.normal_(model.fusion.gate_out.weight)
     with torch.no_grad():
         model.fusion.type_logit.copy_(torch.tensor([0.0, 1.0, -1.0, 2.0]))
@@ -168,17 +170,3 @@ def test_small_cnn_can_be_frozen_and_then_stays_fixed_in_training(tiny_text_mode
     assert all(torch.equal(before[k], v) for k, v in model.vision_tower.state_dict().items())
     assert not QueryLifeModel(cfg.model_copy(update={"tower": cfg.tower.model_copy(
         update={"train_vision_layers": -1})})).vision_tower.frozen
-
-
-def test_checkpoint_from_before_the_image_offset_loads_as_trained(tiny_text_model_dir, tmp_path):
-    """A config.json without fusion.image_score_offset (written before it existed) loads without the offset."""
-    import json
-
-    cfg = _config(tiny_text_model_dir)
-    old = QueryLifeModel(cfg.model_copy(update={"fusion": cfg.fusion.model_copy(update={"image_score_offset": False})}))
-    old.save_pretrained(tmp_path / "old")
-    raw = json.loads((tmp_path / "old" / "config.json").read_text())
-    del raw["fusion"]["image_score_offset"]
-    (tmp_path / "old" / "config.json").write_text(json.dumps(raw))
-    loaded = QueryLifeModel.from_pretrained(tmp_path / "old")
-    assert loaded.fusion.image_offset is None and not loaded.config.fusion.image_score_offset

@@ -17,9 +17,9 @@ mode               image weight w                                query-aware / i
 
 A product without an image always gets ``w = 0``: the gate falls back to the title, never to a zero vector.
 
-Gated modes add ``w * d`` to the score, with ``d`` one learned scalar (``image_score_offset``): query-title and
-query-image cosines sit at different levels, and without it a gate that weighs product types differently would
-shift whole types against each other.
+With ``image_score_offset`` gated modes add ``w * d`` to the score, ``d`` one learned scalar: query-title and
+query-image cosines sit at different levels, and a gate that weighs product types differently shifts whole types
+against each other (off by default; see FusionConfig).
 
 Because ``w`` depends on the query in ``query_type_gate``, a batch of ``Bq`` queries and ``Bp`` products has
 ``Bq x Bp`` fused vectors. They are never materialised: with unit ``q, t, v``
@@ -58,10 +58,11 @@ class FusionConfig(BaseModel):
     init_image_weight: float = 0.5  # sigmoid of the initial gate logit; 0.5 starts every gated mode as "mean"
     # A learned offset d on the image side of gated modes: score = fused + w * d. Title and image cosines live on
     # different levels (query-title cosines run higher), so a gate that weighs them differently per product type
-    # shifts whole types up or down against each other, which costs pooled ROC-AUC (dev split: +0.002 for the
-    # query+type gate on the demo storefront, +0.02 on a variant with one informative modality per type; NDCG@10
-    # unchanged; benchmarks/results/dev_variants.md). No effect on fixed-weight modes.
-    image_score_offset: bool = True
+    # shifts whole types up or down against each other, which costs pooled ROC-AUC. Off by default: on the demo
+    # storefront's dev split it gained only +0.002 ROC-AUC (+0.02 on a variant with one informative modality per
+    # type), and over 5 seeds on test it cost the query+type gate 0.007 (benchmarks/results/dev_variants.md,
+    # demo_seeds_offset.md). No effect on fixed-weight modes.
+    image_score_offset: bool = False
 
 
 @dataclass

@@ -231,12 +231,7 @@ class QueryLifeModel(nn.Module):
         cfg_path = directory / CONFIG_NAME
         if not cfg_path.exists():
             raise FileNotFoundError(f"{directory} is not a querylife checkpoint: {CONFIG_NAME} is missing")
-        raw = json.loads(cfg_path.read_text())
-        # Checkpoints written before a setting existed were trained without it: keep their behaviour.
-        fusion = raw.get("fusion")
-        if isinstance(fusion, dict):
-            fusion.setdefault("image_score_offset", False)
-        config = ModelConfig.model_validate(raw)
+        config = ModelConfig.model_validate(json.loads(cfg_path.read_text()))
         model = cls(config)
         state = load_file(str(directory / WEIGHTS_NAME), device=map_location)
         missing, unexpected = model.load_state_dict(state, strict=False)
