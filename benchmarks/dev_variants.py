@@ -82,9 +82,7 @@ def main() -> None:
     base = load_config(
         None,
         [
-            f"data.catalog={store.catalog_path}",
-            f"data.pairs={store.pairs_path}",
-            "data.split_by=intent",
+            *(f"{k}={v}" for k, v in store.config_overrides().items()),
             *args.base_set,
         ],
     )

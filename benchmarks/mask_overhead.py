@@ -68,9 +68,7 @@ def main() -> None:
     cfg = load_config(
         None,
         [
-            f"data.catalog={store.catalog_path}",
-            f"data.pairs={store.pairs_path}",
-            "data.split_by=intent",
+            *(f"{k}={v}" for k, v in store.config_overrides().items()),
             f"genfilt.cache={desc_path}",
             f"genfilt.answers={tmp / 'answers.jsonl'}",
             "genfilt.prefilter_margin=0.05",

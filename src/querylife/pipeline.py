@@ -47,12 +47,7 @@ def run_demo(
     config = with_overrides(config, overrides)
     log(f"1/3 demo storefront ({n_products} products, seed {seed}) in {out_dir / 'data'}")
     store = generate_demo(out_dir / "data", DemoConfig(n_products=n_products, seed=seed), progress=progress)
-    # Split by intent: the storefront phrases one intent several ways, and a paraphrase of a test query in the
-    # training split would flatter every trained method.
-    config = with_overrides(
-        config,
-        {"data.catalog": str(store.catalog_path), "data.pairs": str(store.pairs_path), "data.split_by": "intent"},
-    )
+    config = with_overrides(config, store.config_overrides())  # split by intent (see DemoStorefront)
     data = prepare_from_config(config, progress=progress)
     sizes = ", ".join(f"{k} {v['query'].nunique()} queries / {len(v)} pairs" for k, v in data.splits.items())
     log(f"    {len(data.catalog)} products, {len(data.pairs)} labelled pairs; {sizes}")

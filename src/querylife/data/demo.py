@@ -151,6 +151,14 @@ class DemoStorefront:
             "title-informative": meta["title_informative_types"],
         }
 
+    def config_overrides(self) -> dict[str, str]:
+        """Config overrides that point an experiment at this storefront, split by intent: the storefront phrases
+        one intent several ways, and a paraphrase of a test query in training would flatter every trained method.
+
+        Example: ``with_overrides(config, store.config_overrides())``.
+        """
+        return {"data.catalog": str(self.catalog_path), "data.pairs": str(self.pairs_path), "data.split_by": "intent"}
+
 
 # ----------------------------------------------------------------------------------------------------
 # The product world
