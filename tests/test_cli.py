@@ -456,13 +456,9 @@ def test_demo_with_a_describer_server_adds_the_genfilt_rows(tiny_text_model_dir,
     the report names the describer and shows every judge's mask precision / recall next to its NDCG@10."""
     from test_genfilt_openai import FakeOpenAIServer
 
-    class Answers(dict):
-        def get(self, key, default=None):  # descriptions echo the title; judge questions get "Yes"
-            return f"{key}, as described" if key else "Yes"
-
     out = tmp_path / "demo"
     methods = ["full", "fn_guide"]
-    with FakeOpenAIServer(table=Answers()) as server:
+    with FakeOpenAIServer(rule=lambda title: f"{title}, as described" if title else "Yes") as server:
         proc = cli(
             "demo", "--out", out, "--products", 120, "--methods", ",".join(methods), "--epochs", 1, "--quiet",
             *tiny_overrides(tiny_text_model_dir), "--set", f"genfilt.guide_model={tiny_text_model_dir}",
@@ -558,20 +554,12 @@ def test_genfilt_judge_rejects_unknown_judges_and_dead_servers(tiny_store, tiny_
 
 def test_genfilt_judge_generative_fills_the_answer_cache_once(tiny_store, tiny_text_model_dir, tmp_path):
     """The real CLI against a real OpenAI-compatible server on loopback: answers are asked once, then reused."""
-    from test_genfilt_openai import FakeOpenAIServer
-
-    from querylife.genfilt import DescriptionCache, products_from_catalog
+    from test_genfilt_openai import FakeOpenAIServer, stub_descriptions
 
     catalog = pd.read_parquet(tiny_store.catalog_path)
     catalog["image_path"] = [str(tiny_store.catalog_path.parent / p) for p in catalog["image_path"]]
     cache = tmp_path / "desc.jsonl"
-    DescriptionCache(cache).put_many(
-        [(it, f"{it.product_type}: {it.title}") for it in products_from_catalog(catalog)], "stub", "v1"
-    )
-
-    class YesForDuplicates(dict):
-        def get(self, key, default=None):
-            return "No" if len(key) % 2 else "Yes"  # a fixed, arbitrary rule: half yes, half no
+    stub_descriptions(catalog, cache)
 
     args = ["--judge", "generative", "--epochs", "1", "--set", f"genfilt.cache={cache}",
             "--set", f"genfilt.answers={tmp_path / 'answers.jsonl'}",
@@ -579,7 +567,7 @@ def test_genfilt_judge_generative_fills_the_answer_cache_once(tiny_store, tiny_t
             "--set", "genfilt.model=m", "--set", "genfilt.prefilter_margin=0.02",
             "--set", "genfilt.max_questions_per_batch=6",
             "--set", "genfilt.judge_prompt.user='Title: {query} => {product}'"]
-    with FakeOpenAIServer(table=YesForDuplicates()) as server:
+    with FakeOpenAIServer(rule=lambda title: "No" if len(title) % 2 else "Yes") as server:
         proc = _judge_cli(tiny_store, tmp_path / "j1", *args, "--set", f"genfilt.base_url={server.url}")
         assert proc.returncode == 0, proc.stderr
         first = json.loads((tmp_path / "j1" / "judge_summary.json").read_text())
@@ -597,21 +585,13 @@ def test_genfilt_judge_generative_fills_the_answer_cache_once(tiny_store, tiny_t
 
 
 def test_genfilt_evaluate_scores_the_generative_judge_against_a_server(tiny_store, tiny_text_model_dir, tmp_path):
-    from test_genfilt_openai import FakeOpenAIServer
-
-    from querylife.genfilt import DescriptionCache, products_from_catalog
+    from test_genfilt_openai import FakeOpenAIServer, stub_descriptions
 
     catalog = pd.read_parquet(tiny_store.catalog_path)
     cache = tmp_path / "desc.jsonl"
-    DescriptionCache(cache).put_many(
-        [(it, f"{it.product_type}: {it.title}") for it in products_from_catalog(catalog)], "stub", "v1"
-    )
+    stub_descriptions(catalog, cache)
 
-    class Yes(dict):
-        def get(self, key, default=None):
-            return "yes"
-
-    with FakeOpenAIServer(table=Yes()) as server:
+    with FakeOpenAIServer(rule=lambda title: "yes") as server:
         proc = subprocess.run(
             [sys.executable, "-m", "querylife.cli", "genfilt", "evaluate", "--catalog", str(tiny_store.catalog_path),
              "--pairs", str(tiny_store.pairs_path), "--out", str(tmp_path / "gf"), "--batches", "4",
@@ -631,24 +611,17 @@ def test_genfilt_evaluate_scores_the_generative_judge_against_a_server(tiny_stor
 
 
 def test_genfilt_describe_queries_feeds_the_judges_query_anchor(tiny_store, tiny_text_model_dir, tmp_path):
-    from test_genfilt_openai import FakeOpenAIServer
+    from test_genfilt_openai import FakeOpenAIServer, stub_descriptions
 
     from querylife.config import load_config
     from querylife.data.prepare import prepare_from_config
-    from querylife.genfilt import DescriptionCache, products_from_catalog
     from querylife.genfilt.training import build_judge
 
     cache = tmp_path / "desc.jsonl"
     catalog = pd.read_parquet(tiny_store.catalog_path)
-    DescriptionCache(cache).put_many(
-        [(it, f"{it.product_type}: {it.title}") for it in products_from_catalog(catalog)], "openai:X:m", "v1"
-    )
+    stub_descriptions(catalog, cache, describer="openai:X:m")
 
-    class Intent(dict):
-        def get(self, key, default=None):
-            return "the intent"
-
-    with FakeOpenAIServer(table=Intent()) as server:
+    with FakeOpenAIServer(rule=lambda title: "the intent") as server:
         proc = subprocess.run(
             [sys.executable, "-m", "querylife.cli", "genfilt", "describe", "--queries", "--pairs",
              str(tiny_store.pairs_path), "--cache", str(cache), "--quiet", "--set", "genfilt.model=m",

@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -44,6 +45,7 @@ class FakeOpenAIServer:
     ``POST /v1/chat/completions``. Use as a context manager; ``url`` is the ``/v1`` base URL."""
 
     table: dict[str, str] = field(default_factory=dict)
+    rule: Callable[[str], str] | None = None  # answer for titles not in the table (default: "desc of <title>")
     delay: float = 0.0  # every completion sleeps this long, so that concurrent requests overlap
     api_key: str | None = None  # when set, requests without "Bearer <api_key>" get 401
     models: tuple[str, ...] = ("m",)
@@ -126,7 +128,7 @@ class FakeOpenAIServer:
                     return 200, b"<html>502 Bad Gateway</html>", None
                 if rule.garbage == "no_choices":
                     return 200, b'{"id": "x", "object": "chat.completion"}', None
-                content = rule.answer if rule.answer is not None else server.table.get(title, f"desc of {title}")
+                content = rule.answer if rule.answer is not None else server.answer_for(title)
                 if rule.garbage == "empty":
                     content = ""
                 elif rule.garbage == "blank":
@@ -149,6 +151,11 @@ class FakeOpenAIServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
+    def answer_for(self, title: str) -> str:
+        if title in self.table:
+            return self.table[title]
+        return self.rule(title) if self.rule is not None else f"desc of {title}"
+
     @staticmethod
     def title_of(payload: dict) -> str:
         content = payload["messages"][-1]["content"]
@@ -169,6 +176,15 @@ class FakeOpenAIServer:
     def requests_for(self, title: str) -> list[dict]:
         with self.lock:
             return [r for r in self.requests if self.title_of(r) == title]
+
+
+def stub_descriptions(catalog, path, describer: str = "stub", version: str = "v1") -> None:
+    """Write "<type>: <title>" for every catalogue product into a description cache: a stand-in for a describer's
+    output in tests that exercise the judges' plumbing (never presented as a model's output)."""
+    from querylife.genfilt import DescriptionCache, products_from_catalog
+
+    items = products_from_catalog(catalog)
+    DescriptionCache(path).put_many([(it, f"{it.product_type}: {it.title}") for it in items], describer, version)
 
 
 def closed_port_url() -> str:

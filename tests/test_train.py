@@ -243,19 +243,12 @@ def test_flagged_negatives_as_extra_positives_train(tiny_config, tiny_data, tmp_
 
 
 def test_generative_judge_in_training_asks_the_server_once_per_pair(tiny_config, tiny_data, tmp_path):
-    from test_genfilt_openai import FakeOpenAIServer
+    from test_genfilt_openai import FakeOpenAIServer, stub_descriptions
 
     from querylife.config import with_overrides
-    from querylife.genfilt import DescriptionCache, products_from_catalog
 
-    items = products_from_catalog(tiny_data.catalog)
-    cache = DescriptionCache(tmp_path / "desc.jsonl")
-    cache.put_many([(it, f"{it.product_type}: {it.title}") for it in items], "stub", "v1")
-    class AlwaysYes(dict):
-        def get(self, key, default=None):
-            return "Yes"
-
-    with FakeOpenAIServer(table=AlwaysYes()) as server:
+    stub_descriptions(tiny_data.catalog, tmp_path / "desc.jsonl")
+    with FakeOpenAIServer(rule=lambda title: "Yes") as server:
         overrides = {"train.false_negative_judge": "generative", "train.epochs": 2,
                      "genfilt.cache": str(tmp_path / "desc.jsonl"), "genfilt.answers": str(tmp_path / "ans.jsonl"),
                      "genfilt.guide_model": tiny_config.model.tower.text_model, "genfilt.prefilter_margin": 0.05,
