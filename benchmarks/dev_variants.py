@@ -53,6 +53,18 @@ VARIANTS: dict[str, dict] = {
     "full_no_offset": {"model.fusion.image_score_offset": False},
     "type_gate_no_offset": {"model.fusion.mode": "type_gate", "model.fusion.image_score_offset": False},
     "mean_d32": {"model.fusion.mode": "mean", "model.embed_dim": 32},
+    "full_gs30": {"train.gate_start_fraction": 0.3},
+    "full_gs50": {"train.gate_start_fraction": 0.5},
+    "type_gate_gs50": {"model.fusion.mode": "type_gate", "train.gate_start_fraction": 0.5},
+    "full_it": {"loss.query_fused_in_type": 1.0},
+    "mean_it": {"model.fusion.mode": "mean", "loss.query_fused_in_type": 1.0},
+    "type_gate_it": {"model.fusion.mode": "type_gate", "loss.query_fused_in_type": 1.0},
+    "full_it_gs50": {"loss.query_fused_in_type": 1.0, "train.gate_start_fraction": 0.5},
+    "full_fcnn": {"model.tower.train_vision_layers": 0},
+    "mean_fcnn": {"model.fusion.mode": "mean", "model.tower.train_vision_layers": 0},
+    "full_sharedq": {"model.separate_query_projection": False},
+    "mean_sharedq": {"model.fusion.mode": "mean", "model.separate_query_projection": False},
+    "type_gate_sharedq": {"model.fusion.mode": "type_gate", "model.separate_query_projection": False},
 }
 
 

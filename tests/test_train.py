@@ -265,3 +265,44 @@ def test_generative_judge_in_training_asks_the_server_once_per_pair(tiny_config,
         assert st.undecided == st.over_budget  # over the budget: the prefilter's decision stands
     assert (tmp_path / "ans.jsonl").read_text().count("\n") == judge.stats.asked  # one line per answer
     assert result.history[-1]["false_negatives"]["judge"].startswith("generative")
+
+
+def test_gate_start_fraction_holds_the_gate_at_mean_fusion_then_trains_it(tiny_config, tiny_data, tmp_path):
+    from querylife.config import with_overrides
+
+    cfg = with_overrides(
+        tiny_config, {"train.epochs": 2, "train.patience": 0, "train.gate_start_fraction": 0.5, "train.lr": 3e-3}
+    )
+    steps_per_epoch = len(Trainer(cfg, tiny_data, tmp_path / "probe", progress=False).sampler)
+    # Interrupt at the end of the hold (half of the steps): the gate must still be exactly at its init while the
+    # rest of the model (towers, heads, temperature) has moved.
+    hold = steps_per_epoch  # 2 epochs, fraction 0.5
+    with pytest.raises(TrainingInterrupted):
+        held_cfg = with_overrides(cfg, {"train.save_every_steps": hold})
+        Trainer(held_cfg, tiny_data, tmp_path / "held", progress=False, max_steps=hold).fit()
+    init = Trainer(cfg, tiny_data, tmp_path / "init", progress=False).model
+    held = QueryLifeModel.from_pretrained(tmp_path / "held" / "last")
+    gate_names = ("fusion.type_logit", "fusion.gate_q.weight", "fusion.gate_out.weight", "fusion.gate_out.bias")
+    a, b = init.state_dict(), held.state_dict()
+    for name in gate_names:
+        assert torch.equal(a[name], b[name]), name
+    assert not torch.equal(a["log_logit_scale"], b["log_logit_scale"])  # the temperature is not held
+    assert not torch.equal(a["image_proj.weight"], b["image_proj.weight"])
+    d = held.config.embed_dim
+    w = held.fusion.image_weight(
+        torch.randn(3, d), torch.randn(4, d), torch.randn(4, d), torch.tensor([1, 2, 1, 2]),
+        torch.ones(4, dtype=torch.bool), pairwise=True,
+    )  # (3, 4)
+    assert torch.allclose(w, torch.full_like(w, 0.5))  # exactly mean fusion during the hold
+    # After the hold the gate learns (the last weights: the dev-best ones may come from the hold).
+    Trainer(cfg, tiny_data, tmp_path / "full", progress=False).fit()
+    trained = QueryLifeModel.from_pretrained(tmp_path / "full" / "last").state_dict()
+    assert not torch.equal(a["fusion.type_logit"], trained["fusion.type_logit"].cpu())
+    assert not torch.equal(a["fusion.gate_out.weight"], trained["fusion.gate_out.weight"].cpu())
+
+
+def test_gate_start_fraction_is_validated():
+    from querylife.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="gate_start_fraction"):
+        load_config(None, ["train.gate_start_fraction=1.0"])

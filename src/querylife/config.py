@@ -64,6 +64,13 @@ class TrainConfig(BaseModel):
     # base rate they stay at their init for hundreds of steps (DESIGN §5), so they get a higher rate.
     gate_lr_multiplier: float = 30.0
     gate_net_lr_multiplier: float = 1.0  # the query-aware gate network (a small MLP)
+    # Share of the steps during which the gate (per-type scalars and network) stays at its init, i.e. mean fusion,
+    # while the towers learn. A gate trained from step 0 sees a pretrained text tower against a vision tower that
+    # is still random, learns "trust the title", and then starves the vision tower of gradient (w scales it): with
+    # 20% of the demo's training queries it fell to 0.3 image weight on every type and lost 0.013 dev NDCG@10 to
+    # mean fusion; holding it for half the steps recovered most of that and changed nothing with all the queries
+    # (benchmarks/results/dev_variants.md). 0 trains the gate from the first step.
+    gate_start_fraction: float = Field(default=0.5, ge=0.0, lt=1.0)
     seed: int = 0
     # Labelled non-positive candidates of each pair's query added to the batch as extra negatives (in-batch
     # negatives are mostly of other product types). Off by default: on the demo storefront it lowered test

@@ -246,16 +246,20 @@ class QueryLifeModel(nn.Module):
     def parameter_groups(
         self, lr: float, weight_decay: float, gate_lr_multiplier: float, gate_net_lr_multiplier: float = 1.0
     ) -> list[dict]:
-        """AdamW groups: weights with decay; biases/norms/scalars without; gate scalars + temperature faster;
-        the gate network at its own rate."""
-        fast_ids = {id(p) for p in self.fusion.gate_parameters()} | {id(self.log_logit_scale), id(self.logit_bias)}
+        """AdamW groups: weights with decay; biases/norms/scalars without; gate scalars and temperature faster
+        (separate groups, so that the trainer can hold the gate at its init for a while); the gate network at its
+        own rate."""
+        gate_ids = {id(p) for p in self.fusion.gate_parameters()}
+        scale_ids = {id(self.log_logit_scale), id(self.logit_bias)}
         net_ids = {id(p) for p in self.fusion.gate_network_parameters()}
-        decay, no_decay, fast, net = [], [], [], []
+        decay, no_decay, fast, scale, net = [], [], [], [], []
         for p in self.parameters():
             if not p.requires_grad:
                 continue
-            if id(p) in fast_ids:
+            if id(p) in gate_ids:
                 fast.append(p)
+            elif id(p) in scale_ids:
+                scale.append(p)
             elif id(p) in net_ids:
                 net.append(p)
             elif p.ndim < 2:
@@ -266,6 +270,7 @@ class QueryLifeModel(nn.Module):
             {"params": decay, "weight_decay": weight_decay, "lr": lr, "name": "decay"},
             {"params": no_decay, "weight_decay": 0.0, "lr": lr, "name": "no_decay"},
             {"params": fast, "weight_decay": 0.0, "lr": lr * gate_lr_multiplier, "name": "gate"},
+            {"params": scale, "weight_decay": 0.0, "lr": lr * gate_lr_multiplier, "name": "scale"},
             {"params": net, "weight_decay": 0.0, "lr": lr * gate_net_lr_multiplier, "name": "gate_net"},
         ]
         return [g for g in groups if g["params"]]

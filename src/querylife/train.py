@@ -200,6 +200,11 @@ class Trainer:
             return mask, flagged & ~mask
         return mask | flagged, None
 
+    def other_type(self, batch: list[int], product_rows: np.ndarray) -> torch.Tensor:
+        """(B, Bp) bool: products of another type than the row's positive (the query's type)."""
+        types = self.type_ids[torch.from_numpy(product_rows)]  # (Bp,)
+        return types[: len(batch)].unsqueeze(1) != types.unsqueeze(0)
+
     def batch_inputs(self, batch: list[int], product_rows: np.ndarray) -> dict[str, Any]:
         """The model's keyword inputs for a batch: cached tower features where frozen, else raw texts/pixels."""
         rows = torch.from_numpy(product_rows)
@@ -251,6 +256,19 @@ class Trainer:
             self.run_dir / "last", lambda tmp: save_training_state(tmp, self.model, optimizer, scheduler, state)
         )
 
+    def _lr_factors(self, optimizer: torch.optim.Optimizer, total: int) -> list[Callable[[int], float]]:
+        """One schedule per parameter group: warm-up + cosine for all; the gate groups start later when
+        ``train.gate_start_fraction`` > 0 (held at their init, i.e. mean fusion, until then)."""
+        tc = self.config.train
+        main = cosine_with_warmup(total, int(tc.warmup_fraction * total))
+        start = int(tc.gate_start_fraction * total)
+        late = cosine_with_warmup(total - start, int(tc.warmup_fraction * (total - start)))
+
+        def gate(step: int) -> float:
+            return 0.0 if step < start else late(step - start)
+
+        return [gate if start and g.get("name") in ("gate", "gate_net") else main for g in optimizer.param_groups]
+
     # ---- loop -------------------------------------------------------------------------------------------
     def fit(self, *, resume: bool = False) -> TrainResult:
         """Train; with ``resume`` continue from ``run_dir/last`` (a killed run) if it exists."""
@@ -261,9 +279,7 @@ class Trainer:
         )
         steps_per_epoch = len(self.sampler)
         total = steps_per_epoch * tc.epochs
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, cosine_with_warmup(total, int(tc.warmup_fraction * total))
-        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factors(optimizer, total))
         state = {
             "epoch": 0,
             "step_in_epoch": 0,
@@ -307,7 +323,8 @@ class Trainer:
                 extra = None if extra is None else extra.to(self.device)
                 same = torch.from_numpy(prod_rows[:, None] == prod_rows[None, :]).to(self.device)  # (Bp, Bp)
                 loss = alignment_loss(
-                    out.sims, self.config.loss, out.logit_scale, out.logit_bias, mask, same, extra_positive=extra
+                    out.sims, self.config.loss, out.logit_scale, out.logit_bias, mask, same, extra_positive=extra,
+                    other_type=self.other_type(batch, prod_rows).to(self.device),
                 )
                 optimizer.zero_grad(set_to_none=True)
                 loss.total.backward()
