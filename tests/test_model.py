@@ -170,3 +170,12 @@ def test_small_cnn_can_be_frozen_and_then_stays_fixed_in_training(tiny_text_mode
     assert all(torch.equal(before[k], v) for k, v in model.vision_tower.state_dict().items())
     assert not QueryLifeModel(cfg.model_copy(update={"tower": cfg.tower.model_copy(
         update={"train_vision_layers": -1})})).vision_tower.frozen
+
+
+def test_query_head_shared_by_default_separate_on_request(tiny_text_model_dir):
+    shared = QueryLifeModel(_config(tiny_text_model_dir))
+    assert shared.query_proj is None
+    q, t = shared.encode_queries(["red dress"]), shared.encode_titles(["red dress"])
+    assert torch.allclose(q, t, atol=1e-6)  # same text, same tower, same head
+    own = QueryLifeModel(_config(tiny_text_model_dir).model_copy(update={"separate_query_projection": True}))
+    assert own.query_proj is not None and own.query_proj.weight is not own.title_proj.weight

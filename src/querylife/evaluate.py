@@ -44,6 +44,10 @@ TRAINED_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "no_query_image": ("ablation: query-image term off", {"loss.query_image": 0.0}),
     "no_title_image": ("ablation: title-image term off", {"loss.title_image": 0.0}),
     "hard_negatives": ("ablation: + 1 labelled hard negative per pair", {"train.hard_negatives": 1}),
+    "separate_query_head": (
+        "ablation: queries get their own projection head",
+        {"model.separate_query_projection": True},
+    ),
     "fn_duplicate_title": (
         "false negatives: same-title duplicates masked",
         {"train.false_negative_judge": "duplicate_title"},
