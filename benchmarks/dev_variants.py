@@ -82,6 +82,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=["full", "mean"], choices=list(VARIANTS))
     parser.add_argument("--store", default="runs/bench_seeds/data", help="storefront dir (made if missing)")
+    parser.add_argument("--work", default="runs/dev_variants", help="run directories (VARIANT_SEED); use one per store")
     parser.add_argument(
         "--base-set", action="append", default=[], metavar="KEY=VALUE", help="override applied to every variant"
     )
@@ -116,7 +117,7 @@ def main() -> None:
         for seed in args.seeds:
             start = time.time()
             cfg = with_overrides(base, {**VARIANTS[name], "train.seed": seed})
-            run_dir = f"runs/dev_variants/{name}_{seed}"
+            run_dir = f"{args.work}/{name}_{seed}"
             trained = Trainer(cfg, data, run_dir, cache=cache, towers=(tower, None, None), progress=False).fit()
             s = score_pairs(trained.model, data, dev, cache)
             scored = dev.assign(score=s.score, w=s.image_weight, mod=dev["query"].map(modality))

@@ -6,37 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+from tiny_models import TINY_DIMS, write_vocab
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-WORDS = (
-    "red blue green black white pink striped dotted plain checked dress shirt sneakers bag high low "
-    "power bank charger cable case usb c 2m 1m mah 10000 20000 w 20 65 phone model x y z summer cotton "
-    "fast slim brand new classic women men kids sale"
-).split()
-
-
-def _demo_words() -> set[str]:
-    """Every word the demo storefront uses for types and attribute values, so the tiny model sees whole words."""
-    import re
-
-    from querylife.data.demo import PRODUCT_TYPES
-
-    words: set[str] = set()
-    for spec in PRODUCT_TYPES.values():
-        texts = [*spec.query_nouns, *spec.title_nouns, *(v for vals in spec.attributes.values() for v in vals)]
-        for text in texts:
-            words.update(re.findall(r"[a-z0-9]+", text.lower()))
-    return words
-
-
-def _write_vocab(directory: Path) -> list[str]:
-    words = sorted(set(WORDS) | _demo_words())
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *"abcdefghijklmnopqrstuvwxyz0123456789"]
-    vocab += [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
-    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    return vocab
 
 
 @pytest.fixture(scope="session")
@@ -45,14 +18,11 @@ def tiny_text_model_dir(tmp_path_factory) -> Path:
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     directory = tmp_path_factory.mktemp("tiny_bert")
-    vocab = _write_vocab(directory)
+    vocab = write_vocab(directory)
     config = BertConfig(
         vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
         max_position_embeddings=64,
+        **TINY_DIMS,
     )
     BertModel(config).save_pretrained(directory)
     BertTokenizerFast(vocab_file=str(directory / "vocab.txt")).save_pretrained(directory)
@@ -65,13 +35,10 @@ def tiny_clip_dir(tmp_path_factory) -> Path:
     from transformers import BertTokenizerFast, CLIPConfig, CLIPModel
 
     directory = tmp_path_factory.mktemp("tiny_clip")
-    vocab = _write_vocab(directory)
+    vocab = write_vocab(directory)
     config = CLIPConfig(
         text_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_attention_heads=2,
-            num_hidden_layers=2,
+            **TINY_DIMS,
             vocab_size=len(vocab),
             max_position_embeddings=64,
             eos_token_id=3,
@@ -79,10 +46,7 @@ def tiny_clip_dir(tmp_path_factory) -> Path:
             pad_token_id=0,
         ),
         vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_attention_heads=2,
-            num_hidden_layers=2,
+            **TINY_DIMS,
             image_size=32,
             patch_size=8,
         ),

@@ -8,37 +8,17 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_models import TINY_DIMS, word_level_tokenizer
 
 from querylife.genfilt.base import DescribeError, Describer, ProductInput, PromptTemplate
 from querylife.genfilt.hf import HFDescriber
 
-CORPUS = [
-    "product type dress title red floral midi dress describe what this product is user assistant system",
-    "power bank 20000 mah usb c cable 2m black white blue green",
-    "you describe e-commerce products : , . ! ? photo of a",
-]
 # Renders typed content parts (vision processors) and plain strings; "\n" via an expression survives trim_blocks.
 CHAT_TEMPLATE = (
     "{% for m in messages %}{{ m['role'] }} : {% if m['content'] is string %}{{ m['content'] }}{% else %}"
     "{% for c in m['content'] %}{% if c['type'] == 'image' %}<image> {% elif c['type'] == 'text' %}{{ c['text'] }}"
     "{% endif %}{% endfor %}{% endif %}{{ '\\n' }}{% endfor %}{% if add_generation_prompt %}assistant :{% endif %}"
 )
-TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
-
-
-def _tokenizer(special: list[str], *, bert_style: bool = False, **kwargs):
-    """A word-level tokenizer trained on a few strings (no files, no network); ``bert_style`` adds [CLS] .. [SEP]."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator(CORPUS, trainers.WordLevelTrainer(special_tokens=special))
-    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
-    if bert_style:
-        ids = [(t, tok.token_to_id(t)) for t in ("[CLS]", "[SEP]")]
-        tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=ids)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", **kwargs)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -56,7 +36,7 @@ def llama_dir(tmp_path_factory) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     d = tmp_path_factory.mktemp("tiny_llama")
-    tok = _tokenizer(["[PAD]", "[UNK]", "<s>", "</s>"], bos_token="<s>", eos_token="</s>")
+    tok = word_level_tokenizer(["[PAD]", "[UNK]", "<s>", "</s>"], bos_token="<s>", eos_token="</s>")
     torch.manual_seed(0)
     cfg = LlamaConfig(
         vocab_size=len(tok),
@@ -65,7 +45,7 @@ def llama_dir(tmp_path_factory) -> Path:
         pad_token_id=0,
         bos_token_id=2,
         eos_token_id=3,
-        **TINY,
+        **TINY_DIMS,
     )
     LlamaForCausalLM(cfg).save_pretrained(d)
     tok.save_pretrained(d)
@@ -75,15 +55,10 @@ def llama_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def gpt2_dir(tmp_path_factory) -> Path:
     """A 2-layer GPT-2 whose tokenizer has a chat template and no pad token (the describer pads with eos)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from transformers import GPT2Config, GPT2LMHeadModel
 
     d = tmp_path_factory.mktemp("tiny_gpt2")
-    raw = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    raw.pre_tokenizer = pre_tokenizers.Whitespace()
-    raw.train_from_iterator(CORPUS, trainers.WordLevelTrainer(special_tokens=["[UNK]", "<|endoftext|>"]))
-    raw.decoder = decoders.WordPiece(prefix="##")
-    tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]", eos_token="<|endoftext|>")
+    tok = word_level_tokenizer(["[UNK]", "<|endoftext|>"], pad_token=None, eos_token="<|endoftext|>")
     tok.chat_template = CHAT_TEMPLATE
     torch.manual_seed(1)
     cfg = GPT2Config(
@@ -101,7 +76,7 @@ def llava_dir(tmp_path_factory) -> Path:
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     d = tmp_path_factory.mktemp("tiny_llava")
-    tok = _tokenizer(
+    tok = word_level_tokenizer(
         ["[PAD]", "[UNK]", "<s>", "</s>", "<image>"],
         bos_token="<s>",
         eos_token="</s>",
@@ -109,7 +84,7 @@ def llava_dir(tmp_path_factory) -> Path:
     )
     torch.manual_seed(2)
     cfg = LlavaConfig(
-        vision_config=CLIPVisionConfig(image_size=32, patch_size=8, projection_dim=32, **TINY),
+        vision_config=CLIPVisionConfig(image_size=32, patch_size=8, projection_dim=32, **TINY_DIMS),
         text_config=LlamaConfig(
             vocab_size=len(tok),
             num_key_value_heads=2,
@@ -117,7 +92,7 @@ def llava_dir(tmp_path_factory) -> Path:
             pad_token_id=0,
             bos_token_id=2,
             eos_token_id=3,
-            **TINY,
+            **TINY_DIMS,
         ),
         image_token_id=tok.convert_tokens_to_ids("<image>"),
         vision_feature_layer=-1,
@@ -144,7 +119,7 @@ def blip_dir(tmp_path_factory) -> Path:
     from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
 
     d = tmp_path_factory.mktemp("tiny_blip")
-    tok = _tokenizer(
+    tok = word_level_tokenizer(
         ["[PAD]", "[UNK]", "[CLS]", "[SEP]"],
         bert_style=True,
         bos_token="[CLS]",
@@ -162,9 +137,9 @@ def blip_dir(tmp_path_factory) -> Path:
             eos_token_id=3,
             sep_token_id=3,
             encoder_hidden_size=32,
-            **TINY,
+            **TINY_DIMS,
         ),
-        vision_config=dict(image_size=32, patch_size=8, **TINY),
+        vision_config=dict(image_size=32, patch_size=8, **TINY_DIMS),
         projection_dim=32,
     )
     BlipForConditionalGeneration(cfg).save_pretrained(d)

@@ -294,6 +294,15 @@ def test_gate_start_fraction_holds_the_gate_at_mean_fusion_then_trains_it(tiny_c
         torch.ones(4, dtype=torch.bool), pairwise=True,
     )  # (3, 4)
     assert torch.allclose(w, torch.full_like(w, 0.5))  # exactly mean fusion during the hold
+    # ... and trained exactly as mean fusion: same towers, heads and temperature after the same steps.
+    mean_cfg = with_overrides(held_cfg, {"model.fusion.mode": "mean"})
+    with pytest.raises(TrainingInterrupted):
+        Trainer(mean_cfg, tiny_data, tmp_path / "mean", progress=False, max_steps=hold).fit()
+    mean = QueryLifeModel.from_pretrained(tmp_path / "mean" / "last").state_dict()
+    shared = [k for k in mean if not k.startswith("fusion.")]
+    assert shared and all(k in b for k in shared)
+    for name in shared:
+        assert torch.allclose(mean[name], b[name], atol=1e-6), name
     # After the hold the gate learns (the last weights: the dev-best ones may come from the hold).
     Trainer(cfg, tiny_data, tmp_path / "full", progress=False).fit()
     trained = QueryLifeModel.from_pretrained(tmp_path / "full" / "last").state_dict()

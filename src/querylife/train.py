@@ -280,6 +280,8 @@ class Trainer:
         steps_per_epoch = len(self.sampler)
         total = steps_per_epoch * tc.epochs
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factors(optimizer, total))
+        gate_start = int(tc.gate_start_fraction * total)
+        held = [p for g in optimizer.param_groups if g.get("name") in ("gate", "gate_net") for p in g["params"]]
         state = {
             "epoch": 0,
             "step_in_epoch": 0,
@@ -328,6 +330,11 @@ class Trainer:
                 )
                 optimizer.zero_grad(set_to_none=True)
                 loss.total.backward()
+                if state["global_step"] < gate_start:
+                    # Held gate: no gradient at all, so that it neither enters the clipping norm nor fills AdamW's
+                    # moments; until the gate starts, training is exactly mean fusion's.
+                    for p in held:
+                        p.grad = None
                 if tc.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
                 optimizer.step()

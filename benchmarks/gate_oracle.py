@@ -1,0 +1,167 @@
+"""How much could any modality gate add on top of trained embeddings? (issue: Query-LIFE vs mean fusion)
+
+Loads models trained by ``benchmarks/dev_variants.py`` (``runs/dev_variants/VARIANT_SEED/best``), takes their
+query, title and image vectors on the demo storefront's **dev** split, and re-scores every pair with image weights
+chosen after the fact, with the fused score the model uses (cosine of the renormalised convex combination):
+
+- ``learned``: the model's own gate (0.5 everywhere for mean fusion);
+- ``mean``: w = 0.5 for every pair;
+- ``global``: the single best w for all pairs;
+- ``per kind``: the best w for each (query kind, product-type group): photo-attribute, title-attribute, both or bare
+  queries on image- or title-informative types; 8 numbers, the most a query+type gate that knows what each
+  query asks for could do with these vectors;
+- ``per query``: each query its own best w (an upper bound that also fits noise).
+
+All weights are chosen on the same dev pairs they are scored on, so every row but ``learned`` and ``mean`` is an
+optimistic upper bound: if even ``per kind`` is close to ``mean``, no gate can add much to these embeddings.
+
+Run:  python benchmarks/gate_oracle.py --variants mean full --seeds 0 1 2 3 4 --out benchmarks/results
+      (after python benchmarks/dev_variants.py --variants mean full --seeds 0 1 2 3 4)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from querylife.config import load_config  # noqa: E402
+from querylife.data.demo import DemoConfig, generate_demo  # noqa: E402
+from querylife.data.prepare import prepare_from_config  # noqa: E402
+from querylife.metrics import per_query_metrics  # noqa: E402
+from querylife.model import QueryLifeModel  # noqa: E402
+from querylife.report import machine_info, md_table  # noqa: E402
+from querylife.scoring import FeatureCache, encode_products, encode_query_vectors  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from dev_variants import query_modality  # noqa: E402
+
+GRID = np.round(np.linspace(0.0, 1.0, 21), 2)  # candidate image weights
+
+
+def fused(st: np.ndarray, sv: np.ndarray, stv: np.ndarray, w: np.ndarray | float, has: np.ndarray) -> np.ndarray:
+    """The model's renormalised fused score for image weight ``w`` (0 where a product has no image)."""
+    w = np.asarray(w, dtype=np.float64) * has
+    norm = np.sqrt(np.clip((1 - w) ** 2 + w**2 + 2 * w * (1 - w) * stv, 1e-6, None))
+    return ((1 - w) * st + w * sv) / norm
+
+
+def ndcg_by_query(pairs: pd.DataFrame, score: np.ndarray) -> pd.Series:
+    return per_query_metrics(pairs.assign(score=score)).set_index("query")["ndcg@10"]
+
+
+def best_w(pairs: pd.DataFrame, parts: dict[str, np.ndarray], mask: np.ndarray) -> float:
+    """The grid weight with the best mean NDCG@10 over the queries of ``pairs[mask]``."""
+    sub = pairs[mask]
+    p = {k: v[mask] for k, v in parts.items()}
+    means = [ndcg_by_query(sub, fused(p["st"], p["sv"], p["stv"], w, p["has"])).mean() for w in GRID]
+    return float(GRID[int(np.argmax(means))])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", nargs="+", default=["mean", "full"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--store", default="runs/bench_seeds/data")
+    parser.add_argument("--runs", default="runs/dev_variants", help="dev_variants.py's run directories")
+    parser.add_argument("--out", default=None, help="write gate_oracle.md / .json here")
+    args = parser.parse_args()
+    start = time.time()
+    store = generate_demo(args.store, DemoConfig(), progress=False)
+    overrides = [f"{k}={v}" for k, v in store.config_overrides().items()]
+    data = prepare_from_config(load_config(None, overrides), progress=False)
+    meta = json.loads(store.meta_path.read_text())
+    drawn = {t: set(v["image_attributes"]) for t, v in meta["product_types"].items()}
+    image_types = set(meta["image_informative_types"])
+    queries = pd.read_parquet(store.out_dir / "queries.parquet")
+    triples = zip(queries["query"], queries["attributes"], queries["product_type"], strict=True)
+    kind_of = {q: query_modality(a, t, drawn) for q, a, t in triples}
+    dev = data.splits["dev"].reset_index(drop=True)
+    group = np.where(dev["query_type"].isin(image_types), "image types", "title types")
+    cell = np.array([f"{kind_of[q]} / {g}" for q, g in zip(dev["query"], group, strict=True)])
+    rows = []
+    for variant in args.variants:
+        for seed in args.seeds:
+            path = Path(args.runs) / f"{variant}_{seed}" / "best"
+            if not path.exists():
+                print(f"skipping {path}: not found (run benchmarks/dev_variants.py first)", file=sys.stderr)
+                continue
+            model = QueryLifeModel.from_pretrained(path).eval()
+            cache = FeatureCache()
+            prod_rows = data.rows(dev["product_id"])
+            uniq, pos = np.unique(prod_rows, return_inverse=True)
+            with torch.no_grad():
+                pv = encode_products(model, data, uniq, cache)
+                qs = list(dict.fromkeys(dev["query"]))
+                qv = encode_query_vectors(model, qs, cache)
+                index = {q: i for i, q in enumerate(qs)}
+                qi = torch.tensor([index[q] for q in dev["query"]])
+                q, t, v = qv[qi], pv.t[pos], pv.v[pos]  # (N, D) each
+                learned = model.score(q, t, v, pv.type_ids[pos], pv.has_image[pos], pairwise=False).scores.numpy()
+            parts = {
+                "st": (q * t).sum(-1).double().numpy(),
+                "sv": (q * v).sum(-1).double().numpy(),
+                "stv": (t * v).sum(-1).double().numpy(),
+                "has": pv.has_image[pos].double().numpy(),
+            }
+            everything = np.ones(len(dev), dtype=bool)
+            res = {"learned": ndcg_by_query(dev, learned).mean()}
+            res["mean"] = ndcg_by_query(dev, fused(**parts, w=0.5)).mean()
+            w_global = best_w(dev, parts, everything)
+            res["global"] = ndcg_by_query(dev, fused(**parts, w=w_global)).mean()
+            w_cell = np.zeros(len(dev))
+            for c in np.unique(cell):
+                w_cell[cell == c] = best_w(dev, parts, cell == c)
+            res["per kind"] = ndcg_by_query(dev, fused(**parts, w=w_cell)).mean()
+            per_w = pd.DataFrame({w: ndcg_by_query(dev, fused(**parts, w=w)) for w in GRID})
+            res["per query"] = per_w.max(axis=1).mean()
+            kinds = {c: float(w_cell[cell == c][0]) for c in np.unique(cell)}
+            rows.append({"variant": variant, "seed": seed, **res, "global w": w_global, "per-kind w": kinds})
+            shown = {k: (round(x, 4) if isinstance(x, float) else x) for k, x in rows[-1].items()}
+            print(json.dumps(shown), flush=True)
+    if not rows:
+        raise SystemExit("no trained runs found")
+    df = pd.DataFrame(rows)
+    cols = ["learned", "mean", "global", "per kind", "per query"]
+    table = df.groupby("variant", sort=False)[cols].mean()
+    table.insert(0, "seeds", df.groupby("variant", sort=False)["seed"].apply(lambda s: " ".join(map(str, s))))
+    kinds = pd.DataFrame([{"variant": r["variant"], **r["per-kind w"]} for r in rows])
+    kind_table = kinds.groupby("variant", sort=False).mean()
+    text = "\n".join([
+        "# Gate headroom on trained embeddings (dev split)",
+        "",
+        f"Command: `python {' '.join(sys.argv)}`  ",
+        f"Machine: {machine_info()}  ",
+        f"Dev split of the default demo storefront ({dev['query'].nunique()} queries). NDCG@10, mean over seeds; "
+        "every row but learned / mean picks its weights on the pairs it is scored on (an upper bound). "
+        f"{time.time() - start:.0f} s.",
+        "",
+        md_table(
+            ["variant", *table.columns],
+            [[v, r["seeds"], *(f"{x:.4f}" for x in r[cols])] for v, r in table.iterrows()],
+        ),
+        "",
+        "Best image weight per (query kind, product-type group), mean over seeds:",
+        "",
+        md_table(
+            ["variant", *kind_table.columns], [[v, *(f"{x:.2f}" for x in r)] for v, r in kind_table.iterrows()]
+        ),
+    ])
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        (out / "gate_oracle.md").write_text(text + "\n")
+        (out / "gate_oracle.json").write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
