@@ -136,11 +136,12 @@ def main() -> None:
     table.insert(0, "seeds", df.groupby("variant", sort=False)["seed"].apply(lambda s: " ".join(map(str, s))))
     kinds = pd.DataFrame([{"variant": r["variant"], **r["per-kind w"]} for r in rows])
     kind_table = kinds.groupby("variant", sort=False).mean()
+    run_meta = {"command": f"python {' '.join(sys.argv)}", "machine": machine_info()}
     text = "\n".join([
         "# Gate headroom on trained embeddings (dev split)",
         "",
         f"Command: `python {' '.join(sys.argv)}`  ",
-        f"Machine: {machine_info()}  ",
+        "Machine: {platform}, {cpu_count} CPUs, torch {torch}  ".format(**machine_info()),
         f"Dev split of the default demo storefront ({dev['query'].nunique()} queries). NDCG@10, mean over seeds; "
         "every row but learned / mean picks its weights on the pairs it is scored on (an upper bound). "
         f"{time.time() - start:.0f} s.",
@@ -160,7 +161,7 @@ def main() -> None:
     if args.out:
         out = Path(args.out)
         (out / "gate_oracle.md").write_text(text + "\n")
-        (out / "gate_oracle.json").write_text(json.dumps(rows, indent=1) + "\n")
+        (out / "gate_oracle.json").write_text(json.dumps({**run_meta, "runs": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
