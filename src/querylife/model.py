@@ -44,9 +44,9 @@ class ModelConfig(BaseModel):
     max_logit_scale: float = 100.0  # CLIP's clamp: prevents the temperature from collapsing
     # Queries share the title head by default: with a frozen text tower that keeps the pretrained query-title
     # geometry (all-MiniLM-L6-v2 was trained on query-passage pairs) with fewer parameters to fit, and on the demo
-    # storefront's dev split it beat a separate head on NDCG@10 on 5 of 5 seeds (+0.0045 mean fusion, +0.004 query+type
-    # gate; ROC-AUC +0.006 / -0.004; dev_variants.md). True gives queries their own head (same start, free to
-    # diverge); a separate query tower always gets one.
+    # storefront's dev split it beat a separate head on NDCG@10 on 5 of 5 seeds (+0.0045 mean fusion, +0.004
+    # query+type gate; ROC-AUC +0.006 / -0.004; dev_variants.md). True gives queries their own head (same start,
+    # free to diverge); a separate query tower always gets one.
     separate_query_projection: bool = False
     init_logit_bias: float = -5.0  # sigmoid loss only: starts with a low prior of any pair being positive
     # Product-type vocabulary, filled from the training catalogue; index 0 is reserved for unseen types.
