@@ -53,6 +53,7 @@ VARIANTS: dict[str, dict] = {
     "full_no_offset": {"model.fusion.image_score_offset": False},
     "type_gate_no_offset": {"model.fusion.mode": "type_gate", "model.fusion.image_score_offset": False},
     "mean_d32": {"model.fusion.mode": "mean", "model.embed_dim": 32},
+    "full_gs0": {"train.gate_start_fraction": 0.0},
     "full_gs30": {"train.gate_start_fraction": 0.3},
     "full_gs50": {"train.gate_start_fraction": 0.5},
     "type_gate_gs50": {"model.fusion.mode": "type_gate", "train.gate_start_fraction": 0.5},
