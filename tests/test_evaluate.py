@@ -57,3 +57,23 @@ def test_decision_is_fitted_on_dev_only():
     one_class = dev.assign(positive=False)
     res, scored2, cal2 = _decide(one_class, dev["score"].to_numpy(), test, test["score"].to_numpy(), 20, 0)
     assert cal2 is None and "prob" not in scored2 and np.isfinite(res.overall["ndcg@10"])
+
+
+def test_report_says_when_the_selected_checkpoint_predates_the_gate(tiny_config, tiny_store, tmp_path):
+    from querylife.config import with_overrides
+    from querylife.data.prepare import prepare_dataset
+    from querylife.evaluate import Suite
+
+    data = prepare_dataset(tiny_store.catalog_path, tiny_store.pairs_path, image_size=32, progress=False)
+    cfg = with_overrides(tiny_config, {"train.patience": 0, "train.gate_start_fraction": 0.5})
+    suite = Suite(cfg, data, tmp_path / "report", progress=False, n_boot=0, log=lambda s: None)
+    run = suite.run_method("full")
+    assert run.extra["gate_trained"] is (run.extra["best_epoch"] == 2)  # 2 epochs, gate from the second
+    assert "gate_trained" not in suite.run_method("mean").extra  # no gate, no flag
+    run.extra.update(gate_trained=False, best_epoch=1)
+    suite.report([run], title="t")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "Gate never trained in the selected checkpoint of `full` (epoch 1)" in text
+    run.extra.update(gate_trained=True)
+    suite.report([run], title="t")
+    assert "Gate never trained" not in (tmp_path / "report" / "report.md").read_text()

@@ -304,7 +304,8 @@ def test_gate_start_fraction_holds_the_gate_at_mean_fusion_then_trains_it(tiny_c
     for name in shared:
         assert torch.allclose(mean[name], b[name], atol=1e-6), name
     # After the hold the gate learns (the last weights: the dev-best ones may come from the hold).
-    Trainer(cfg, tiny_data, tmp_path / "full", progress=False).fit()
+    done = Trainer(cfg, tiny_data, tmp_path / "full", progress=False).fit()
+    assert [h["gate_trained"] for h in done.history] == [False, True]
     trained = QueryLifeModel.from_pretrained(tmp_path / "full" / "last").state_dict()
     assert not torch.equal(a["fusion.type_logit"], trained["fusion.type_logit"].cpu())
     assert not torch.equal(a["fusion.gate_out.weight"], trained["fusion.gate_out.weight"].cpu())

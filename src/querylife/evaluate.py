@@ -260,6 +260,9 @@ class Suite:
             "false_negative_judge": cfg.train.false_negative_judge,
             "false_negatives": [h["false_negatives"] for h in trained.history if "false_negatives" in h] or None,
         }
+        best = trained.history[trained.best_epoch - 1] if 0 < trained.best_epoch <= len(trained.history) else {}
+        if "gate_trained" in best:
+            extra["gate_trained"] = best["gate_trained"]
         return MethodRun(name, description, result, time.time() - start, scored, gate_weight_by_type(scored), extra)
 
     def run(self, methods: list[str] | tuple[str, ...] = DEFAULT_METHODS) -> list[MethodRun]:
@@ -293,6 +296,15 @@ class Suite:
         """
         results = {r.name: r.result for r in runs}
         gates = {r.name: r.gate_by_type for r in runs if r.gate_by_type}
+        held = [r for r in runs if r.extra.get("gate_trained") is False]
+        if held:
+            names = ", ".join(f"`{r.name}` (epoch {r.extra['best_epoch']})" for r in held)
+            notes = [
+                *(notes or []),
+                f"Gate never trained in the selected checkpoint of {names}: the dev-best epoch came before the gate "
+                f"started (train.gate_start_fraction={self.config.train.gate_start_fraction}), where the gate is at "
+                "its init, so those rows are mean fusion trained for that many epochs.",
+            ]
         meta = {
             "command": command,
             "machine": {

@@ -356,6 +356,8 @@ class Trainer:
                 "temperature": 1 / float(model.logit_scale.detach()),
                 "seconds": round(time.time() - start_time, 2),
             }
+            if held:  # gated modes: whether this epoch's weights include any gate training
+                record["gate_trained"] = state["global_step"] > gate_start
             if hasattr(self.negative_mask_fn, "epoch_stats"):
                 record["false_negatives"] = self.negative_mask_fn.epoch_stats()
             state["history"].append(record)
