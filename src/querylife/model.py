@@ -53,6 +53,11 @@ class ModelConfig(BaseModel):
     product_types: list[str] = Field(default_factory=list)
 
 
+# The optimiser groups of QueryLifeModel.parameter_groups that hold the gate (held at their init for the first
+# train.gate_start_fraction of training).
+GATE_GROUPS = ("gate", "gate_net")
+
+
 @dataclass
 class QueryLifeOutput:
     """Forward pass over a batch of B positive pairs (diagonal = positives).

@@ -37,7 +37,7 @@ from .data.prepare import Dataset, training_positive
 from .data.samplers import UniqueBatchSampler
 from .losses import alignment_loss
 from .metrics import per_query_metrics
-from .model import QueryLifeModel
+from .model import GATE_GROUPS, QueryLifeModel
 from .scoring import FeatureCache, score_pairs
 from .towers import TextTower, VisionTower
 
@@ -256,18 +256,20 @@ class Trainer:
             self.run_dir / "last", lambda tmp: save_training_state(tmp, self.model, optimizer, scheduler, state)
         )
 
-    def _lr_factors(self, optimizer: torch.optim.Optimizer, total: int) -> list[Callable[[int], float]]:
-        """One schedule per parameter group: warm-up + cosine for all; the gate groups start later when
-        ``train.gate_start_fraction`` > 0 (held at their init, i.e. mean fusion, until then)."""
-        tc = self.config.train
-        main = cosine_with_warmup(total, int(tc.warmup_fraction * total))
-        start = int(tc.gate_start_fraction * total)
-        late = cosine_with_warmup(total - start, int(tc.warmup_fraction * (total - start)))
+    @staticmethod
+    def _lr_factors(
+        optimizer: torch.optim.Optimizer, total: int, warmup_fraction: float, gate_start: int
+    ) -> list[Callable[[int], float]]:
+        """One schedule per parameter group: warm-up + cosine for all; the gate groups (:data:`GATE_GROUPS`) get
+        factor 0 before step ``gate_start`` (held at their init, i.e. mean fusion) and their own warm-up + cosine
+        over the remaining steps."""
+        main = cosine_with_warmup(total, int(warmup_fraction * total))
+        late = cosine_with_warmup(total - gate_start, int(warmup_fraction * (total - gate_start)))
 
         def gate(step: int) -> float:
-            return 0.0 if step < start else late(step - start)
+            return 0.0 if step < gate_start else late(step - gate_start)
 
-        return [gate if start and g.get("name") in ("gate", "gate_net") else main for g in optimizer.param_groups]
+        return [gate if gate_start and g.get("name") in GATE_GROUPS else main for g in optimizer.param_groups]
 
     # ---- loop -------------------------------------------------------------------------------------------
     def fit(self, *, resume: bool = False) -> TrainResult:
@@ -279,9 +281,12 @@ class Trainer:
         )
         steps_per_epoch = len(self.sampler)
         total = steps_per_epoch * tc.epochs
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factors(optimizer, total))
-        gate_start = int(tc.gate_start_fraction * total)
-        held = [p for g in optimizer.param_groups if g.get("name") in ("gate", "gate_net") for p in g["params"]]
+        gate_start = int(tc.gate_start_fraction * total)  # steps before it the gate is held (no lr, no gradient)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, self._lr_factors(optimizer, total, tc.warmup_fraction, gate_start)
+        )
+        held = [p for g in optimizer.param_groups if g.get("name") in GATE_GROUPS for p in g["params"]]
+        in_type_term = self.config.loss.query_fused_in_type > 0  # the only user of the other-type mask
         state = {
             "epoch": 0,
             "step_in_epoch": 0,
@@ -326,7 +331,7 @@ class Trainer:
                 same = torch.from_numpy(prod_rows[:, None] == prod_rows[None, :]).to(self.device)  # (Bp, Bp)
                 loss = alignment_loss(
                     out.sims, self.config.loss, out.logit_scale, out.logit_bias, mask, same, extra_positive=extra,
-                    other_type=self.other_type(batch, prod_rows).to(self.device),
+                    other_type=self.other_type(batch, prod_rows).to(self.device) if in_type_term else None,
                 )
                 optimizer.zero_grad(set_to_none=True)
                 loss.total.backward()
