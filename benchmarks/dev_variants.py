@@ -78,6 +78,16 @@ def query_modality(attributes: str, product_type: str, drawn: dict[str, set[str]
     return "title" if not keys & drawn[product_type] else "both"
 
 
+def query_kinds(store) -> tuple[dict[str, str], set[str]]:
+    """query -> its kind (photo / title / both / bare, from the attributes it names), and the image-informative
+    product types, from a demo storefront's metadata."""
+    meta = json.loads(store.meta_path.read_text())
+    drawn = {t: set(v["image_attributes"]) for t, v in meta["product_types"].items()}
+    queries = pd.read_parquet(store.out_dir / "queries.parquet")
+    triples = zip(queries["query"], queries["attributes"], queries["product_type"], strict=True)
+    return {q: query_modality(a, t, drawn) for q, a, t in triples}, set(meta["image_informative_types"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -101,14 +111,7 @@ def main() -> None:
         ],
     )
     data = prepare_from_config(base, progress=False)
-    meta = json.loads(store.meta_path.read_text())
-    drawn = {t: set(v["image_attributes"]) for t, v in meta["product_types"].items()}
-    image_types = set(meta["image_informative_types"])
-    queries = pd.read_parquet(store.out_dir / "queries.parquet")
-    modality = {
-        q: query_modality(a, t, drawn)
-        for q, a, t in zip(queries["query"], queries["attributes"], queries["product_type"], strict=True)
-    }
+    modality, image_types = query_kinds(store)
     cache = FeatureCache()
     tc = base.model.tower
     tower = TextTower(tc.text_model, pooling=tc.pooling, max_length=tc.max_text_length)

@@ -43,27 +43,27 @@ from querylife.report import machine_info, md_table  # noqa: E402
 from querylife.scoring import FeatureCache, encode_products, encode_query_vectors  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dev_variants import query_modality  # noqa: E402
+from dev_variants import query_kinds  # noqa: E402
 
 GRID = np.round(np.linspace(0.0, 1.0, 21), 2)  # candidate image weights
 
 
-def fused(st: np.ndarray, sv: np.ndarray, stv: np.ndarray, w: np.ndarray | float, has: np.ndarray) -> np.ndarray:
-    """The model's renormalised fused score for image weight ``w`` (0 where a product has no image)."""
-    w = np.asarray(w, dtype=np.float64) * has
-    norm = np.sqrt(np.clip((1 - w) ** 2 + w**2 + 2 * w * (1 - w) * stv, 1e-6, None))
-    return ((1 - w) * st + w * sv) / norm
+def fused(model: QueryLifeModel, parts: dict[str, torch.Tensor], w: np.ndarray | float) -> np.ndarray:
+    """The model's own fused score (:meth:`Fusion.combine`) for image weight ``w`` (0 where there is no image)."""
+    w = torch.as_tensor(w, dtype=parts["st"].dtype) * parts["has"]
+    return model.fusion.combine(parts["st"], parts["sv"], parts["stv"], w).numpy()
 
 
 def ndcg_by_query(pairs: pd.DataFrame, score: np.ndarray) -> pd.Series:
     return per_query_metrics(pairs.assign(score=score)).set_index("query")["ndcg@10"]
 
 
-def best_w(pairs: pd.DataFrame, parts: dict[str, np.ndarray], mask: np.ndarray) -> float:
+def best_w(model: QueryLifeModel, pairs: pd.DataFrame, parts: dict[str, torch.Tensor], mask: np.ndarray) -> float:
     """The grid weight with the best mean NDCG@10 over the queries of ``pairs[mask]``."""
     sub = pairs[mask]
-    p = {k: v[mask] for k, v in parts.items()}
-    means = [ndcg_by_query(sub, fused(p["st"], p["sv"], p["stv"], w, p["has"])).mean() for w in GRID]
+    keep = torch.from_numpy(mask)
+    p = {k: v[keep] for k, v in parts.items()}
+    means = [ndcg_by_query(sub, fused(model, p, w)).mean() for w in GRID]
     return float(GRID[int(np.argmax(means))])
 
 
@@ -79,12 +79,7 @@ def main() -> None:
     store = generate_demo(args.store, DemoConfig(), progress=False)
     overrides = [f"{k}={v}" for k, v in store.config_overrides().items()]
     data = prepare_from_config(load_config(None, overrides), progress=False)
-    meta = json.loads(store.meta_path.read_text())
-    drawn = {t: set(v["image_attributes"]) for t, v in meta["product_types"].items()}
-    image_types = set(meta["image_informative_types"])
-    queries = pd.read_parquet(store.out_dir / "queries.parquet")
-    triples = zip(queries["query"], queries["attributes"], queries["product_type"], strict=True)
-    kind_of = {q: query_modality(a, t, drawn) for q, a, t in triples}
+    kind_of, image_types = query_kinds(store)
     dev = data.splits["dev"].reset_index(drop=True)
     group = np.where(dev["query_type"].isin(image_types), "image types", "title types")
     cell = np.array([f"{kind_of[q]} / {g}" for q, g in zip(dev["query"], group, strict=True)])
@@ -107,22 +102,22 @@ def main() -> None:
                 qi = torch.tensor([index[q] for q in dev["query"]])
                 q, t, v = qv[qi], pv.t[pos], pv.v[pos]  # (N, D) each
                 learned = model.score(q, t, v, pv.type_ids[pos], pv.has_image[pos], pairwise=False).scores.numpy()
-            parts = {
-                "st": (q * t).sum(-1).double().numpy(),
-                "sv": (q * v).sum(-1).double().numpy(),
-                "stv": (t * v).sum(-1).double().numpy(),
-                "has": pv.has_image[pos].double().numpy(),
-            }
-            everything = np.ones(len(dev), dtype=bool)
-            res = {"learned": ndcg_by_query(dev, learned).mean()}
-            res["mean"] = ndcg_by_query(dev, fused(**parts, w=0.5)).mean()
-            w_global = best_w(dev, parts, everything)
-            res["global"] = ndcg_by_query(dev, fused(**parts, w=w_global)).mean()
-            w_cell = np.zeros(len(dev))
-            for c in np.unique(cell):
-                w_cell[cell == c] = best_w(dev, parts, cell == c)
-            res["per kind"] = ndcg_by_query(dev, fused(**parts, w=w_cell)).mean()
-            per_w = pd.DataFrame({w: ndcg_by_query(dev, fused(**parts, w=w)) for w in GRID})
+                parts = {  # (N,) each, in float64 so that re-scoring is exact
+                    "st": (q * t).sum(-1).double(),
+                    "sv": (q * v).sum(-1).double(),
+                    "stv": (t * v).sum(-1).double(),
+                    "has": pv.has_image[pos].double(),
+                }
+                everything = np.ones(len(dev), dtype=bool)
+                res = {"learned": ndcg_by_query(dev, learned).mean()}
+                res["mean"] = ndcg_by_query(dev, fused(model, parts, 0.5)).mean()
+                w_global = best_w(model, dev, parts, everything)
+                res["global"] = ndcg_by_query(dev, fused(model, parts, w_global)).mean()
+                w_cell = np.zeros(len(dev))
+                for c in np.unique(cell):
+                    w_cell[cell == c] = best_w(model, dev, parts, cell == c)
+                res["per kind"] = ndcg_by_query(dev, fused(model, parts, w_cell)).mean()
+                per_w = pd.DataFrame({w: ndcg_by_query(dev, fused(model, parts, w)) for w in GRID})
             res["per query"] = per_w.max(axis=1).mean()
             kinds = {c: float(w_cell[cell == c][0]) for c in np.unique(cell)}
             rows.append({"variant": variant, "seed": seed, **res, "global w": w_global, "per-kind w": kinds})
@@ -160,6 +155,7 @@ def main() -> None:
     print(text)
     if args.out:
         out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
         (out / "gate_oracle.md").write_text(text + "\n")
         (out / "gate_oracle.json").write_text(json.dumps({**run_meta, "runs": rows}, indent=1) + "\n")
 

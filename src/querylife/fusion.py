@@ -163,7 +163,10 @@ class Fusion(nn.Module):
         x = torch.cat([t, v * has_image.unsqueeze(-1).to(v.dtype), has_image.unsqueeze(-1).to(t.dtype)], -1)
         return F.normalize(self.concat_mlp(x) + t, dim=-1)  # residual on t: a text-only product stays near t
 
-    def _combine(self, st, sv, stv, w) -> torch.Tensor:
+    def combine(self, st, sv, stv, w) -> torch.Tensor:
+        """The fused score from its parts, any matching shapes: cosines q.t (``st``), q.v (``sv``), t.v (``stv``)
+        and the image weight ``w`` (0 where a product has no image). Lets an analysis re-score stored parts with
+        other weights exactly as the model scores."""
         score = (1 - w) * st + w * sv
         if self.config.renormalize:
             norm2 = (1 - w) ** 2 + w**2 + 2 * w * (1 - w) * stv
@@ -179,7 +182,7 @@ class Fusion(nn.Module):
         w = self.image_weight(q, t, v, type_ids, has_image, pairwise=True)  # (Bq, Bp)
         st, sv = q @ t.T, q @ v.T  # (Bq, Bp)
         stv = (t * v).sum(-1).unsqueeze(0)  # (1, Bp)
-        return FusionOutput(self._combine(st, sv, stv, w), w)
+        return FusionOutput(self.combine(st, sv, stv, w), w)
 
     def paired(self, q, t, v, type_ids, has_image) -> FusionOutput:
         """Row i of q against row i of t/v. All (N, D) -> scores (N,)."""
@@ -187,7 +190,7 @@ class Fusion(nn.Module):
             return FusionOutput((q * self._concat_vectors(t, v, has_image)).sum(-1), None)
         w = self.image_weight(q, t, v, type_ids, has_image, pairwise=False)  # (N,)
         st, sv, stv = (q * t).sum(-1), (q * v).sum(-1), (t * v).sum(-1)  # (N,)
-        return FusionOutput(self._combine(st, sv, stv, w), w)
+        return FusionOutput(self.combine(st, sv, stv, w), w)
 
     def index_vectors(self, t, v, type_ids, has_image) -> torch.Tensor:
         """Query-independent product vectors for an inner-product (ANN) index: (B, D), or (B, D + 1) with the
