@@ -22,8 +22,8 @@ import numpy as np  # noqa: E402
 
 from querylife.checkpoint import atomic_write_text  # noqa: E402
 from querylife.config import load_config, with_overrides  # noqa: E402
-from querylife.data.demo import DemoConfig, generate_demo  # noqa: E402
 from querylife.data.prepare import prepare_from_config  # noqa: E402
+from querylife.data.storefront import DemoConfig, generate_demo  # noqa: E402
 from querylife.evaluate import Suite, group_summary  # noqa: E402
 from querylife.report import machine_info  # noqa: E402
 

@@ -23,8 +23,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pandas as pd  # noqa: E402
 
 from querylife.config import load_config, with_overrides  # noqa: E402
-from querylife.data.demo import DemoConfig, generate_demo  # noqa: E402
 from querylife.data.prepare import prepare_from_config  # noqa: E402
+from querylife.data.storefront import DemoConfig, generate_demo  # noqa: E402
 from querylife.metrics import classification_metrics, per_query_metrics  # noqa: E402
 from querylife.scoring import FeatureCache, score_pairs  # noqa: E402
 from querylife.towers import TextTower  # noqa: E402

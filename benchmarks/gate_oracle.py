@@ -35,8 +35,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from querylife.config import load_config  # noqa: E402
-from querylife.data.demo import DemoConfig, generate_demo  # noqa: E402
 from querylife.data.prepare import prepare_from_config  # noqa: E402
+from querylife.data.storefront import DemoConfig, generate_demo  # noqa: E402
 from querylife.metrics import per_query_metrics  # noqa: E402
 from querylife.model import QueryLifeModel  # noqa: E402
 from querylife.report import machine_info, md_table  # noqa: E402

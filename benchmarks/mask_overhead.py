@@ -32,8 +32,8 @@ import torch  # noqa: E402
 
 from querylife.checkpoint import atomic_write_text  # noqa: E402
 from querylife.config import load_config, with_overrides  # noqa: E402
-from querylife.data.demo import DemoConfig, generate_demo  # noqa: E402
 from querylife.data.prepare import prepare_from_config  # noqa: E402
+from querylife.data.storefront import DemoConfig, generate_demo  # noqa: E402
 from querylife.genfilt import DescriptionCache, products_from_catalog  # noqa: E402
 from querylife.genfilt.training import (  # noqa: E402
     JudgeMask,

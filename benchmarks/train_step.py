@@ -23,8 +23,8 @@ import torch  # noqa: E402
 
 from querylife.checkpoint import atomic_write_text  # noqa: E402
 from querylife.config import load_config  # noqa: E402
-from querylife.data.demo import DemoConfig, generate_demo  # noqa: E402
 from querylife.data.prepare import prepare_from_config  # noqa: E402
+from querylife.data.storefront import DemoConfig, generate_demo  # noqa: E402
 from querylife.losses import alignment_loss  # noqa: E402
 from querylife.report import machine_info  # noqa: E402
 from querylife.train import Trainer  # noqa: E402

@@ -60,7 +60,7 @@ def tiny_clip_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_store(tmp_path_factory):
     """A small demo storefront (generated once per session)."""
-    from querylife.data.demo import DemoConfig, generate_demo
+    from querylife.data.storefront import DemoConfig, generate_demo
 
     return generate_demo(
         tmp_path_factory.mktemp("store") / "demo", DemoConfig(n_products=240, seed=3, image_size=32), progress=False

@@ -13,15 +13,18 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from querylife.data import demo
-from querylife.data.demo import (
+from querylife.data.storefront import (
+    GENERATOR_VERSION,
     IMAGE_INFORMATIVE_TYPES,
     PRODUCT_TYPES,
     TITLE_INFORMATIVE_TYPES,
     DemoConfig,
     DemoStorefront,
     generate_demo,
+    render_attribute_sheet,
+    render_contact_sheet,
     render_product_image,
+    writer,
 )
 
 SMALL = DemoConfig(n_products=200, seed=1, image_size=32)
@@ -39,7 +42,7 @@ class _CountingRenderer:
     def __init__(self, fail_after: int | None = None) -> None:
         self.calls = 0
         self.fail_after = fail_after
-        self.original = demo._render_image
+        self.original = writer.render_image
 
     def __call__(self, *args, **kwargs):
         self.calls += 1
@@ -84,7 +87,7 @@ def test_paths_and_meta(store, catalog, pairs):
     assert store.meta_path == store.out_dir / "meta.json"
     meta = store.meta()
     assert meta["config"] == SMALL.to_json()
-    assert meta["generator_version"] == demo.GENERATOR_VERSION
+    assert meta["generator_version"] == GENERATOR_VERSION
     assert meta["image_informative_types"] == IMAGE_INFORMATIVE_TYPES
     assert meta["title_informative_types"] == TITLE_INFORMATIVE_TYPES
     assert set(IMAGE_INFORMATIVE_TYPES) | set(TITLE_INFORMATIVE_TYPES) == set(PRODUCT_TYPES)
@@ -217,6 +220,16 @@ def test_electronics_images_show_only_the_colour():
         assert np.abs(first - recoloured).mean() > 1.5, ptype  # a cable is thin: fewer pixels change
 
 
+
+def test_docs_figures_have_one_row_per_type(store, tmp_path):
+    examples = render_contact_sheet(store, tmp_path / "figs" / "examples.png", per_type=2)
+    with Image.open(examples) as im:  # a 96 px label column, 176 px per product, 58 px of caption under each
+        assert im.size == (96 + 2 * 176, len(PRODUCT_TYPES) * (SMALL.image_size * 2 + 58))
+    attributes = render_attribute_sheet(tmp_path / "figs" / "attributes.png", size=32)
+    with Image.open(attributes) as im:  # 6 colours + 4 patterns + 3 shapes per clothing type
+        assert im.size == (13 * (64 + 6) + 6, len(IMAGE_INFORMATIVE_TYPES) * (64 + 16 + 6))
+
+
 # --- duplicates
 
 
@@ -267,7 +280,7 @@ def test_reuse_without_regeneration_and_overwrite(tmp_path, monkeypatch):
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     inode = out.stat().st_ino
     counter = _CountingRenderer()
-    monkeypatch.setattr(demo, "_render_image", counter)
+    monkeypatch.setattr(writer, "render_image", counter)
 
     store = generate_demo(out, SMALL, progress=False)
     assert counter.calls == 0
@@ -304,7 +317,7 @@ def test_refuses_a_foreign_directory(tmp_path):
 
 def test_killed_run_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
     out = tmp_path / "store"
-    monkeypatch.setattr(demo, "_render_image", _CountingRenderer(fail_after=50))
+    monkeypatch.setattr(writer, "render_image", _CountingRenderer(fail_after=50))
     with pytest.raises(RuntimeError, match="killed midway"):
         generate_demo(out, SMALL, progress=False)
     assert not out.exists()
@@ -315,7 +328,7 @@ def test_failed_regeneration_keeps_the_previous_storefront(tmp_path, monkeypatch
     out = tmp_path / "store"
     generate_demo(out, SMALL, progress=False)
     content = _files(out)
-    monkeypatch.setattr(demo, "_render_image", _CountingRenderer(fail_after=10))
+    monkeypatch.setattr(writer, "render_image", _CountingRenderer(fail_after=10))
     with pytest.raises(RuntimeError):
         generate_demo(out, DemoConfig(n_products=200, seed=9, image_size=32), progress=False)
     assert _files(out) == content

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from querylife.data.demo import DemoConfig, generate_demo, render_product_image
+from querylife.data.storefront import DemoConfig, generate_demo, render_product_image
 
 # Tables (as CSV text, so the Parquet writer's version does not matter) + decoded pixels of every tenth image +
 # one stand-alone rendered photo.

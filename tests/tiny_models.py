@@ -18,7 +18,7 @@ def demo_words() -> set[str]:
     """Every word the demo storefront uses for types and attribute values, so the tiny model sees whole words."""
     import re
 
-    from querylife.data.demo import PRODUCT_TYPES
+    from querylife.data.storefront import PRODUCT_TYPES
 
     words: set[str] = set()
     for spec in PRODUCT_TYPES.values():

@@ -84,11 +84,12 @@ def data_demo(
     products: Annotated[int, typer.Option(help="Number of products.")] = 3000,
     image_size: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
     overwrite: Annotated[bool, typer.Option(help="Regenerate even if the directory holds this storefront.")] = False,
+    figures: Annotated[Path | None, typer.Option(help="Also write the docs' figures into this folder.")] = None,
 ) -> None:
     """Generate the procedural demo storefront (catalogue, rendered images, queries, graded labels)."""
     import time
 
-    from .data.demo import DemoConfig, generate_demo
+    from .data.storefront import DemoConfig, generate_demo, render_attribute_sheet, render_contact_sheet
 
     start = time.time()
 
@@ -98,6 +99,9 @@ def data_demo(
     reused = existed and not overwrite and store.meta_path.stat().st_mtime < start
     verb = "reused" if reused else "wrote"
     typer.echo(f"{verb} {store.catalog_path}, {store.pairs_path} and images/ ({json.dumps(meta.get('counts', {}))})")
+    if figures is not None:
+        typer.echo(f"wrote {render_contact_sheet(store, figures / 'demo_examples.png')}")
+        typer.echo(f"wrote {render_attribute_sheet(figures / 'demo_attributes.png', size=image_size)}")
 
 
 @data_app.command(

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import ExperimentConfig, with_overrides
-from .data.demo import DemoConfig, generate_demo
 from .data.prepare import prepare_from_config
+from .data.storefront import DemoConfig, generate_demo
 from .evaluate import DEFAULT_METHODS, NEEDS_DESCRIBER, MethodRun, Suite
 
 
