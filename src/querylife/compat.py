@@ -36,26 +36,27 @@ REMOVED_OPTIONS: dict[str, dict[str, RemovedOption]] = {
     "model.fusion": {
         "gate_inputs": RemovedOption(
             "type_query",
-            "what the query-aware gate saw besides the product type; query_type_gate now always sees the type and "
-            'the query ("type" alone is model.fusion.mode=type_gate; "type_query_modalities" also fed it t and v)',
+            "what the query-aware gate saw besides the product type. query_type_gate now always sees the type and "
+            'the query; "type" alone is model.fusion.mode=type_gate, "type_query_modalities" also fed it the title '
+            "and image vectors",
         ),
         "type_gate": RemovedOption(
             "free",
-            'how the type gate was parameterised; "predicted" (an MLP over a type embedding) is gone, the type gate '
+            'how the type gate was parameterised. "predicted" (an MLP over a type embedding) is gone: the type gate '
             "is one learned scalar per product type",
         ),
         "renormalize": RemovedOption(
             True,
-            "false scored the raw convex combination of the cosines; the fused score is now always the cosine of "
-            "the fused vector",
+            "whether the fused score was the cosine of the fused vector (true) or the raw convex combination of the "
+            "two cosines (false). It is now always the cosine",
         ),
         "image_score_offset": RemovedOption(
-            False, "a learned offset added to the score in proportion to the image weight in gated modes"
+            False, "a learned offset added to gated modes' scores in proportion to the image weight"
         ),
     },
     "loss": {
         "query_fused_in_type": RemovedOption(
-            0.0, "the weight of a second query-fused term over negatives of the query's own product type"
+            0.0, "the weight of a second query-fused contrastive term over negatives of the query's own product type"
         ),
     },
     "train": {
@@ -81,9 +82,10 @@ def drop_removed_options(values: Any, section: str) -> Any:
         value = values.pop(key)
         if value != option.default:
             raise ValueError(
-                f"{section}.{key}={value!r}: this option was removed from querylife (it was {option.what}). "
-                f"Delete the key to use what was its default ({key}={option.default!r}), or load this config or "
-                "checkpoint with an earlier querylife version; docs/TUNING.md records what it measured"
+                f"{section}.{key}={value!r}: this option was removed from querylife. It was: {option.what}. Delete "
+                f"the key to get its old default ({key}={option.default!r}), now the only behaviour, or use an "
+                'earlier querylife version for this config or checkpoint. What it measured: docs/TUNING.md "Removed '
+                'options"'
             )
         log.info("%s.%s=%r: removed option at its old default value, ignored", section, key, value)
     return values

@@ -186,7 +186,7 @@ def config_from_dict(tree: dict[str, Any], source: str = "config") -> Experiment
         lines = [f"{source}: invalid configuration"]
         for e in err.errors():
             where = ".".join(str(p) for p in e["loc"])
-            lines.append(f"  {where}: {e['msg']}")
+            lines.append(f"  {where}: {e['msg'].removeprefix('Value error, ')}")
         raise ConfigError("\n".join(lines)) from None
 
 

@@ -239,7 +239,10 @@ class QueryLifeModel(nn.Module):
         try:
             config = ModelConfig.model_validate(json.loads(cfg_path.read_text()))
         except ValidationError as err:  # e.g. an option removed since the checkpoint was written
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in err.errors())
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg'].removeprefix('Value error, ')}"
+                for e in err.errors()
+            )
             raise ValueError(f"{cfg_path}: cannot load the model config: {problems}") from None
         model = cls(config)
         state = load_file(str(directory / WEIGHTS_NAME), device=map_location)
