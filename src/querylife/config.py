@@ -63,24 +63,16 @@ class TrainConfig(BaseModel):
     grad_clip: float = 1.0
     # Gate scalars and temperature: single numbers AdamW moves by ~lr per step, so faster (docs/TUNING.md).
     gate_lr_multiplier: float = 30.0
-    # Share of the steps with the gate held at its init (mean fusion) while the towers learn; 0: trained from the
-    # first step, when it learns "trust the pretrained title" before the vision tower has learned (docs/TUNING.md).
+    # Share of steps with the gate held at mean fusion, so it does not learn "trust the title" early (docs/TUNING.md).
     gate_start_fraction: float = Field(default=0.5, ge=0.0, lt=1.0)
     seed: int = 0
-    # Labelled non-positive candidates of each pair's query added to the batch as extra negatives (docs/TUNING.md).
+    # Labelled non-positive candidates per pair as extra negatives: in-batch ones are mostly other types (TUNING.md).
     hard_negatives: int = 0
-    # GenFilt: which judge removes suspected false negatives from the loss (querylife.genfilt.training):
-    # none | duplicate_title | guide (GIST-style, raw titles) | descriptions (generated, from genfilt.cache).
+    # GenFilt: the judge that keeps suspected false negatives out of the loss (docs/GENFILT.md).
     false_negative_judge: Literal["none", "duplicate_title", "guide", "descriptions", "generative"] = "none"
-    # What a flagged negative becomes: "drop" leaves it out of the loss (GIST, the safe default: a wrong flag
-    # only costs one negative); "positive" counts it as an extra positive of the row (SupCon-style: a wrong flag
-    # pulls the query towards a wrong product, so it needs a precise judge).
+    # "drop" (GIST): a wrong flag costs one negative; "positive" (SupCon): a wrong flag pulls towards a wrong product.
     false_negative_action: Literal["drop", "positive"] = "drop"
-    # Which training labels a judge may not overrule: "irrelevant" (default): a product labelled irrelevant
-    # (gain 0) for the query is never flagged, a human "no" beats a judge's guess, while a partial match (gain > 0
-    # but below the positive threshold: ESCI substitute, CrowdFlower grade 2, the demo's "partial") may be, since
-    # it is partly relevant, the kind of negative GenFilt is after; "all": no labelled non-positive is ever
-    # flagged; "none": the judge decides alone.
+    # Labels a judge may not overrule: a human "no" beats a guess, partial matches are GenFilt's target (GENFILT.md).
     protect_labelled_negatives: Literal["irrelevant", "all", "none"] = "irrelevant"
     patience: int = 4  # epochs without dev NDCG@10 improvement before early stopping; 0 disables
     save_every_steps: int = 0  # 0: checkpoint at each epoch end only

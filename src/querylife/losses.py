@@ -33,9 +33,7 @@ class LossConfig(BaseModel):
     query_image: float = 0.25
     title_image: float = 0.25
     symmetric: bool = True  # also the product -> query direction (CLIP-style); only for infonce
-    # Which in-batch negatives to ignore, from what the data says: the same product id twice, products labelled
-    # positive for the query in the training labels, the same group_id (only when the user's data has trusted
-    # groups: the demo's group_id is ground truth for evaluating GenFilt and is never used in training).
+    # In-batch negatives that the data itself calls positives; group_id only where it marks true duplicates.
     mask_same_product: bool = True
     mask_labelled_positives: bool = True
     mask_same_group: bool = False
