@@ -1,6 +1,6 @@
 """Seed variation of the demo comparison: the same storefront, several training seeds, one table.
 
-Single-seed differences of about 0.005 NDCG@10 are within noise on the demo (DESIGN.md §5), so the headline
+Single-seed differences of about 0.005 NDCG@10 are within noise on the demo (docs/TUNING.md), so the headline
 comparison (Query-LIFE vs mean / type gate / single modality) is repeated over training seeds here.
 
 Run:  python benchmarks/demo_seeds.py --seeds 0 1 2 --out benchmarks/results

@@ -82,7 +82,7 @@ def main() -> None:
     model = trainer.model.train()
     tc = cfg.train
     optimizer = torch.optim.AdamW(
-        model.parameter_groups(tc.lr, tc.weight_decay, tc.gate_lr_multiplier, tc.gate_net_lr_multiplier)
+        model.parameter_groups(tc.lr, tc.weight_decay, tc.gate_lr_multiplier)
     )
     ids = data.catalog["product_id"].to_numpy()
     negatives = labelled_negative_pairs(data)

@@ -1,7 +1,8 @@
 """Where a training step's time goes: assembling the batch (data) vs the model (forward, backward, update).
 
-DESIGN.md §5 asks that data loading never be the bottleneck: model time >= 90% of step time. Images are decoded
-once into memory and frozen-tower features are cached, so the per-step data work is indexing and mask building.
+The target (docs/TUNING.md, "Speed"): data loading is never the bottleneck, model time >= 90% of step time. Images
+are decoded once into memory and frozen-tower features are cached, so the per-step data work is indexing and mask
+building.
 
 Run:  python benchmarks/train_step.py --steps 40 --out benchmarks/results
 """
@@ -55,7 +56,7 @@ def main() -> None:
     model = trainer.model.train()
     tc = cfg.train
     optimizer = torch.optim.AdamW(
-        model.parameter_groups(tc.lr, tc.weight_decay, tc.gate_lr_multiplier, tc.gate_net_lr_multiplier)
+        model.parameter_groups(tc.lr, tc.weight_decay, tc.gate_lr_multiplier)
     )
     data_t, model_t = [], []
     step = 0

@@ -133,24 +133,3 @@ def test_sigmoid_extra_positive_gets_positive_label():
         for s, y in ((0.9, 1), (0.6, 1), (0.1, -1), (0.8, 1))
     ) / 2
     assert flagged.item() == pytest.approx(manual, rel=1e-5)
-
-
-def test_in_type_term_ignores_other_types_and_needs_them_named():
-    torch.manual_seed(0)
-    sim = torch.randn(4, 4)
-    scale = torch.tensor(10.0)
-    types = torch.tensor([0, 0, 1, 1])
-    other = types.unsqueeze(1) != types.unsqueeze(0)  # (4, 4)
-    cfg = LossConfig(query_fused=0.0, query_title=0.0, query_image=0.0, title_image=0.0, query_fused_in_type=1.0)
-    out = alignment_loss({"query_fused": sim}, cfg, scale, other_type=other)
-    assert out.total == pytest.approx(float(info_nce(sim, scale, other)))
-    # changing an other-type score leaves the term unchanged; changing a same-type one does not
-    moved = sim.clone()
-    moved[0, 2] += 5.0
-    assert float(alignment_loss({"query_fused": moved}, cfg, scale, other_type=other).total) == pytest.approx(
-        float(out.total)
-    )
-    moved[0, 1] += 5.0
-    assert float(alignment_loss({"query_fused": moved}, cfg, scale, other_type=other).total) > float(out.total)
-    with pytest.raises(ValueError, match="other_type"):
-        alignment_loss({"query_fused": sim}, cfg, scale)

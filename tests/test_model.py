@@ -1,5 +1,7 @@
 """QueryLifeModel with tiny towers built in the test: outputs, gradients, freezing, save/load, CLIP towers."""
 
+import json
+
 import pytest
 import torch
 
@@ -85,13 +87,10 @@ def test_precomputed_features_equal_tower_path(tiny_text_model_dir):
 
 
 def test_save_load_identical_scores(tiny_text_model_dir, tmp_path):
-    cfg = _config(tiny_text_model_dir, train_text_layers=1)
-    cfg = cfg.model_copy(update={"fusion": cfg.fusion.model_copy(update={"image_score_offset": True})})
-    model = QueryLifeModel(cfg)
+    model = QueryLifeModel(_config(tiny_text_model_dir, train_text_layers=1))
     torch.nn.init.normal_(model.fusion.gate_out.weight)
     with torch.no_grad():
         model.fusion.type_logit.copy_(torch.tensor([0.0, 1.0, -1.0, 2.0]))
-        model.fusion.image_offset.fill_(0.25)
     model.eval()
     model.save_pretrained(tmp_path / "ckpt")
     assert (tmp_path / "ckpt" / "model.safetensors").exists() and (tmp_path / "ckpt" / "config.json").exists()
@@ -103,6 +102,57 @@ def test_save_load_identical_scores(tiny_text_model_dir, tmp_path):
         b = loaded(type_ids=types, has_image=has, queries=queries, titles=titles, images=images)
     assert torch.equal(a.scores, b.scores)
     assert loaded.types == model.types
+
+
+# Fusion options removed in this version, as an earlier version wrote them into config.json at their defaults.
+OLD_FUSION_DEFAULTS = {
+    "gate_inputs": "type_query",
+    "type_gate": "free",
+    "renormalize": True,
+    "image_score_offset": False,
+}
+
+
+def _with_old_fusion_keys(directory, **values) -> None:
+    path = directory / "config.json"
+    tree = json.loads(path.read_text())
+    tree["fusion"].update({**OLD_FUSION_DEFAULTS, **values})
+    path.write_text(json.dumps(tree))
+
+
+def test_checkpoint_from_before_the_option_removal_loads(tiny_text_model_dir, tmp_path):
+    model = QueryLifeModel(_config(tiny_text_model_dir)).eval()
+    torch.nn.init.normal_(model.fusion.gate_out.weight)
+    model.save_pretrained(tmp_path / "old")
+    _with_old_fusion_keys(tmp_path / "old")
+    loaded = QueryLifeModel.from_pretrained(tmp_path / "old")
+    assert loaded.config.fusion == model.config.fusion
+    queries, titles, images, has = _batch()
+    types = model.type_ids(["dress", "cable", "charger", "dress"])
+    with torch.no_grad():
+        a = model(type_ids=types, has_image=has, queries=queries, titles=titles, images=images)
+        b = loaded(type_ids=types, has_image=has, queries=queries, titles=titles, images=images)
+    assert torch.equal(a.scores, b.scores)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("renormalize", False),
+        ("image_score_offset", True),
+        ("gate_inputs", "type_query_modalities"),
+        ("gate_inputs", "type"),
+        ("type_gate", "predicted"),
+    ],
+)
+def test_checkpoint_using_a_removed_option_is_refused(tiny_text_model_dir, tmp_path, key, value):
+    QueryLifeModel(_config(tiny_text_model_dir)).save_pretrained(tmp_path / "old")
+    _with_old_fusion_keys(tmp_path / "old", **{key: value})
+    with pytest.raises(ValueError, match="was removed") as err:
+        QueryLifeModel.from_pretrained(tmp_path / "old")
+    message = str(err.value)
+    assert str(tmp_path / "old" / "config.json") in message
+    assert f"model.fusion.{key}={value!r}" in message
 
 
 def test_from_pretrained_errors(tmp_path, tiny_text_model_dir):

@@ -316,12 +316,3 @@ def test_gate_start_fraction_is_validated():
 
     with pytest.raises(ConfigError, match="gate_start_fraction"):
         load_config(None, ["train.gate_start_fraction=1.0"])
-
-
-def test_in_type_term_trains(tiny_config, tiny_data, tmp_path):
-    # alignment_loss raises without the other-type mask, so this also checks that the trainer builds it when asked.
-    from querylife.config import with_overrides
-
-    cfg = with_overrides(tiny_config, {"loss.query_fused_in_type": 1.0, "train.epochs": 1})
-    result = Trainer(cfg, tiny_data, tmp_path / "run", progress=False).fit()
-    assert np.isfinite(result.history[0]["train_loss"])

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .compat import removed_options_validator
 from .genfilt.ask import JudgePrompt
 from .genfilt.base import PromptTemplate
 from .losses import LossConfig
@@ -60,40 +61,26 @@ class TrainConfig(BaseModel):
     weight_decay: float = 0.01
     warmup_fraction: float = 0.05  # of all steps, then cosine decay to 0
     grad_clip: float = 1.0
-    # The per-type gate scalars and the temperature are single numbers that AdamW moves by ~lr per step: at the
-    # base rate they stay at their init for hundreds of steps (DESIGN §5), so they get a higher rate.
+    # Gate scalars and temperature: single numbers AdamW moves by ~lr per step, so faster (docs/TUNING.md).
     gate_lr_multiplier: float = 30.0
-    gate_net_lr_multiplier: float = 1.0  # the query-aware gate network (a small MLP)
-    # Share of the steps during which the gate (per-type scalars and network) stays at its init, i.e. mean fusion,
-    # while the towers learn. A gate trained from step 0 sees a pretrained text tower against a vision tower that
-    # is still random, learns "trust the title", and then starves the vision tower of gradient (w scales it): with
-    # 20% of the demo's training queries it fell to 0.3 image weight on every type and lost 0.013 dev NDCG@10 to
-    # mean fusion; holding it for half the steps recovered most of that and changed nothing with all the queries
-    # (benchmarks/results/dev_variants.md). 0 trains the gate from the first step.
+    # Share of steps with the gate held at mean fusion, so it does not learn "trust the title" early (docs/TUNING.md).
     gate_start_fraction: float = Field(default=0.5, ge=0.0, lt=1.0)
     seed: int = 0
-    # Labelled non-positive candidates of each pair's query added to the batch as extra negatives (in-batch
-    # negatives are mostly of other product types). Off by default: on the demo storefront it lowered test
-    # NDCG@10 for every fusion mode (see the "hard_negatives" row of the demo report).
+    # Labelled non-positive candidates per pair as extra negatives: in-batch ones are mostly other types (TUNING.md).
     hard_negatives: int = 0
-    # GenFilt: which judge removes suspected false negatives from the loss (querylife.genfilt.training):
-    # none | duplicate_title | guide (GIST-style, raw titles) | descriptions (generated, from genfilt.cache).
+    # GenFilt: the judge that keeps suspected false negatives out of the loss (docs/GENFILT.md).
     false_negative_judge: Literal["none", "duplicate_title", "guide", "descriptions", "generative"] = "none"
-    # What a flagged negative becomes: "drop" leaves it out of the loss (GIST, the safe default: a wrong flag
-    # only costs one negative); "positive" counts it as an extra positive of the row (SupCon-style: a wrong flag
-    # pulls the query towards a wrong product, so it needs a precise judge).
+    # "drop" (GIST): a wrong flag costs one negative; "positive" (SupCon): a wrong flag pulls towards a wrong product.
     false_negative_action: Literal["drop", "positive"] = "drop"
-    # Which training labels a judge may not overrule: "irrelevant" (default): a product labelled irrelevant
-    # (gain 0) for the query is never flagged, a human "no" beats a judge's guess, while a partial match (gain > 0
-    # but below the positive threshold: ESCI substitute, CrowdFlower grade 2, the demo's "partial") may be, since
-    # it is partly relevant, the kind of negative GenFilt is after; "all": no labelled non-positive is ever
-    # flagged; "none": the judge decides alone.
+    # Labels a judge may not overrule: a human "no" beats a guess, partial matches are GenFilt's target (GENFILT.md).
     protect_labelled_negatives: Literal["irrelevant", "all", "none"] = "irrelevant"
     patience: int = 4  # epochs without dev NDCG@10 improvement before early stopping; 0 disables
     save_every_steps: int = 0  # 0: checkpoint at each epoch end only
     eval_batch_size: int = 512
     device: str = "auto"  # auto | cpu | cuda
     num_threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    # Options removed since earlier versions: dropped at their old default, an error otherwise (querylife.compat).
+    _removed = removed_options_validator("train")
 
 
 class EvalConfig(BaseModel):
@@ -191,7 +178,7 @@ def config_from_dict(tree: dict[str, Any], source: str = "config") -> Experiment
         lines = [f"{source}: invalid configuration"]
         for e in err.errors():
             where = ".".join(str(p) for p in e["loc"])
-            lines.append(f"  {where}: {e['msg']}")
+            lines.append(f"  {where}: {e['msg'].removeprefix('Value error, ')}")
         raise ConfigError("\n".join(lines)) from None
 
 

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
+from .compat import removed_options_validator
+
 
 class LossConfig(BaseModel):
     """Which alignment terms are on, their weights, and the loss family."""
@@ -26,26 +28,22 @@ class LossConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: str = "infonce"  # "infonce" (symmetric softmax, CLIP) or "sigmoid" (pairwise, SigLIP)
     query_fused: float = 1.0  # main term: query <-> fused product
-    # Auxiliary per-modality terms keep each tower aligned on its own (DESIGN §1.2); 0 turns a term off.
+    # Auxiliary per-modality terms keep each tower aligned on its own (docs/TUNING.md); 0 turns a term off.
     query_title: float = 0.25
     query_image: float = 0.25
     title_image: float = 0.25
-    # Query <-> fused again, with only the negatives of the query's own product type (that of its positive). Random
-    # batches mix product types, so most in-batch negatives differ in type and the main term mostly teaches type
-    # matching; ranking a query's candidates, most of them of its type, needs the attributes. 0 turns it off.
-    query_fused_in_type: float = 0.0
     symmetric: bool = True  # also the product -> query direction (CLIP-style); only for infonce
-    # Which in-batch negatives to ignore, from what the data says: the same product id twice, products labelled
-    # positive for the query in the training labels, the same group_id (only when the user's data has trusted
-    # groups: the demo's group_id is ground truth for evaluating GenFilt and is never used in training).
+    # In-batch negatives that the data itself calls positives; group_id only where it marks true duplicates.
     mask_same_product: bool = True
     mask_labelled_positives: bool = True
     mask_same_group: bool = False
+    # Options removed since earlier versions: dropped at their old default, an error otherwise (querylife.compat).
+    _removed = removed_options_validator("loss")
 
     def model_post_init(self, __context: object) -> None:
         if self.kind not in ("infonce", "sigmoid"):
             raise ValueError(f'loss.kind must be "infonce" or "sigmoid", got {self.kind!r}')
-        weights = (self.query_fused, self.query_title, self.query_image, self.title_image, self.query_fused_in_type)
+        weights = (self.query_fused, self.query_title, self.query_image, self.title_image)
         if min(weights) < 0:
             raise ValueError("loss term weights must be >= 0")
 
@@ -142,29 +140,22 @@ def alignment_loss(
     ignore: torch.Tensor | None = None,
     product_ignore: torch.Tensor | None = None,
     extra_positive: torch.Tensor | None = None,
-    other_type: torch.Tensor | None = None,
 ) -> LossOutput:
     """Weighted sum of the enabled terms.
 
     ``sims`` maps term name ("query_fused", "query_title", "query_image", "title_image") to its similarity matrix:
     (Bq, Bp) for the query terms, (Bp, Bp) for title-image; terms with weight 0 or absent are skipped. ``ignore``
     (Bq, Bp) masks the query terms; ``product_ignore`` (Bp, Bp) masks title-image (e.g. the same product twice);
-    ``extra_positive`` (Bq, Bp) adds positives to the query terms. ``other_type`` (Bq, Bp) marks products of
-    another type than the query's (needed by ``query_fused_in_type``, which also ignores them).
+    ``extra_positive`` (Bq, Bp) adds positives to the query terms.
     """
     total = torch.zeros((), device=logit_scale.device)
     parts: dict[str, float] = {}
-    for name in ("query_fused", "query_title", "query_image", "title_image", "query_fused_in_type"):
+    for name in ("query_fused", "query_title", "query_image", "title_image"):
         weight = getattr(config, name)
-        source = "query_fused" if name == "query_fused_in_type" else name
-        if weight == 0 or source not in sims:
+        if weight == 0 or name not in sims:
             continue
-        sim = sims[source]
+        sim = sims[name]
         mask = product_ignore if name == "title_image" else ignore
-        if name == "query_fused_in_type":
-            if other_type is None:
-                raise ValueError("loss.query_fused_in_type needs other_type: the products of another product type")
-            mask = other_type if mask is None else mask | other_type
         extra = None if name == "title_image" else extra_positive
         if config.kind == "infonce":
             term = info_nce(sim, logit_scale, mask, symmetric=config.symmetric, extra_positive=extra)

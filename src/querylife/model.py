@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -42,11 +42,7 @@ class ModelConfig(BaseModel):
     init_temperature: float = 0.05  # CLIP uses 0.07; frozen sentence encoders give tighter cosines
     learn_temperature: bool = True
     max_logit_scale: float = 100.0  # CLIP's clamp: prevents the temperature from collapsing
-    # Queries share the title head by default: with a frozen text tower that keeps the pretrained query-title
-    # geometry (all-MiniLM-L6-v2 was trained on query-passage pairs) with fewer parameters to fit, and on the demo
-    # storefront's dev split it beat a separate head on NDCG@10 on 5 of 5 seeds (+0.0045 mean fusion, +0.004
-    # query+type gate; ROC-AUC +0.006 / -0.004; dev_variants.md). True gives queries their own head (same start,
-    # free to diverge); a separate query tower always gets one.
+    # False: queries share the title head, which keeps a frozen tower's query-title geometry (docs/TUNING.md).
     separate_query_projection: bool = False
     init_logit_bias: float = -5.0  # sigmoid loss only: starts with a low prior of any pair being positive
     # Product-type vocabulary, filled from the training catalogue; index 0 is reserved for unseen types.
@@ -240,7 +236,14 @@ class QueryLifeModel(nn.Module):
         cfg_path = directory / CONFIG_NAME
         if not cfg_path.exists():
             raise FileNotFoundError(f"{directory} is not a querylife checkpoint: {CONFIG_NAME} is missing")
-        config = ModelConfig.model_validate(json.loads(cfg_path.read_text()))
+        try:
+            config = ModelConfig.model_validate(json.loads(cfg_path.read_text()))
+        except ValidationError as err:  # e.g. an option removed since the checkpoint was written
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg'].removeprefix('Value error, ')}"
+                for e in err.errors()
+            )
+            raise ValueError(f"{cfg_path}: cannot load the model config: {problems}") from None
         model = cls(config)
         state = load_file(str(directory / WEIGHTS_NAME), device=map_location)
         missing, unexpected = model.load_state_dict(state, strict=False)
@@ -252,12 +255,11 @@ class QueryLifeModel(nn.Module):
             )
         return model.to(map_location).eval()
 
-    def parameter_groups(
-        self, lr: float, weight_decay: float, gate_lr_multiplier: float, gate_net_lr_multiplier: float = 1.0
-    ) -> list[dict]:
-        """AdamW groups: weights with decay; biases/norms/scalars without; gate scalars and temperature faster
-        (separate groups, so that the trainer can hold the gate at its init for a while); the gate network at its
-        own rate."""
+    def parameter_groups(self, lr: float, weight_decay: float, gate_lr_multiplier: float) -> list[dict]:
+        """AdamW groups: weights with decay; biases/norms/scalars without; gate scalars and temperature at
+        ``gate_lr_multiplier`` times ``lr``; the gate network at ``lr`` without decay. The gate scalars and the
+        gate network have groups of their own (:data:`GATE_GROUPS`) so that the trainer can hold them at their
+        init for a while."""
         gate_ids = {id(p) for p in self.fusion.gate_parameters()}
         scale_ids = {id(self.log_logit_scale), id(self.logit_bias)}
         net_ids = {id(p) for p in self.fusion.gate_network_parameters()}
@@ -280,6 +282,6 @@ class QueryLifeModel(nn.Module):
             {"params": no_decay, "weight_decay": 0.0, "lr": lr, "name": "no_decay"},
             {"params": fast, "weight_decay": 0.0, "lr": lr * gate_lr_multiplier, "name": "gate"},
             {"params": scale, "weight_decay": 0.0, "lr": lr * gate_lr_multiplier, "name": "scale"},
-            {"params": net, "weight_decay": 0.0, "lr": lr * gate_net_lr_multiplier, "name": "gate_net"},
+            {"params": net, "weight_decay": 0.0, "lr": lr, "name": "gate_net"},
         ]
         return [g for g in groups if g["params"]]

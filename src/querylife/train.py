@@ -200,11 +200,6 @@ class Trainer:
             return mask, flagged & ~mask
         return mask | flagged, None
 
-    def other_type(self, batch: list[int], product_rows: np.ndarray) -> torch.Tensor:
-        """(B, Bp) bool: products of another type than the row's positive (the query's type)."""
-        types = self.type_ids[torch.from_numpy(product_rows)]  # (Bp,)
-        return types[: len(batch)].unsqueeze(1) != types.unsqueeze(0)
-
     def batch_inputs(self, batch: list[int], product_rows: np.ndarray) -> dict[str, Any]:
         """The model's keyword inputs for a batch: cached tower features where frozen, else raw texts/pixels."""
         rows = torch.from_numpy(product_rows)
@@ -276,9 +271,7 @@ class Trainer:
         """Train; with ``resume`` continue from ``run_dir/last`` (a killed run) if it exists."""
         tc, model = self.config.train, self.model
         start_time = time.time()
-        optimizer = torch.optim.AdamW(
-            model.parameter_groups(tc.lr, tc.weight_decay, tc.gate_lr_multiplier, tc.gate_net_lr_multiplier), lr=tc.lr
-        )
+        optimizer = torch.optim.AdamW(model.parameter_groups(tc.lr, tc.weight_decay, tc.gate_lr_multiplier), lr=tc.lr)
         steps_per_epoch = len(self.sampler)
         total = steps_per_epoch * tc.epochs
         gate_start = int(tc.gate_start_fraction * total)  # steps before it the gate is held (no lr, no gradient)
@@ -286,7 +279,6 @@ class Trainer:
             optimizer, self._lr_factors(optimizer, total, tc.warmup_fraction, gate_start)
         )
         held = [p for g in optimizer.param_groups if g.get("name") in GATE_GROUPS for p in g["params"]]
-        in_type_term = self.config.loss.query_fused_in_type > 0  # the only user of the other-type mask
         state = {
             "epoch": 0,
             "step_in_epoch": 0,
@@ -330,8 +322,7 @@ class Trainer:
                 extra = None if extra is None else extra.to(self.device)
                 same = torch.from_numpy(prod_rows[:, None] == prod_rows[None, :]).to(self.device)  # (Bp, Bp)
                 loss = alignment_loss(
-                    out.sims, self.config.loss, out.logit_scale, out.logit_bias, mask, same, extra_positive=extra,
-                    other_type=self.other_type(batch, prod_rows).to(self.device) if in_type_term else None,
+                    out.sims, self.config.loss, out.logit_scale, out.logit_bias, mask, same, extra_positive=extra
                 )
                 optimizer.zero_grad(set_to_none=True)
                 loss.total.backward()
