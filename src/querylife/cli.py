@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from .methods import methods_help
+from .methods import MethodError, methods_help, parse_methods
 
 # Weights come from local directories or packages; never reach for a model hub unless the user asked.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -42,6 +43,19 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _methods(text: str | None) -> tuple[str, ...]:
+    """``--methods`` as method names; an old name gets a one-line note (not a Python warning with a traceback)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FutureWarning)
+        try:
+            chosen = parse_methods(text)
+        except MethodError as err:
+            _fail(str(err))
+    for w in caught:
+        typer.secho(f"note: {w.message}", fg=typer.colors.YELLOW, err=True)
+    return chosen
+
+
 def _quiet_transformers() -> None:
     from transformers.utils import logging as hf_logging
 
@@ -65,14 +79,13 @@ def demo(
     """Run the whole pipeline on the bundled demo storefront: generate, train, evaluate, report."""
     _quiet_transformers()
     from .config import ConfigError, load_config
-    from .methods import MethodError, parse_methods
     from .pipeline import run_demo
 
     try:
         cfg = load_config(config, set_ or [])
-        chosen = parse_methods(methods)
-    except (ConfigError, MethodError) as err:
+    except ConfigError as err:
         _fail(str(err))
+    chosen = _methods(methods)
     result = run_demo(
         out, n_products=products, seed=seed, epochs=epochs, methods=chosen, config=cfg, progress=not quiet
     )
@@ -261,13 +274,12 @@ def eval_(
 ) -> None:
     """Evaluate checkpoints (or the whole method suite) on the test split with bootstrap CIs; write a report."""
     _quiet_transformers()
-    from .methods import MethodError, parse_methods
     from .suite import check_checkpoint_dir, run_evaluation
 
     if not checkpoint and not suite:
         _fail("give --checkpoint DIR (one or more) or --suite")
-    try:  # fail before any work, not after the baselines ran
-        chosen = parse_methods(methods) if suite else None
+    chosen = _methods(methods) if suite else None  # fail before any work, not after the baselines ran
+    try:
         for path in checkpoint or []:
             check_checkpoint_dir(path)
     except MethodError as err:
