@@ -24,10 +24,12 @@ from querylife.checkpoint import atomic_write_text  # noqa: E402
 from querylife.config import load_config, with_overrides  # noqa: E402
 from querylife.data.prepare import prepare_from_config  # noqa: E402
 from querylife.data.storefront import DemoConfig, generate_demo  # noqa: E402
-from querylife.evaluate import Suite, group_summary  # noqa: E402
+from querylife.evaluate import metrics_by_group  # noqa: E402
+from querylife.methods import resolve_methods  # noqa: E402
 from querylife.report import machine_info  # noqa: E402
+from querylife.suite import Suite  # noqa: E402
 
-METHODS = ["full", "mean", "type_gate", "concat", "title_only", "image_only"]
+METHODS = ["querylife", "mean", "type_gate", "concat", "title_only", "image_only"]
 KEYS = ["ndcg@10", "roc_auc", "roc_auc_in_type"]
 
 
@@ -40,6 +42,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override KEY=VALUE")
     args = parser.parse_args()
+    args.methods = list(resolve_methods(args.methods))  # old names (full) run under their new ones
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -60,7 +63,7 @@ def main() -> None:
         cfg = with_overrides(base, {"train.seed": seed})
         suite = Suite(cfg, data, Path(args.work) / f"seed{seed}", progress=False, n_boot=0, log=lambda s: None)
         runs = [suite.run_method(m) for m in args.methods]
-        _, by_group = group_summary(runs, groups, seed=seed)
+        by_group = metrics_by_group(runs, groups, seed=seed)
         for r in runs:
             per_seed[r.name][seed] = {
                 "overall": {k: r.result.overall[k] for k in KEYS},

@@ -429,7 +429,7 @@ def test_eval_checkpoint_writes_report(trained_run, tiny_store, tiny_text_model_
 @pytest.mark.slow
 def test_demo_end_to_end(tiny_text_model_dir, tmp_path):
     out = tmp_path / "demo"
-    methods = ["bm25", "zero_shot", "full", "mean"]
+    methods = ["bm25", "zero_shot", "querylife", "mean"]
     proc = cli(
         "demo", "--out", out, "--products", 120, "--methods", ",".join(methods), "--epochs", 1, "--quiet",
         *tiny_overrides(tiny_text_model_dir), cwd=tmp_path,
@@ -457,7 +457,7 @@ def test_demo_with_a_describer_server_adds_the_genfilt_rows(tiny_text_model_dir,
     from test_genfilt_openai import FakeOpenAIServer
 
     out = tmp_path / "demo"
-    methods = ["full", "fn_guide"]
+    methods = ["querylife", "mask_guide"]
     with FakeOpenAIServer(rule=lambda title: f"{title}, as described" if title else "Yes") as server:
         proc = cli(
             "demo", "--out", out, "--products", 120, "--methods", ",".join(methods), "--epochs", 1, "--quiet",
@@ -468,14 +468,14 @@ def test_demo_with_a_describer_server_adds_the_genfilt_rows(tiny_text_model_dir,
         described = sum(1 for r in server.requests if "Title: " in json.dumps(r))
     assert proc.returncode == 0, show(proc)
     report = json.loads((out / "report" / "report.json").read_text())
-    assert report["methods"] == [*methods, "fn_descriptions", "fn_generative"]
+    assert report["methods"] == [*methods, "mask_genfilt_descriptions", "mask_genfilt_generative"]
     assert described >= 120  # every product described once (stage 1)
     assert len((out / "genfilt" / "descriptions.jsonl").read_text().splitlines()) == 120
     md = (out / "report" / "report.md").read_text()
     assert "## GenFilt: false-negative judges" in md
     assert f"openai:{server.url}:m" in md  # the report names the model that wrote the descriptions
     judges = report["meta"]["genfilt"]["judges"]
-    assert set(judges) == {"fn_guide", "fn_descriptions", "fn_generative"}
+    assert set(judges) == {"mask_guide", "mask_genfilt_descriptions", "mask_genfilt_generative"}
     for entry in judges.values():
         assert 0 <= entry["ndcg@10"] <= 1 and 0 <= entry["mask_rate"] <= 1
 
@@ -646,6 +646,7 @@ def test_genfilt_describe_queries_feeds_the_judges_query_anchor(tiny_store, tiny
 
 
 def test_eval_suite_reports_methods_and_the_genfilt_table(tiny_store, tiny_text_model_dir, tmp_path):
+    """Old method names (full, fn_*) still run, under their new names, with a note saying so."""
     out = tmp_path / "suite"
     proc = cli(
         "eval", "--suite", "--methods", "bm25,full,fn_duplicate_title", "--catalog", tiny_store.catalog_path,
@@ -653,8 +654,23 @@ def test_eval_suite_reports_methods_and_the_genfilt_table(tiny_store, tiny_text_
         cwd=tmp_path,
     )
     assert proc.returncode == 0, show(proc)
+    assert "'full' was renamed 'querylife'" in proc.stderr and "'fn_duplicate_title' was renamed" in proc.stderr
     report = json.loads((out / "report.json").read_text())
-    assert report["methods"] == ["bm25", "full", "fn_duplicate_title"]
+    assert report["methods"] == ["bm25", "querylife", "mask_duplicate_titles"]
+    assert report["baseline"] == "querylife"
     judges = report["meta"]["genfilt"]["judges"]
-    assert set(judges) == {"fn_duplicate_title"} and 0 <= judges["fn_duplicate_title"]["ndcg@10"] <= 1
-    assert "## GenFilt: false-negative judges" in (out / "report.md").read_text()
+    assert set(judges) == {"mask_duplicate_titles"} and 0 <= judges["mask_duplicate_titles"]["ndcg@10"] <= 1
+    md = (out / "report.md").read_text()
+    assert "## GenFilt: false-negative judges" in md and "| no filter (querylife) |" in md
+    assert (out / "test_scores.parquet").is_file()
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_eval_rejects_unknown_methods_before_any_work(tiny_store, tmp_path):
+    proc = cli(
+        "eval", "--suite", "--methods", "bm25,nope", "--catalog", tiny_store.catalog_path,
+        "--pairs", tiny_store.pairs_path, "--out", tmp_path / "x", cwd=tmp_path,
+    )
+    assert proc.returncode == 2, show(proc)
+    assert "unknown method 'nope'" in proc.stderr and "querylife" in proc.stderr
+    assert not (tmp_path / "x").exists()

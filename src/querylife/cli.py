@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from .methods import MethodError, methods_help, parse_methods
 
 # Weights come from local directories or packages; never reach for a model hub unless the user asked.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -40,6 +43,19 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _methods(text: str | None) -> tuple[str, ...]:
+    """``--methods`` as method names; an old name gets a one-line note (not a Python warning with a traceback)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FutureWarning)
+        try:
+            chosen = parse_methods(text)
+        except MethodError as err:
+            _fail(str(err))
+    for w in caught:
+        typer.secho(f"note: {w.message}", fg=typer.colors.YELLOW, err=True)
+    return chosen
+
+
 def _quiet_transformers() -> None:
     from transformers.utils import logging as hf_logging
 
@@ -53,7 +69,9 @@ def demo(
     products: Annotated[int, typer.Option(help="Number of products in the demo storefront.")] = 3000,
     seed: Annotated[int, typer.Option(help="Seed for the storefront and training.")] = 0,
     epochs: Annotated[int | None, typer.Option(help="Training epochs per method (default: the config's).")] = None,
-    methods: Annotated[str | None, typer.Option(help="Comma-separated subset of methods (default: all).")] = None,
+    methods: Annotated[
+        str | None, typer.Option(help=f"Comma-separated subset of methods (default: all). {methods_help()}")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML/JSON experiment config.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Config override, e.g. --set train.lr=3e-4.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
@@ -61,14 +79,13 @@ def demo(
     """Run the whole pipeline on the bundled demo storefront: generate, train, evaluate, report."""
     _quiet_transformers()
     from .config import ConfigError, load_config
-    from .evaluate import DEFAULT_METHODS
     from .pipeline import run_demo
 
     try:
         cfg = load_config(config, set_ or [])
     except ConfigError as err:
         _fail(str(err))
-    chosen = tuple(m.strip() for m in methods.split(",")) if methods else DEFAULT_METHODS
+    chosen = _methods(methods)
     result = run_demo(
         out, n_products=products, seed=seed, epochs=epochs, methods=chosen, config=cfg, progress=not quiet
     )
@@ -247,7 +264,9 @@ def eval_(
     out: Annotated[Path, typer.Option(help="Report directory (report.md, report.json, PNG plots).")],
     checkpoint: Annotated[list[Path] | None, typer.Option(help="Trained checkpoint dir(s) to evaluate.")] = None,
     suite: Annotated[bool, typer.Option(help="Train and evaluate every method (baselines + ablations).")] = False,
-    methods: Annotated[str | None, typer.Option(help="Comma-separated methods for --suite (default: all).")] = None,
+    methods: Annotated[
+        str | None, typer.Option(help=f"Comma-separated methods for --suite (default: all). {methods_help()}")
+    ] = None,
     baselines: Annotated[bool, typer.Option(help="Also evaluate BM25 and the zero-shot tower.")] = True,
     config: Annotated[Path | None, typer.Option(help="YAML/JSON experiment config (data + split).")] = None,
     catalog: Annotated[Path | None, typer.Option(help="Catalogue file.")] = None,
@@ -259,45 +278,33 @@ def eval_(
 ) -> None:
     """Evaluate checkpoints (or the whole method suite) on the test split with bootstrap CIs; write a report."""
     _quiet_transformers()
-    from .evaluate import DEFAULT_METHODS, MethodRun, Suite, evaluate_model, gate_weight_by_type
-    from .model import QueryLifeModel
+    from .suite import check_checkpoint_dir, run_evaluation
 
     if not checkpoint and not suite:
         _fail("give --checkpoint DIR (one or more) or --suite")
-    for path in checkpoint or []:  # fail before any work, not after the baselines ran
-        if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
-            _fail(f"{path} is not a querylife checkpoint (needs config.json and model.safetensors)")
+    chosen = _methods(methods) if suite else None  # fail before any work, not after the baselines ran
+    try:
+        for path in checkpoint or []:
+            check_checkpoint_dir(path)
+    except MethodError as err:
+        _fail(str(err))
     cfg = _load(config, set_, catalog, pairs, data, format_)
     dataset = _dataset(cfg, progress=not quiet)
-    runner = Suite(cfg, dataset, out, progress=not quiet)
-    runs: list[MethodRun] = []
-    if suite:
-        runs += runner.run(tuple(m.strip() for m in methods.split(",")) if methods else DEFAULT_METHODS)
-    else:
-        if baselines:
-            runs += runner.run(["bm25", "zero_shot"])
-        for path in checkpoint or []:
-            try:
-                model = QueryLifeModel.from_pretrained(path)
-            except (FileNotFoundError, ValueError) as err:
-                _fail(str(err))
-            result, scored, _ = evaluate_model(
-                model, dataset, cache=runner.cache, n_boot=runner.n_boot, seed=cfg.train.seed, decision=runner.decision
-            )
-            name = path.parent.name if path.name == "best" else path.name
-            runs.append(MethodRun(name, f"checkpoint {path}", result, 0.0, scored, gate_weight_by_type(scored)))
-    from .genfilt.summary import genfilt_section
-
-    genfilt_md, genfilt_numbers = genfilt_section(runs, cfg, dataset, text_tower=runner.shared_text_tower())
-    paths = runner.report(
-        runs,
-        title="querylife evaluation",
-        command=" ".join(sys.argv),
-        extra_sections={"GenFilt: false-negative judges": genfilt_md} if genfilt_md else None,
-        extra_meta={"genfilt": {"judges": genfilt_numbers}} if genfilt_numbers else None,
-    )
-    typer.echo(Suite.table(runs))
-    typer.echo(f"report: {paths['markdown'] if 'markdown' in paths else out}")
+    try:
+        result = run_evaluation(
+            cfg,
+            dataset,
+            out,
+            methods=chosen,
+            checkpoints=checkpoint or [],
+            baselines=baselines,
+            progress=not quiet,
+            command=" ".join(sys.argv),
+        )
+    except MethodError as err:
+        _fail(str(err))
+    typer.echo(result.table)
+    typer.echo(f"report: {result.paths.get('markdown', out)}")
 
 
 @genfilt_app.command(
@@ -325,48 +332,28 @@ def genfilt_describe(
     """Describe every product (or, with --queries, every query's intent) with a generative model into a resumable
     cache (stage 1 of GenFilt)."""
     from .config import ConfigError, load_config
-    from .data.readers import load_catalog, load_pairs
     from .data.schemas import DataError
-    from .genfilt import DescribeError, DescriptionCache, OpenAIDescriber, describe_catalog, products_from_catalog
-    from .genfilt.describe import query_items
+    from .genfilt import DescribeError
+    from .genfilt.describe import describe_from_config
 
     try:
         cfg = load_config(config, set_ or [])
     except ConfigError as err:
         _fail(str(err))
-    g = cfg.genfilt
-    path = (pairs or cfg.data.pairs) if queries else (catalog or cfg.data.catalog)
-    if not path:
-        _fail("no pairs: give --pairs (or data.pairs)" if queries else "no catalogue: give --catalog (or data.catalog)")
-    if not g.model:
-        _fail("no model: set genfilt.model (the server's model name, or a local HF model directory)")
-    try:
-        if queries:
-            items = query_items(load_pairs(path)[0]["query"].astype(str).tolist())
-        else:
-            items = products_from_catalog(load_catalog(path))
-    except DataError as err:
-        _fail(str(err))
-    prompt = g.query_prompt if queries else g.prompt
-    if g.describer == "openai":
-        describer = OpenAIDescriber(
-            g.base_url, g.model, max_concurrency=g.max_concurrency, timeout_s=g.timeout_s, max_retries=g.max_retries
-        )
-        try:
-            describer.check()
-        except DescribeError as err:
-            _fail(str(err))
-    else:
+    if cfg.genfilt.describer == "hf":
         _quiet_transformers()
-        from .genfilt.hf import HFDescriber
-
-        describer = HFDescriber(g.model, kind=g.hf_kind, batch_size=g.batch_size)
-    store = DescriptionCache(cache or g.cache)
-    what = "queries" if queries else "products"
-    typer.echo(f"describer {describer.name}, {what}, prompt {prompt.version}, cache {cache or g.cache}")
-    summary = describe_catalog(
-        items, describer, prompt, store, batch_size=g.batch_size, progress=not quiet, limit=limit
-    )
+    try:
+        summary = describe_from_config(
+            cfg,
+            queries=queries,
+            path=pairs if queries else catalog,
+            cache=cache,
+            limit=limit,
+            progress=not quiet,
+            log=typer.echo,
+        )
+    except (ValueError, DataError, DescribeError) as err:
+        _fail(str(err))
     typer.echo(summary.to_text())
     for pid, message in summary.examples:
         typer.echo(f"  {pid}: {message}")
@@ -395,58 +382,19 @@ def genfilt_evaluate(
     similarity judge on the descriptions; with --cache and genfilt.model also GenFilt + the generative judge.
     """
     _quiet_transformers()
-    from .checkpoint import atomic_write_text
-    from .config import with_overrides
     from .genfilt.base import DescribeError
-    from .genfilt.judges import text_tower_encoder
-    from .genfilt.mask_eval import evaluate_judges, known_equivalents, sample_batches
-    from .genfilt.training import build_judge, load_descriptions
-    from .report import md_table
+    from .genfilt.quality import compare_judges
+    from .report import mask_table_text, write_mask_report
 
     cfg = _load(config, set_, catalog, pairs)
     data = _dataset(cfg, progress=False)
-    train = data.splits["train"]
-    positives = train[train["positive"]]
-    sampled = sample_batches(positives, cfg.train.batch_size, batches, seed=cfg.train.seed)
-    truth = known_equivalents(data.catalog, data.pairs)
-    kinds = {"duplicate_title": "duplicate_title", "gist_guide": "guide"}
-    source = "none (no --cache given)"
-    if cache:
-        cfg = with_overrides(cfg, {"genfilt.cache": str(cache)})
-        try:
-            name, version, descriptions, _ = load_descriptions(cfg, describer)
-        except (FileNotFoundError, ValueError) as err:
-            _fail(str(err))
-        source = f"{name} (prompt {version}), {len(descriptions)} products"
-        kinds["genfilt_similarity"] = "descriptions"
-        if cfg.genfilt.model:  # a generative model is configured: GenFilt + generative judge too (answers cached)
-            kinds["genfilt_generative"] = "generative"
-    encoder = text_tower_encoder(cfg.genfilt.guide_model)  # one guide (and its embedding cache) for every judge
     try:
-        judges = {n: build_judge(cfg, data, kind=k, describer=describer, encoder=encoder) for n, k in kinds.items()}
-    except (DescribeError, ValueError) as err:
+        comparison = compare_judges(cfg, data, cache=cache, describer=describer, n_batches=batches)
+    except (FileNotFoundError, ValueError, DescribeError) as err:
         _fail(str(err))
-    if "genfilt_generative" in judges:
-        source += f"; yes/no answers from {judges['genfilt_generative'].ask.name} (cache {cfg.genfilt.answers})"
-    table = evaluate_judges(judges, sampled, truth).set_index("judge")
-    cols = ["precision", "recall", "f1", "n_masked", "n_true", "n_pairs", "mask_rate", "asked", "cache_hits"]
-    shown = table[[c for c in cols if c in table.columns]]
-    md = "\n".join(
-        [
-            "# GenFilt: false-negative masks vs known equivalents",
-            "",
-            f"Command: `{' '.join(sys.argv)}`  ",
-            f"{len(sampled)} training batches of {cfg.train.batch_size} positive pairs; descriptions: {source}.",
-            "",
-            md_table(["judge", *shown.columns], [[name, *(_fmt(v) for v in row)] for name, row in shown.iterrows()]),
-            "",
-        ]
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "genfilt_masks.md", md)
-    atomic_write_text(out / "genfilt_masks.json", table.to_json(orient="index", indent=2) + "\n")
-    typer.echo(shown.to_string(float_format=lambda x: f"{x:.3f}"))
-    typer.echo(f"descriptions: {source}\nreport: {out / 'genfilt_masks.md'}")
+    paths = write_mask_report(out, comparison, command=" ".join(sys.argv))
+    typer.echo(mask_table_text(comparison))
+    typer.echo(f"descriptions: {comparison.source}\nreport: {paths['markdown']}")
 
 
 @genfilt_app.command(
@@ -478,9 +426,9 @@ def genfilt_judge(
     so that training with train.false_negative_judge=generative afterwards asks nothing new.
     """
     _quiet_transformers()
-    from .checkpoint import atomic_write_text
     from .genfilt.base import DescribeError
     from .genfilt.training import JUDGES, judge_training_batches, summary_text
+    from .report import write_judge_outputs
 
     cfg = _load(config, set_, catalog, pairs)
     kind = judge or cfg.train.false_negative_judge
@@ -491,16 +439,9 @@ def genfilt_judge(
         flagged, summary = judge_training_batches(cfg, data, kind=kind, epochs=epochs, progress=not quiet)
     except (FileNotFoundError, ValueError, DescribeError) as err:
         _fail(str(err))
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "flagged_pairs.csv", flagged.to_csv(index=False))
-    summary["command"] = " ".join(sys.argv)
-    atomic_write_text(out / "judge_summary.json", json.dumps(summary, indent=2, default=float) + "\n")
+    paths = write_judge_outputs(out, flagged, summary, command=" ".join(sys.argv))
     typer.echo(summary_text(summary))
-    typer.echo(f"flagged pairs: {out / 'flagged_pairs.csv'}; summary: {out / 'judge_summary.json'}")
-
-
-def _fmt(value: object) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+    typer.echo(f"flagged pairs: {paths['flagged']}; summary: {paths['summary']}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -18,8 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .compat import removed_options_validator
-from .genfilt.ask import JudgePrompt
-from .genfilt.base import PromptTemplate
+from .genfilt.config import GenFiltConfig
 from .losses import LossConfig
 from .model import ModelConfig
 
@@ -91,46 +90,6 @@ class EvalConfig(BaseModel):
     threshold_rule: Literal["max_f1", "target_precision"] = "max_f1"  # chosen on dev
     target_precision: float = 0.9
     n_boot: int = 1000  # bootstrap resamples over test queries for the 95% intervals
-
-
-QUERY_PROMPT = PromptTemplate(
-    version="q1",
-    system=(
-        "You describe what e-commerce shoppers are looking for. Say the product type and every attribute the "
-        "query asks for, in plain lower-case words. Never add an attribute the query does not ask for. Answer with "
-        "the description only."
-    ),
-    user="Search query: {title}\nWhat is the shopper looking for? A short comma-separated list: type, then attributes.",
-    max_tokens=48,
-)
-
-
-class GenFiltConfig(BaseModel):
-    """GenFilt stage 1 (describing products) and stage 2 (judging in-batch negatives)."""
-
-    model_config = ConfigDict(extra="forbid")
-    describer: Literal["openai", "hf"] = "openai"
-    base_url: str = "http://127.0.0.1:8000/v1"  # any OpenAI-compatible server: vLLM, Ollama, llama.cpp, hosted
-    model: str = ""  # the server's model name, or a local HF directory / hub id for describer="hf"
-    hf_kind: Literal["text", "vision"] = "text"
-    max_concurrency: int = 4
-    timeout_s: float = 30.0
-    max_retries: int = 3
-    batch_size: int = 16
-    cache: str = "genfilt_descriptions.jsonl"  # append-only JSONL; safe to resume after a kill
-    prompt: PromptTemplate = Field(default_factory=PromptTemplate)  # versioned: bump prompt.version on edits
-    # `genfilt describe --queries`: the intent of each query, for the similarity judge's query anchor. In this
-    # template {title} is the query text and {product_type} is empty.
-    query_prompt: PromptTemplate = Field(default_factory=lambda: QUERY_PROMPT.model_copy())
-    guide_model: str = "minilm"  # text encoder for the similarity judges
-    margin: float = 0.0  # mask a negative whose similarity reaches the positive's minus this margin
-    margin_kind: Literal["absolute", "relative"] = "absolute"
-    # Generative judge (train.false_negative_judge=generative, `querylife genfilt judge --judge generative`): the
-    # similarity judge with this looser margin picks the suspicious pairs, the model answers yes / no for them.
-    prefilter_margin: float = 0.1
-    max_questions_per_batch: int = 32  # new questions per batch (bounded cost); cached answers are free
-    answers: str = "genfilt_answers.jsonl"  # append-only cache of yes / no answers, keyed like descriptions
-    judge_prompt: JudgePrompt = Field(default_factory=JudgePrompt)  # versioned like the description prompt
 
 
 class ExperimentConfig(BaseModel):

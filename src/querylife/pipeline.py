@@ -11,7 +11,9 @@ from pathlib import Path
 from .config import ExperimentConfig, with_overrides
 from .data.prepare import prepare_from_config
 from .data.storefront import DemoConfig, generate_demo
-from .evaluate import DEFAULT_METHODS, NEEDS_DESCRIBER, MethodRun, Suite
+from .evaluate import MethodRun
+from .methods import DEFAULT_METHODS, NEEDS_DESCRIBER, resolve_methods
+from .suite import Suite
 
 
 @dataclass
@@ -39,6 +41,7 @@ def run_demo(
 ) -> DemoResult:
     """Generate (or reuse) the demo storefront in ``out_dir/data`` and write the report to ``out_dir/report``."""
     start = time.time()
+    methods = list(resolve_methods(methods))  # unknown names fail here, before any work
     out_dir = Path(out_dir)
     config = config or ExperimentConfig()
     overrides: dict = {"train.seed": seed}
@@ -51,20 +54,17 @@ def run_demo(
     data = prepare_from_config(config, progress=progress)
     sizes = ", ".join(f"{k} {v['query'].nunique()} queries / {len(v)} pairs" for k, v in data.splits.items())
     log(f"    {len(data.catalog)} products, {len(data.pairs)} labelled pairs; {sizes}")
-    methods = list(methods)
     config, describer_note = _describe_for_genfilt(config, data, out_dir, methods, progress, log)
     log(f"2/3 training and evaluating {len(methods)} methods")
     report_dir = out_dir / "report"
     suite = Suite(config, data, report_dir, progress=progress, n_boot=n_boot, log=log)
     runs = suite.run(methods)
     log("3/3 writing the report")
-    from .genfilt.summary import genfilt_section
-
-    genfilt_md, genfilt_numbers = genfilt_section(runs, config, data, text_tower=suite.shared_text_tower())
+    judges = suite.judge_results(runs)
     notes = [
         "Test split only for the numbers above; model selection (epochs) and the relevance threshold use dev.",
         "The storefront's group_id (duplicate listings) is ground truth: never used in training, only to measure the "
-        "false-negative judges (fn_* rows: per-epoch masked counts and precision in report.json, meta.methods).",
+        "false-negative judges (mask_* rows: per-epoch masked counts and precision in report.json, meta.methods).",
         describer_note,
         f"Whole demo: {time.time() - start:.0f} s.",
     ]
@@ -76,8 +76,8 @@ def run_demo(
         command=command,
         notes=notes,
         type_groups=groups,
-        extra_sections={"GenFilt: false-negative judges": genfilt_md} if genfilt_md else None,
-        extra_meta={"genfilt": {"judges": genfilt_numbers, "describer": describer_note}},
+        judges=judges,
+        extra_meta={"genfilt": {"judges": judges.entries, "describer": describer_note}},
     )
     return DemoResult(store.out_dir, report_dir, runs, time.time() - start, Suite.table(runs))
 
@@ -86,9 +86,9 @@ def _describe_for_genfilt(config, data, out_dir: Path, methods: list[str], progr
     """Stage 1 of GenFilt for the demo, when a generative describer is configured (``genfilt.model``).
 
     Descriptions go to ``out_dir/genfilt/`` (reused by later runs: the cache is keyed by product content, describer
-    and prompt version) and the GenFilt rows (fn_descriptions, fn_generative) join the methods. Without a describer
-    those rows are left out and the report says so: no generative model ships with querylife or runs offline
-    here, and ground-truth attributes are never passed off as a model's output.
+    and prompt version) and the GenFilt rows (mask_genfilt_descriptions, mask_genfilt_generative) join the methods.
+    Without a describer those rows are left out and the report says so: no generative model ships with querylife or
+    runs offline here, and ground-truth attributes are never passed off as a model's output.
     """
     g = config.genfilt
     if not g.model:
@@ -96,13 +96,13 @@ def _describe_for_genfilt(config, data, out_dir: Path, methods: list[str], progr
             if name in methods:
                 methods.remove(name)
         return config, (
-            "GenFilt rows with generated descriptions (fn_descriptions, fn_generative) were not run: no generative "
-            "describer is configured (none ships with querylife or can be downloaded offline). Run them with "
-            "`querylife demo --set genfilt.model=MODEL --set genfilt.base_url=http://HOST:PORT/v1` (any "
+            "GenFilt rows with generated descriptions (mask_genfilt_descriptions, mask_genfilt_generative) were not "
+            "run: no generative describer is configured (none ships with querylife or can be downloaded offline). "
+            "Run them with `querylife demo --set genfilt.model=MODEL --set genfilt.base_url=http://HOST:PORT/v1` (any "
             "OpenAI-compatible server) or `--set genfilt.describer=hf --set genfilt.model=LOCAL_DIR`."
         )
     from .genfilt import DescriptionCache, describe_catalog, products_from_catalog
-    from .genfilt.training import make_describer
+    from .genfilt.describe import make_describer
 
     gdir = out_dir / "genfilt"
     defaults = type(g)()

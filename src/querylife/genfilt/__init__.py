@@ -20,6 +20,7 @@ Nothing heavy (torch, transformers) is imported here: local-model describers liv
 from .ask import AnswerCache, JudgePrompt, YesNoClient, parse_yes_no
 from .base import DescribeError, Describer, ProductInput, PromptTemplate, content_hash
 from .cache import CacheError, DescriptionCache
+from .config import QUERY_PROMPT, GenFiltConfig
 from .describe import DescribeSummary, describe_catalog, products_from_catalog
 from .openai_client import OpenAIDescriber
 
@@ -30,10 +31,12 @@ __all__ = [
     "DescribeSummary",
     "Describer",
     "DescriptionCache",
+    "GenFiltConfig",
     "JudgePrompt",
     "OpenAIDescriber",
     "ProductInput",
     "PromptTemplate",
+    "QUERY_PROMPT",
     "YesNoClient",
     "content_hash",
     "describe_catalog",

@@ -245,3 +245,62 @@ def query_descriptions(store: DescriptionCache, describer: str, version: str) ->
     """query -> its generated intent description, from a description cache written with ``--queries``."""
     n = len(QUERY_ID_PREFIX)
     return {p[n:]: t for p, t in store.latest(describer, version).items() if p.startswith(QUERY_ID_PREFIX)}
+
+
+def make_describer(config) -> Describer:
+    """The describer configured in ``genfilt`` (an OpenAI-compatible server, or a local HF model)."""
+    g = config.genfilt
+    if not g.model:
+        raise ValueError("no generative model: set genfilt.model (the server's model name, or a local HF directory)")
+    if g.describer == "hf":
+        from .hf import HFDescriber
+
+        return HFDescriber(g.model, kind=g.hf_kind, batch_size=g.batch_size)
+    from .openai_client import OpenAIDescriber
+
+    return OpenAIDescriber(
+        g.base_url, g.model, max_concurrency=g.max_concurrency, timeout_s=g.timeout_s, max_retries=g.max_retries
+    )
+
+
+def describe_from_config(
+    config,
+    *,
+    queries: bool = False,
+    path: str | None = None,
+    cache: str | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    log=print,
+) -> DescribeSummary:
+    """``querylife genfilt describe``: describe every product of the catalogue (or, with ``queries``, every query's
+    intent from the pairs) with the configured describer into the description cache.
+
+    ``path``: the catalogue (pairs with ``queries``; default ``data.catalog`` / ``data.pairs``); ``cache``: default
+    ``genfilt.cache``. An OpenAI-compatible server is checked first. Raises ValueError (no data, no model),
+    :class:`~querylife.data.schemas.DataError` (bad data) or :class:`DescribeError` (server unreachable).
+    """
+    from ..data.readers import load_catalog, load_pairs
+
+    g = config.genfilt
+    path = path or (config.data.pairs if queries else config.data.catalog)
+    if not path:
+        raise ValueError(
+            "no pairs: give --pairs (or data.pairs)" if queries else "no catalogue: give --catalog (or data.catalog)"
+        )
+    if not g.model:
+        raise ValueError("no model: set genfilt.model (the server's model name, or a local HF model directory)")
+    if queries:
+        items = query_items(load_pairs(path)[0]["query"].astype(str).tolist())
+    else:
+        items = products_from_catalog(load_catalog(path))
+    prompt = g.query_prompt if queries else g.prompt
+    describer = make_describer(config)
+    check = getattr(describer, "check", None)
+    if check is not None:
+        check()
+    cache = cache or g.cache
+    log(f"describer {describer.name}, {'queries' if queries else 'products'}, prompt {prompt.version}, cache {cache}")
+    return describe_catalog(
+        items, describer, prompt, DescriptionCache(cache), batch_size=g.batch_size, progress=progress, limit=limit
+    )

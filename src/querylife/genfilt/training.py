@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..data.prepare import Dataset, training_positive
-from .describe import QUERY_ID_PREFIX, query_descriptions
+from .describe import QUERY_ID_PREFIX, make_describer, query_descriptions
 from .judges import (
     DescriptionSimilarityJudge,
     DuplicateTitleJudge,
@@ -220,22 +220,6 @@ def build_judge(
     if kind == "descriptions":
         return judge
     return generative_judge(config, data, judge, ask=ask)
-
-
-def make_describer(config):
-    """The describer configured in ``genfilt`` (an OpenAI-compatible server, or a local HF model)."""
-    g = config.genfilt
-    if not g.model:
-        raise ValueError("no generative model: set genfilt.model (the server's model name, or a local HF directory)")
-    if g.describer == "hf":
-        from .hf import HFDescriber
-
-        return HFDescriber(g.model, kind=g.hf_kind, batch_size=g.batch_size)
-    from .openai_client import OpenAIDescriber
-
-    return OpenAIDescriber(
-        g.base_url, g.model, max_concurrency=g.max_concurrency, timeout_s=g.timeout_s, max_retries=g.max_retries
-    )
 
 
 def generative_judge(config, data: Dataset, prefilter: Judge, ask=None) -> GenerativeJudge:

@@ -1,4 +1,4 @@
-"""Evaluation reports: JSON (everything), Markdown (tables for humans) and PNG plots, written atomically.
+"""The results report: JSON (everything), Markdown (tables for humans) and PNG plots, written atomically.
 
 Example:
     >>> import tempfile, pandas as pd
