@@ -69,7 +69,7 @@ def test_machine_summary_orders_fields_and_skips_missing_ones() -> None:
         "date": "2026-01-01T00:00:00+00:00",
     }
     assert machine_summary(info) == (
-        "Linux-x, Some CPU, 2 CPUs, 1 torch threads, torch 2.13.0+cpu, transformers 5.24.0, "
+        "Linux-x, Some CPU, 2 CPUs, 1 torch thread, torch 2.13.0+cpu, transformers 5.24.0, "
         "commit 0123456789ab (uncommitted changes)"
     )
     # a results file written before processor / git / date were recorded still renders

@@ -8,7 +8,7 @@ Example:
     >>> sorted(k for k in ("python", "platform", "cpu_count", "torch", "date") if k in info)
     ['cpu_count', 'date', 'platform', 'python', 'torch']
     >>> machine_summary({"platform": "Linux", "cpu_count": 2, "torch_threads": 1, "torch": "2.3"})
-    'Linux, 2 CPUs, 1 torch threads, torch 2.3'
+    'Linux, 2 CPUs, 1 torch thread, torch 2.3'
     >>> command_line(["benchmarks/crowdflower.py", "--folds", "5"])
     'python benchmarks/crowdflower.py --folds 5'
 """
@@ -116,6 +116,10 @@ def machine_info(packages: Iterable[str] = (), *, repo: str | os.PathLike[str] |
 _SUMMARY_SKIP = {"platform", "python", "processor", "cpu_count", "torch_threads", "git_commit", "git_dirty", "date"}
 
 
+def _count(n: Any, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def machine_summary(info: Mapping[str, Any]) -> str:
     """One line for a Markdown report: platform, CPU model, CPUs, torch threads, then the package versions.
 
@@ -128,9 +132,9 @@ def machine_summary(info: Mapping[str, Any]) -> str:
     if info.get("processor"):
         parts.append(str(info["processor"]))
     if info.get("cpu_count") is not None:
-        parts.append(f"{info['cpu_count']} CPUs")
+        parts.append(_count(info["cpu_count"], "CPU"))
     if info.get("torch_threads") is not None:
-        parts.append(f"{info['torch_threads']} torch threads")
+        parts.append(_count(info["torch_threads"], "torch thread"))
     for key, value in info.items():
         if key not in _SUMMARY_SKIP and value is not None:
             parts.append(f"{key.replace('_', '-')} {value}")
