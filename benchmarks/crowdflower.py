@@ -48,7 +48,6 @@ import gc
 import json
 import logging
 import os
-import platform
 import random
 import shutil
 import sys
@@ -63,15 +62,20 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from querylife.bm25 import BM25Scorer  # noqa: E402
-from querylife.checkpoint import atomic_write_text  # noqa: E402
+from querylife.bm25 import bm25_pair_scores  # noqa: E402
 from querylife.config import load_config  # noqa: E402
 from querylife.data.formats import load_format, to_dataset  # noqa: E402
 from querylife.data.prepare import Dataset  # noqa: E402
+from querylife.data.splits import kfold_by_query  # noqa: E402
 from querylife.metrics import evaluate_scored, per_query_metrics  # noqa: E402
+from querylife.report import md_table  # noqa: E402
+from querylife.runinfo import command_line, machine_info  # noqa: E402
 from querylife.scoring import FeatureCache, score_pairs  # noqa: E402
 from querylife.towers import bundled_minilm_path  # noqa: E402
 from querylife.train import Trainer, cosine_with_warmup, seed_everything  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from benchkit import fmt_mean_std, mean_std, quiet_transformers, run_header, write_results  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "crowdflower" / "search_relevance.csv"
 TEXT_FIELDS = ("title", "description")
@@ -89,24 +93,10 @@ KEYS = ("ndcg@10", "mrr", "roc_auc")
 
 
 # ---- data -----------------------------------------------------------------------------------------------
-def make_folds(queries: list[str], k: int, seed: int, dev_fraction: float) -> list[dict[str, list[str]]]:
-    """``k`` folds of distinct queries (seeded shuffle of the sorted queries); dev carved from each fold's train."""
-    qs = np.array(sorted(set(queries)), dtype=object)
-    parts = np.array_split(qs[np.random.default_rng(seed).permutation(len(qs))], k)
-    folds = []
-    for f in range(k):
-        rest = np.concatenate([p for i, p in enumerate(parts) if i != f])
-        rest = rest[np.random.default_rng([seed, f]).permutation(len(rest))]
-        n_dev = max(1, int(round(dev_fraction * len(rest)))) if dev_fraction > 0 else 0
-        folds.append({"train": sorted(rest[n_dev:]), "dev": sorted(rest[:n_dev]), "test": sorted(parts[f])})
-    return folds
-
-
-def fold_dataset(base: Dataset, fold: dict[str, list[str]], max_positives: int, seed: int) -> Dataset:
-    """The fold's splits; the train split keeps every non-relevant pair (the hard-negative pools) and at most
-    ``max_positives`` relevant pairs per query (a seeded sample; 0 keeps all)."""
-    pairs = base.pairs
-    splits = {name: pairs[pairs["query"].isin(set(qs))].reset_index(drop=True) for name, qs in fold.items()}
+def fold_dataset(base: Dataset, fold: dict[str, pd.DataFrame], max_positives: int, seed: int) -> Dataset:
+    """The fold's splits (from :func:`kfold_by_query`); the train split keeps every non-relevant pair (the
+    hard-negative pools) and at most ``max_positives`` relevant pairs per query (a seeded sample; 0 keeps all)."""
+    splits = dict(fold)
     train = splits["train"]
     if max_positives > 0:
         relevant = train["positive"].astype(bool)
@@ -126,12 +116,6 @@ def metrics_of(test: pd.DataFrame, scores: np.ndarray) -> tuple[dict[str, float]
 
 
 # ---- untrained baselines --------------------------------------------------------------------------------
-def bm25_scores(data: Dataset, pairs: pd.DataFrame, fields: tuple[str, ...]) -> np.ndarray:
-    texts = dataclasses.replace(data, text_fields=fields).product_texts()
-    scorer = BM25Scorer(dict(zip(data.catalog["product_id"], texts, strict=True)))
-    return scorer.score_pairs(pairs["query"].tolist(), pairs["product_id"].tolist())
-
-
 def load_st(max_len: int):
     from sentence_transformers import SentenceTransformer
 
@@ -267,11 +251,7 @@ def summarise(per_fold: dict[str, list[dict]]) -> dict[str, dict[str, Any]]:
     for m, runs in per_fold.items():
         if not runs:
             continue
-        row: dict[str, Any] = {}
-        for k in (*KEYS, "train_s", "eval_s"):
-            vals = np.array([r[k] for r in runs], dtype=float)
-            row[k] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0}
-        out[m] = row
+        out[m] = {k: mean_std(r[k] for r in runs) for k in (*KEYS, "train_s", "eval_s")}
     return out
 
 
@@ -313,9 +293,9 @@ def paired_table(
         "and per test query pooled over the folds (mean, 95% bootstrap interval over queries, queries "
         "ahead / behind).",
         "",
-        "| querylife row | vs | per fold | folds ahead | per query | 95% interval | queries ahead / behind |",
-        "|:---|:---|---:|---:|---:|:---:|---:|",
     ]
+    header = ["querylife row", "vs", "per fold", "folds ahead", "per query", "95% interval", "queries ahead / behind"]
+    rows = []
     rng = np.random.default_rng(0)
     for a in ql:
         for b in peers:
@@ -325,13 +305,20 @@ def paired_table(
             qd = qd[np.isfinite(qd)]
             boot = qd[rng.integers(0, len(qd), size=(2000, len(qd)))].mean(1) if len(qd) else np.array([np.nan])
             lo, hi = np.percentile(boot, [2.5, 97.5])
-            sd = fd.std(ddof=1) if len(fd) > 1 else 0.0
+            per_fold_diff = mean_std(fd)
             intervals[(a, b)] = (float(qd.mean()), float(lo), float(hi))
-            out.append(
-                f"| `{a}` | `{b}` | {fd.mean():+.4f} ± {sd:.4f} | {int((fd > 0).sum())}/{len(fd)} | "
-                f"{qd.mean():+.4f} | [{lo:+.4f}, {hi:+.4f}] | {int((qd > 0).sum())} / {int((qd < 0).sum())} |"
+            rows.append(
+                [
+                    f"`{a}`",
+                    f"`{b}`",
+                    f"{per_fold_diff['mean']:+.4f} ± {per_fold_diff['std']:.4f}",
+                    f"{int((fd > 0).sum())}/{len(fd)}",
+                    f"{qd.mean():+.4f}",
+                    f"[{lo:+.4f}, {hi:+.4f}]",
+                    f"{int((qd > 0).sum())} / {int((qd < 0).sum())}",
+                ]
             )
-    return out, intervals
+    return [*out, md_table(header, rows)], intervals
 
 
 def context_notes(summary: dict, per_fold: dict[str, list[dict]], intervals: dict) -> list[str]:
@@ -366,24 +353,15 @@ def context_notes(summary: dict, per_fold: dict[str, list[dict]], intervals: dic
     return out
 
 
-def fmt(cell: dict[str, float], digits: int = 4) -> str:
-    return f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f}"
-
-
 def write_outputs(args, out: Path, meta: dict, per_fold: dict, per_query: dict, total_s: float) -> dict:
     summary = summarise(per_fold)
-    lines = [
-        "| method | NDCG@10 | MRR | ROC-AUC | train s/fold | eval s/fold |",
-        "|:---|---:|---:|---:|---:|---:|",
-    ]
-    for m in METHODS:
-        if m not in summary:
-            continue
-        s = summary[m]
-        lines.append(
-            f"| `{m}` | {fmt(s['ndcg@10'])} | {fmt(s['mrr'])} | {fmt(s['roc_auc'])} | "
-            f"{s['train_s']['mean']:.0f} | {s['eval_s']['mean']:.1f} |"
-        )
+    table = md_table(
+        ["method", "NDCG@10", "MRR", "ROC-AUC", "train s/fold", "eval s/fold"],
+        [
+            [f"`{m}`", *(fmt_mean_std(s[k]) for k in KEYS), f"{s['train_s']['mean']:.0f}", f"{s['eval_s']['mean']:.1f}"]
+            for m, s in ((m, summary[m]) for m in METHODS if m in summary)
+        ],
+    )
     desc = [f"- `{m}`: {d}" for m, d in METHODS.items() if m in summary]
     genfilt_runs = per_fold.get("querylife_genfilt", [])
     judge = [r["false_negatives"] for r in genfilt_runs if isinstance(r.get("false_negatives"), dict)]
@@ -403,11 +381,7 @@ def write_outputs(args, out: Path, meta: dict, per_fold: dict, per_query: dict, 
     md = [
         "# CrowdFlower Search Results Relevance: querylife vs BM25, zero-shot and sentence-transformers peers",
         "",
-        f"Command: `{meta['command']}`  ",
-        f"Machine: {meta['machine']['platform']}, {meta['machine']['cpu_count']} CPUs, "
-        f"{meta['machine']['torch_threads']} torch threads, torch {meta['machine']['torch']}, "
-        f"sentence-transformers {meta['machine']['sentence_transformers']}, "
-        f"transformers {meta['machine']['transformers']}  ",
+        *run_header(meta),
         f"Total runtime: {total_s / 60:.1f} min (wall clock; timings are noisy when other jobs share the CPUs)."
         + (f"  \nRe-rendered from the run's JSON with `{meta['rendered_by']}`." if meta.get("rendered_by") else ""),
         "",
@@ -438,7 +412,7 @@ def write_outputs(args, out: Path, meta: dict, per_fold: dict, per_query: dict, 
         "labelled positives of other rows masked. Peers: sentence-transformers loss defaults (MNRL scale 20, "
         "query-to-document; GIST temperature 0.01, anchor-anchor and positive-positive contrasts on, margin 0).",
         "",
-        *lines,
+        table,
         "",
         *desc,
         "",
@@ -459,8 +433,6 @@ def write_outputs(args, out: Path, meta: dict, per_fold: dict, per_query: dict, 
     notes = meta.get("notes")
     if notes:
         md += ["## Notes", "", *notes, ""]
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "crowdflower.md", "\n".join(md))
     payload = {
         **meta,
         "total_seconds": round(total_s, 1),
@@ -468,7 +440,7 @@ def write_outputs(args, out: Path, meta: dict, per_fold: dict, per_query: dict, 
         "per_fold": per_fold,
         "per_query_ndcg@10": per_query,
     }
-    atomic_write_text(out / "crowdflower.json", json.dumps(payload, indent=2, default=float) + "\n")
+    write_results(out, "crowdflower", md, payload)
     return summary
 
 
@@ -477,7 +449,7 @@ def render_only(path: Path, out: Path) -> None:
     saved = json.loads(path.read_text())
     args = argparse.Namespace(**saved["settings"])
     meta = {k: v for k, v in saved.items() if k not in ("total_seconds", "summary", "per_fold", "per_query_ndcg@10")}
-    meta["rendered_by"] = "python " + " ".join(sys.argv)
+    meta["rendered_by"] = command_line()
     write_outputs(args, out, meta, saved["per_fold"], saved["per_query_ndcg@10"], saved["total_seconds"])
     print(f"wrote {out / 'crowdflower.md'}")
 
@@ -517,12 +489,7 @@ def main() -> None:
         render_only(Path(args.render_only), Path(args.out))
         return
 
-    import sentence_transformers
-    import transformers
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    quiet_transformers()
     logging.getLogger("sentence_transformers").setLevel(logging.ERROR)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -530,25 +497,18 @@ def main() -> None:
     start = time.time()
     loaded = load_format(args.data, format="crowdflower")
     base = to_dataset(loaded, image_size=8, split=(1.0, 0.0, 0.0), text_fields=TEXT_FIELDS)
-    folds = make_folds(base.pairs["query"].tolist(), args.folds, args.seed, args.dev_fraction)
+    folds = kfold_by_query(base.pairs, args.folds, args.seed, dev_fraction=args.dev_fraction)
+    fold_queries = [{s: sorted(split["query"].unique()) for s, split in fold.items()} for fold in folds]
     run_folds = list(range(args.folds)) if args.only_folds is None else sorted(set(args.only_folds))
     pairs = base.pairs
     grades = pairs["label"].astype(str).value_counts().sort_index()
-    fold_q = {s: float(np.mean([len(folds[f][s]) for f in run_folds])) for s in ("train", "dev", "test")}
+    fold_q = {s: float(np.mean([len(fold_queries[f][s]) for f in run_folds])) for s in ("train", "dev", "test")}
     fold_data = {f: fold_dataset(base, folds[f], args.max_positives, args.seed + f) for f in run_folds}
     train_pos = np.mean([fold_data[f].splits["train"]["positive"].sum() for f in run_folds])
     train_neg = np.mean([(~fold_data[f].splits["train"]["positive"].astype(bool)).sum() for f in run_folds])
     meta: dict[str, Any] = {
-        "command": "python " + " ".join(sys.argv),
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "sentence_transformers": sentence_transformers.__version__,
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-        },
+        "command": command_line(),
+        "machine": machine_info(["sentence-transformers"]),
         "settings": {k: v for k, v in vars(args).items()},
         "folds": args.folds,
         "folds_run": run_folds,
@@ -564,7 +524,7 @@ def main() -> None:
             "fold_train_positive_pairs": float(train_pos),
             "fold_train_negative_pairs": float(train_neg),
         },
-        "fold_queries": folds,
+        "fold_queries": fold_queries,
     }
     per_fold: dict[str, list[dict]] = {m: [] for m in args.methods}
     per_query: dict[str, dict[str, float]] = {m: {} for m in args.methods}
@@ -579,7 +539,7 @@ def main() -> None:
             extra: dict[str, Any] = {}
             train_s = 0.0
             if m in ("bm25_title", "bm25"):
-                scores = bm25_scores(data, test, ("title",) if m == "bm25_title" else TEXT_FIELDS)
+                scores = bm25_pair_scores(data, test, ("title",) if m == "bm25_title" else TEXT_FIELDS)
             elif m == "zero_shot":
                 scores = st_scores(zero_model, data, test, args.eval_batch_size)
             elif m in ("st_mnrl", "st_gist"):
@@ -608,7 +568,10 @@ def main() -> None:
     summary = write_outputs(args, Path(args.out), meta, per_fold, per_query, time.time() - start)
     print(f"total {(time.time() - start) / 60:.1f} min; wrote {Path(args.out) / 'crowdflower.md'}")
     for m, s in summary.items():
-        print(f"{m:18s} NDCG@10 {fmt(s['ndcg@10'])}  MRR {fmt(s['mrr'])}  ROC-AUC {fmt(s['roc_auc'])}")
+        print(
+            f"{m:18s} NDCG@10 {fmt_mean_std(s['ndcg@10'])}  MRR {fmt_mean_std(s['mrr'])}  "
+            f"ROC-AUC {fmt_mean_std(s['roc_auc'])}"
+        )
 
 
 if __name__ == "__main__":

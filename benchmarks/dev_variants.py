@@ -21,19 +21,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pandas as pd  # noqa: E402
 
-from querylife.config import load_config, with_overrides  # noqa: E402
-from querylife.data.prepare import prepare_from_config  # noqa: E402
-from querylife.data.storefront import DemoConfig, generate_demo  # noqa: E402
+from querylife.config import with_overrides  # noqa: E402
 from querylife.metrics import classification_metrics, per_query_metrics  # noqa: E402
 from querylife.scoring import FeatureCache, score_pairs  # noqa: E402
 from querylife.towers import TextTower  # noqa: E402
 from querylife.train import Trainer  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from benchkit import demo_dataset, quiet_transformers  # noqa: E402
 
 BIG_CNN = {"model.tower.small_cnn.channels": [32, 64, 128, 256], "train.epochs": 15, "train.patience": 5}
 VARIANTS: dict[str, dict] = {
@@ -90,19 +93,8 @@ def main() -> None:
         "--base-set", action="append", default=[], metavar="KEY=VALUE", help="override applied to every variant"
     )
     args = parser.parse_args()
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    store = generate_demo(args.store, DemoConfig(), progress=False)
-    base = load_config(
-        None,
-        [
-            *(f"{k}={v}" for k, v in store.config_overrides().items()),
-            *args.base_set,
-        ],
-    )
-    data = prepare_from_config(base, progress=False)
+    quiet_transformers()
+    store, base, data = demo_dataset(args.store, args.base_set)
     modality, image_types = query_kinds(store)
     cache = FeatureCache()
     tc = base.model.tower

@@ -34,15 +34,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from querylife.config import load_config  # noqa: E402
-from querylife.data.prepare import prepare_from_config  # noqa: E402
-from querylife.data.storefront import DemoConfig, generate_demo  # noqa: E402
 from querylife.metrics import per_query_metrics  # noqa: E402
 from querylife.model import QueryLifeModel  # noqa: E402
-from querylife.report import machine_info, md_table  # noqa: E402
+from querylife.report import md_table  # noqa: E402
+from querylife.runinfo import command_line, machine_info  # noqa: E402
 from querylife.scoring import FeatureCache, encode_products, encode_query_vectors  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
+from benchkit import demo_dataset, run_header, write_results  # noqa: E402
 from dev_variants import query_kinds  # noqa: E402
 
 GRID = np.round(np.linspace(0.0, 1.0, 21), 2)  # candidate image weights
@@ -76,9 +75,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write gate_oracle.md / .json here")
     args = parser.parse_args()
     start = time.time()
-    store = generate_demo(args.store, DemoConfig(), progress=False)
-    overrides = [f"{k}={v}" for k, v in store.config_overrides().items()]
-    data = prepare_from_config(load_config(None, overrides), progress=False)
+    store, _, data = demo_dataset(args.store)
     kind_of, image_types = query_kinds(store)
     dev = data.splits["dev"].reset_index(drop=True)
     group = np.where(dev["query_type"].isin(image_types), "image types", "title types")
@@ -131,12 +128,11 @@ def main() -> None:
     table.insert(0, "seeds", df.groupby("variant", sort=False)["seed"].apply(lambda s: " ".join(map(str, s))))
     kinds = pd.DataFrame([{"variant": r["variant"], **r["per-kind w"]} for r in rows])
     kind_table = kinds.groupby("variant", sort=False).mean()
-    run_meta = {"command": f"python {' '.join(sys.argv)}", "machine": machine_info()}
+    run_meta = {"command": command_line(), "machine": machine_info()}
     text = "\n".join([
         "# Gate headroom on trained embeddings (dev split)",
         "",
-        f"Command: `python {' '.join(sys.argv)}`  ",
-        "Machine: {platform}, {cpu_count} CPUs, torch {torch}  ".format(**machine_info()),
+        *run_header(run_meta),
         f"Dev split of the default demo storefront ({dev['query'].nunique()} queries). NDCG@10, mean over seeds; "
         "every row but learned / mean picks its weights on the pairs it is scored on (an upper bound). "
         f"{time.time() - start:.0f} s.",
@@ -154,10 +150,7 @@ def main() -> None:
     ])
     print(text)
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "gate_oracle.md").write_text(text + "\n")
-        (out / "gate_oracle.json").write_text(json.dumps({**run_meta, "runs": rows}, indent=1) + "\n")
+        write_results(args.out, "gate_oracle", text + "\n", {**run_meta, "runs": rows})
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ Run:  python benchmarks/mask_overhead.py --batches 20 --out benchmarks/results
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -30,10 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from querylife.checkpoint import atomic_write_text  # noqa: E402
-from querylife.config import load_config, with_overrides  # noqa: E402
-from querylife.data.prepare import prepare_from_config  # noqa: E402
-from querylife.data.storefront import DemoConfig, generate_demo  # noqa: E402
+from querylife.config import with_overrides  # noqa: E402
 from querylife.genfilt import DescriptionCache, products_from_catalog  # noqa: E402
 from querylife.genfilt.training import (  # noqa: E402
     JudgeMask,
@@ -42,8 +38,12 @@ from querylife.genfilt.training import (  # noqa: E402
     labelled_negative_pairs,
 )
 from querylife.losses import alignment_loss  # noqa: E402
-from querylife.report import machine_info, md_table  # noqa: E402
+from querylife.report import md_table  # noqa: E402
+from querylife.runinfo import command_line, machine_info  # noqa: E402
 from querylife.train import Trainer  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from benchkit import demo_dataset, quiet_transformers, run_header, write_results  # noqa: E402
 
 STAND_IN = "benchmark stand-in: '{product type}: {title}' (not a model)"
 
@@ -58,23 +58,11 @@ def main() -> None:
     parser.add_argument("--work", default="runs/bench_seeds")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    store = generate_demo(Path(args.work) / "data", DemoConfig(), progress=False)
+    quiet_transformers()
     tmp = Path(tempfile.mkdtemp(prefix="mask_overhead-"))
     desc_path = tmp / "descriptions.jsonl"
-    cfg = load_config(
-        None,
-        [
-            *(f"{k}={v}" for k, v in store.config_overrides().items()),
-            f"genfilt.cache={desc_path}",
-            f"genfilt.answers={tmp / 'answers.jsonl'}",
-            "genfilt.prefilter_margin=0.05",
-        ],
-    )
-    data = prepare_from_config(cfg, progress=False)
+    genfilt = [f"genfilt.cache={desc_path}", f"genfilt.answers={tmp / 'answers.jsonl'}"]
+    _, cfg, data = demo_dataset(Path(args.work) / "data", [*genfilt, "genfilt.prefilter_margin=0.05"])
     items = products_from_catalog(data.catalog)
     DescriptionCache(desc_path).put_many([(it, f"{it.product_type}: {it.title}") for it in items], STAND_IN, "v1")
 
@@ -144,7 +132,7 @@ def main() -> None:
                 "mask_ms_per_step": 1000 * float(np.median(mask_times[phase][k])),
             }
     result = {
-        "command": "python " + " ".join(sys.argv),
+        "command": command_line(),
         "machine": machine_info(),
         "batches": len(batches),
         "batch_size": tc.batch_size,
@@ -166,9 +154,7 @@ def main() -> None:
         [
             "# GenFilt: mask overhead per training step",
             "",
-            f"Command: `{result['command']}`  ",
-            f"Machine: {result['machine']['platform']}, {result['machine']['cpu_count']} CPUs, "
-            f"torch {result['machine']['torch']} ({result['machine']['torch_threads']} threads)  ",
+            *run_header(result),
             f"Default demo storefront, batch {tc.batch_size}, {len(batches)} batches per pass, every judge on every "
             "batch in turn; medians. Descriptions: " + STAND_IN + "; generative answers: a fixed stand-in rule "
             "(cold pass), then the answer cache (warm pass).",
@@ -184,10 +170,7 @@ def main() -> None:
             "",
         ]
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "mask_overhead.md", md)
-    atomic_write_text(out / "mask_overhead.json", json.dumps(result, indent=2) + "\n")
+    write_results(args.out, "mask_overhead", md, result)
     print(md)
     print("masked negatives (both passes):", masked)
 

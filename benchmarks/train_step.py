@@ -10,7 +10,6 @@ Run:  python benchmarks/train_step.py --steps 40 --out benchmarks/results
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -22,13 +21,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from querylife.checkpoint import atomic_write_text  # noqa: E402
-from querylife.config import load_config  # noqa: E402
-from querylife.data.prepare import prepare_from_config  # noqa: E402
-from querylife.data.storefront import DemoConfig, generate_demo  # noqa: E402
 from querylife.losses import alignment_loss  # noqa: E402
-from querylife.report import machine_info  # noqa: E402
+from querylife.report import md_table  # noqa: E402
+from querylife.runinfo import command_line, machine_info  # noqa: E402
 from querylife.train import Trainer  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from benchkit import demo_dataset, quiet_transformers, run_header, write_results  # noqa: E402
 
 
 def main() -> None:
@@ -38,19 +37,8 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override")
     args = parser.parse_args()
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    store = generate_demo(Path(args.work) / "data", DemoConfig(), progress=False)
-    cfg = load_config(
-        None,
-        [
-            *(f"{k}={v}" for k, v in store.config_overrides().items()),
-            *args.overrides,
-        ],
-    )
-    data = prepare_from_config(cfg, progress=False)
+    quiet_transformers()
+    _, cfg, data = demo_dataset(Path(args.work) / "data", args.overrides)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, data, tmp, progress=False)
     model = trainer.model.train()
@@ -83,7 +71,7 @@ def main() -> None:
                 break
     d, m = float(np.sum(data_t)), float(np.sum(model_t))
     result = {
-        "command": "python " + " ".join(sys.argv),
+        "command": command_line(),
         "machine": machine_info(),
         "steps": len(data_t),
         "batch_size": cfg.train.batch_size,
@@ -92,17 +80,24 @@ def main() -> None:
         "model_ms_per_step": 1000 * m / len(model_t),
         "model_share": m / (d + m),
     }
-    md = (
-        f"# Training step time split\n\nCommand: `{result['command']}`  \nMachine: {result['machine']['platform']}, "
-        f"{result['machine']['cpu_count']} CPUs, torch {result['machine']['torch']}\n\n"
-        f"| steps | batch | data ms/step | model ms/step | model share |\n|---:|---:|---:|---:|---:|\n"
-        f"| {result['steps']} | {result['batch_size']} | {result['data_ms_per_step']:.1f} | "
-        f"{result['model_ms_per_step']:.1f} | {100 * result['model_share']:.1f}% |\n"
+    row = [
+        result["steps"],
+        result["batch_size"],
+        f"{result['data_ms_per_step']:.1f}",
+        f"{result['model_ms_per_step']:.1f}",
+        f"{100 * result['model_share']:.1f}%",
+    ]
+    md = "\n".join(
+        [
+            "# Training step time split",
+            "",
+            *run_header(result),
+            "",
+            md_table(["steps", "batch", "data ms/step", "model ms/step", "model share"], [row]),
+            "",
+        ]
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "train_step.md", md)
-    atomic_write_text(out / "train_step.json", json.dumps(result, indent=2) + "\n")
+    write_results(args.out, "train_step", md, result)
     print(md)
 
 

@@ -77,3 +77,38 @@ def test_bad_construction_raises():
         BM25Scorer(CATALOG, method="tfidf")
     with pytest.raises(ValueError, match="stopword"):
         BM25Scorer(CATALOG, stopwords="klingon")
+
+
+def test_bm25_pair_scores_over_a_dataset_uses_its_text_fields_or_the_given_ones():
+    import pandas as pd
+    import torch
+
+    from querylife.bm25 import bm25_pair_scores
+    from querylife.data.prepare import Dataset
+
+    catalog = pd.DataFrame(
+        {
+            "product_id": ["a", "b"],
+            "title": ["blue jacket", "red boots"],
+            "description": ["waterproof denim", None],
+        }
+    )
+    pairs = pd.DataFrame({"query": ["denim", "denim", "red boots"], "product_id": ["a", "b", "b"]})
+    data = Dataset(
+        catalog=catalog,
+        pairs=pairs,
+        splits={},
+        label_scheme=None,  # not used by BM25
+        images=torch.zeros(2, 3, 1, 1, dtype=torch.uint8),
+        has_image=torch.zeros(2, dtype=torch.bool),
+        text_fields=("title", "description"),
+    )
+    both = bm25_pair_scores(data, pairs)
+    expected = BM25Scorer({"a": "blue jacket | waterproof denim", "b": "red boots"}).score_pairs(
+        pairs["query"], pairs["product_id"]
+    )
+    np.testing.assert_array_equal(both, expected)
+    assert both[0] > 0 and both[1] == 0.0
+    title_only = bm25_pair_scores(data, pairs, ("title",))
+    assert title_only[0] == 0.0 and title_only[2] > 0  # "denim" is only in a description
+    assert data.text_fields == ("title", "description")  # the dataset itself is not changed

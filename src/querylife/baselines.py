@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch.nn.functional as F
 
-from .bm25 import BM25Scorer
+from .bm25 import bm25_pair_scores
 from .data.prepare import Dataset
 from .model import QueryLifeModel
 from .scoring import FeatureCache
@@ -18,8 +18,7 @@ from .scoring import FeatureCache
 
 def bm25_scores(data: Dataset, pairs: pd.DataFrame) -> np.ndarray:
     """BM25 score of each pair's query against its product's text (``Dataset.product_texts``)."""
-    corpus = dict(zip(data.catalog["product_id"], data.product_texts(), strict=True))
-    return BM25Scorer(corpus).score_pairs(pairs["query"].tolist(), pairs["product_id"].tolist())
+    return bm25_pair_scores(data, pairs)
 
 
 def zero_shot_scores(data: Dataset, pairs: pd.DataFrame, cache: FeatureCache, shell: QueryLifeModel) -> np.ndarray:

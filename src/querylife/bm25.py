@@ -11,12 +11,19 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import bm25s
 import numpy as np
 from bm25s.stopwords import STOPWORDS_EN
+
+if TYPE_CHECKING:  # only for annotations: the scorer itself needs nothing of the data package
+    import pandas as pd
+
+    from .data.prepare import Dataset
 
 BM25_METHODS: tuple[str, ...] = ("robertson", "lucene", "atire", "bm25l", "bm25+")
 
@@ -138,3 +145,16 @@ class BM25Scorer:
             positions = np.asarray(idx, dtype=np.int64)
             out[positions] = self.score_query(q)[rows[positions]]
         return out
+
+
+def bm25_pair_scores(data: Dataset, pairs: pd.DataFrame, text_fields: Sequence[str] | None = None) -> np.ndarray:
+    """BM25 score of each labelled pair of ``pairs`` (``query``, ``product_id`` columns) over ``data``'s catalogue.
+
+    The catalogue text is the dataset's product text (:meth:`Dataset.product_texts`: its ``text_fields`` joined
+    with " | "), or that of ``text_fields`` when given (e.g. ``("title",)`` for a title-only baseline on a dataset
+    that trains on title + description). Default :class:`BM25Scorer` settings.
+    """
+    if text_fields is not None:
+        data = dataclasses.replace(data, text_fields=tuple(text_fields))
+    corpus = dict(zip(data.catalog["product_id"], data.product_texts(), strict=True))
+    return BM25Scorer(corpus).score_pairs(pairs["query"].tolist(), pairs["product_id"].tolist())

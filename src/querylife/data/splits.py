@@ -87,3 +87,54 @@ def split_by_query(
             assign[q] = name
     which = keys.map(assign).to_numpy()
     return {name: pairs[which == name].reset_index(drop=True) for name in SPLIT_NAMES}
+
+
+__all__ += ["kfold_by_query"]
+
+
+def kfold_by_query(
+    pairs: pd.DataFrame, k: int, seed: int = 0, *, group_by: str = "query", dev_fraction: float = 0.0
+) -> list[dict[str, pd.DataFrame]]:
+    """``k`` cross-validation folds grouped by query: each query's rows are in the test split of exactly one fold.
+
+    Returns one ``{"train", "dev", "test"}`` dict of pair frames per fold (the shape :func:`split_by_query`
+    returns, so a fold can stand in for a dataset's splits). The distinct ``group_by`` values are sorted, shuffled
+    with ``numpy.random.default_rng(seed)`` and cut into ``k`` parts of sizes differing by at most one
+    (``numpy.array_split``); fold ``f`` tests on part ``f``. With ``dev_fraction`` > 0, each fold's dev split is
+    ``max(1, round(dev_fraction * n))`` of its ``n`` remaining groups, drawn with
+    ``numpy.random.default_rng([seed, f])``; the rest is train. Within a split, rows keep their original order;
+    indexes are reset. (The seeding is the CrowdFlower benchmark's, whose recorded folds it reproduces.)
+
+    Raises:
+        DataError: ``k`` below 2 or above the number of groups, ``dev_fraction`` outside [0, 1), no ``query``
+            or ``group_by`` column, or a query with several ``group_by`` values.
+    """
+    if "query" not in pairs.columns:
+        raise DataError(f"pairs have no 'query' column; found {list(pairs.columns)}", field="query")
+    if group_by not in pairs.columns:
+        raise DataError(f"cannot fold by {group_by!r}: no such column; found {list(pairs.columns)}", field=group_by)
+    if not 0.0 <= float(dev_fraction) < 1.0:
+        raise DataError(f"dev_fraction must be in [0, 1); got {dev_fraction}")
+    keys = pairs[group_by].astype(str)
+    per_query = keys.groupby(pairs["query"].astype(str)).nunique()
+    if (per_query > 1).any():
+        raise DataError(
+            f"query {per_query[per_query > 1].index[0]!r} has several {group_by!r} values: cannot fold by "
+            f"{group_by!r}",
+            field=group_by,
+        )
+    groups = np.array(sorted(pd.unique(keys)), dtype=object)
+    if not 2 <= int(k) <= len(groups):
+        raise DataError(f"k must be between 2 and the number of distinct {group_by!r} values ({len(groups)}); got {k}")
+    parts = np.array_split(groups[np.random.default_rng(seed).permutation(len(groups))], int(k))
+    folds = []
+    for f in range(int(k)):
+        rest = np.concatenate([p for i, p in enumerate(parts) if i != f])
+        rest = rest[np.random.default_rng([seed, f]).permutation(len(rest))]
+        n_dev = max(1, int(round(dev_fraction * len(rest)))) if dev_fraction > 0 else 0
+        assign = {g: "test" for g in parts[f]}
+        assign.update({g: "dev" for g in rest[:n_dev]})
+        assign.update({g: "train" for g in rest[n_dev:]})
+        which = keys.map(assign).to_numpy()
+        folds.append({name: pairs[which == name].reset_index(drop=True) for name in SPLIT_NAMES})
+    return folds
