@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +11,7 @@ from typing import Annotated
 import typer
 
 from .methods import MethodError, methods_help, parse_methods
+from .runinfo import command_line
 
 # Weights come from local directories or packages; never reach for a model hub unless the user asked.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -299,7 +299,7 @@ def eval_(
             checkpoints=checkpoint or [],
             baselines=baselines,
             progress=not quiet,
-            command=" ".join(sys.argv),
+            command=command_line(),
         )
     except MethodError as err:
         _fail(str(err))
@@ -392,7 +392,7 @@ def genfilt_evaluate(
         comparison = compare_judges(cfg, data, cache=cache, describer=describer, n_batches=batches)
     except (FileNotFoundError, ValueError, DescribeError) as err:
         _fail(str(err))
-    paths = write_mask_report(out, comparison, command=" ".join(sys.argv))
+    paths = write_mask_report(out, comparison, command=command_line())
     typer.echo(mask_table_text(comparison))
     typer.echo(f"descriptions: {comparison.source}\nreport: {paths['markdown']}")
 
@@ -439,7 +439,7 @@ def genfilt_judge(
         flagged, summary = judge_training_batches(cfg, data, kind=kind, epochs=epochs, progress=not quiet)
     except (FileNotFoundError, ValueError, DescribeError) as err:
         _fail(str(err))
-    paths = write_judge_outputs(out, flagged, summary, command=" ".join(sys.argv))
+    paths = write_judge_outputs(out, flagged, summary, command=command_line())
     typer.echo(summary_text(summary))
     typer.echo(f"flagged pairs: {paths['flagged']}; summary: {paths['summary']}")
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +11,7 @@ from .data.prepare import prepare_from_config
 from .data.storefront import DemoConfig, generate_demo
 from .evaluate import MethodRun
 from .methods import DEFAULT_METHODS, NEEDS_DESCRIBER, resolve_methods
+from .runinfo import command_line
 from .suite import Suite
 
 
@@ -68,7 +67,7 @@ def run_demo(
         describer_note,
         f"Whole demo: {time.time() - start:.0f} s.",
     ]
-    command = " ".join(shlex.quote(a) for a in sys.argv) if sys.argv else ""
+    command = command_line()
     groups = store.type_groups()
     suite.report(
         runs,

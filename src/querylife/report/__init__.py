@@ -6,7 +6,7 @@ and :mod:`querylife.genfilt.quality`.
 """
 
 from .genfilt import genfilt_section, mask_table_text, write_judge_outputs, write_mask_report
-from .results import HEADLINE, MAIN_COLUMNS, machine_info, md_table, results_table_text, write_report
+from .results import HEADLINE, MAIN_COLUMNS, md_table, results_table_text, write_report
 from .suite import group_table, suite_machine_info, write_scores, write_suite_report
 
 __all__ = [
@@ -14,7 +14,6 @@ __all__ = [
     "MAIN_COLUMNS",
     "genfilt_section",
     "group_table",
-    "machine_info",
     "mask_table_text",
     "md_table",
     "results_table_text",

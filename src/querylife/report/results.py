@@ -64,21 +64,6 @@ def _md_cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def machine_info() -> dict[str, Any]:
-    """What a benchmark or report records about the machine it ran on (platform, Python, torch, threads)."""
-    import platform
-
-    import torch
-
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-    }
-
-
 def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |"]
     lines.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")

@@ -16,6 +16,7 @@ import pandas as pd
 
 from ..atomic import atomic_write_bytes
 from ..methods import REFERENCE_METHOD
+from ..runinfo import machine_info
 from .genfilt import GENFILT_HEADING, genfilt_section
 from .results import md_table, write_report
 
@@ -28,19 +29,8 @@ GROUP_HEADING = "By group of product types"
 
 
 def suite_machine_info(device: str) -> dict[str, Any]:
-    """What the report records about the machine (platform, Python, torch, threads, the configured device)."""
-    # TODO(lead): use runinfo.machine_info()
-    import platform
-
-    import torch
-
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu_threads": torch.get_num_threads(),
-        "device": device,
-    }
+    """What the report records about the machine (:func:`querylife.runinfo.machine_info`) and the configured device."""
+    return {**machine_info(), "device": device}
 
 
 def group_table(numbers: Mapping[str, Mapping[str, Mapping[str, float]]], groups: Mapping[str, Sequence[str]]) -> str:
