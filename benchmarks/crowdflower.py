@@ -66,8 +66,8 @@ import torch  # noqa: E402
 from querylife.bm25 import BM25Scorer  # noqa: E402
 from querylife.checkpoint import atomic_write_text  # noqa: E402
 from querylife.config import load_config  # noqa: E402
-from querylife.data.formats import load_format, to_dataset  # noqa: E402
-from querylife.data.prepare import Dataset  # noqa: E402
+from querylife.data.formats import load_format  # noqa: E402
+from querylife.data.prepare import Dataset, to_dataset  # noqa: E402
 from querylife.metrics import evaluate_scored, per_query_metrics  # noqa: E402
 from querylife.scoring import FeatureCache, score_pairs  # noqa: E402
 from querylife.towers import bundled_minilm_path  # noqa: E402

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from querylife.data.schemas import DataError
+from querylife.data.errors import DataError
 from querylife.data.validation import check_dataset
 
 
@@ -69,7 +69,7 @@ def test_every_problem_kind_is_counted(tmp_path: Path) -> None:
     assert rep.n_errors() == 8 and rep.n_warnings() == 2
     assert (rep.n_products, rep.n_products_ok, rep.n_pairs, rep.n_pairs_ok) == (7, 5, 10, 6)
     assert rep.n_queries == 3
-    assert rep.label_scheme.startswith("epi")
+    assert rep.label_scheme.startswith("exact_partial_irrelevant")
     assert rep.label_counts == {"exact": 3, "partial": 2, "irrelevant": 1}
     assert rep.product_type_counts == {"electronics": 2, "dress": 2, "home": 1}
     img = rep.images

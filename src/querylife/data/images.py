@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .schemas import BadRows, DataError
+from .errors import BadRows, DataError
 
 __all__ = ["ImageDataError", "load_image", "load_images", "to_float", "check_image"]
 
