@@ -128,13 +128,13 @@ def data_check(
     Exit 1 on problems (rows or images the loaders reject); warnings (e.g. a text-only catalogue) are listed first
     but do not change the exit code.
     """
+    cfg = _config(config, set_, column)
     from .checkpoint import atomic_write_text
     from .data.errors import DataError
     from .data.formats import detect_format, querylife_dir_files
     from .data.image_urls import ImageFetch
     from .data.validation import check_dataset, check_format
 
-    cfg = _config(config, set_, column)
     d = cfg.data
     scheme = label_scheme or d.label_scheme
     try:
@@ -175,10 +175,11 @@ def _column_overrides(columns: list[str] | None) -> list[str]:
 
 
 def _config(config: Path | None, overrides: list[str] | None, columns: list[str] | None = None, extra=()):
+    items = [*(overrides or []), *_column_overrides(columns), *extra]  # a malformed --column fails before imports
     from .config import ConfigError, load_config
 
     try:
-        return load_config(config, [*(overrides or []), *_column_overrides(columns), *extra])
+        return load_config(config, items)
     except ConfigError as err:
         _fail(str(err))
 

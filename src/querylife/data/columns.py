@@ -101,6 +101,7 @@ class ColumnChoice:
         how: field -> ``"data.columns"``, ``"name"`` (named like the field) or ``"alias"``.
         ignored: columns dropped (see the module docstring), with the reason.
         extra: columns kept as they are, not fed to a field.
+        disabled: fields that ``data.columns`` maps to no column (``--column image_path=``).
     """
 
     file: str
@@ -108,6 +109,7 @@ class ColumnChoice:
     how: dict[str, str] = field(default_factory=dict)
     ignored: dict[str, str] = field(default_factory=dict)
     extra: list[str] = field(default_factory=list)
+    disabled: list[str] = field(default_factory=list)
 
     @property
     def rename(self) -> dict[str, str]:
@@ -168,7 +170,8 @@ def choose_columns(
         if fld in mapping:
             col = mapping[fld]
             if not col.strip():
-                continue  # explicitly no column
+                choice.disabled.append(fld)
+                continue
             if col in usable:
                 take(fld, col, "data.columns")
                 continue

@@ -434,7 +434,7 @@ def _merge_attributes(base: pd.Series, raw: pd.DataFrame, attrs: dict[str, str])
 def _warn_unused_image_columns(notes: Notes | None, raw: pd.DataFrame, choice: ColumnChoice, candidates: list[str]
                                ) -> None:
     """Warn when no column feeds image_path while one looks like image paths or URLs."""
-    if notes is None or "image_path" in choice.used:
+    if notes is None or "image_path" in choice.used or "image_path" in choice.disabled:
         return
     for c in candidates:
         values = [v for v in raw[c].head(200).tolist() if not _missing(v) and str(v).strip()][:50]

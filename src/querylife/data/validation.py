@@ -157,7 +157,7 @@ class CheckReport:
 
         out += ["## Problems", ""]
         if not self.counts:
-            out += ["None found.", ""]
+            out += ["None found" + (" (but see the warnings above)." if self.warnings() else "."), ""]
         else:
             out += ["| kind | severity | count | % |", "|---|---|---:|---:|"]
             order = sorted(self.counts.items(), key=lambda kv: (kv[0] in WARNING_KINDS, -kv[1], kv[0]))
