@@ -112,7 +112,14 @@ def test_clean_dataset_is_ok(tmp_path: Path) -> None:
     )
     rep = check_dataset(tmp_path / "c.parquet", tmp_path / "p.csv")
     assert rep.ok() and rep.counts == {}
-    assert "Data check: OK" in rep.to_markdown() and "None found." in rep.to_markdown()
+    # One query cannot fill train, dev and test: a warning about the settings, not a problem of the rows.
+    assert rep.warnings() == ["split: training with these settings would stop: need at least 3 distinct queries to "
+                              "fill the splits ['train', 'dev', 'test']; got 1"]
+    md = rep.to_markdown()
+    assert md.startswith("# Data check: OK, 1 warning\n\n## Warnings\n") and "None found (but see the warnings" in md
+    rep = check_dataset(tmp_path / "c.parquet", tmp_path / "p.csv", split=(1.0, 0.0, 0.0))
+    assert rep.ok() and not rep.warnings() and "# Data check: OK\n" in rep.to_markdown()
+    assert "None found." in rep.to_markdown()
     only_catalog = check_dataset(tmp_path / "c.parquet")
     assert only_catalog.ok() and only_catalog.pairs_path is None
     assert "## Labels" not in only_catalog.to_markdown()
