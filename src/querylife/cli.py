@@ -125,8 +125,9 @@ def data_check(
 ) -> None:
     """Validate a catalogue and its labelled pairs (or a data set) as training would read them; print a report.
 
-    Exit 1 on problems (rows or images the loaders reject); warnings (e.g. a text-only catalogue) are listed first
-    but do not change the exit code.
+    Exit 1 on problems (rows or images the loaders reject).
+
+    Warnings (e.g. a text-only catalogue) are listed first and do not change the exit code.
     """
     cfg = _config(config, set_, column)
     from .checkpoint import atomic_write_text
