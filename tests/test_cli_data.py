@@ -75,3 +75,17 @@ def test_train_honours_the_split_column_and_the_mapping_and_trains_with_images(t
     assert "text-only" not in err and "warning:" not in err, show(proc)
     summary = json.loads((tmp_path / "run" / "best" / "summary.json").read_text())
     assert summary["config"]["data"]["columns"] == {"image_path": "pic"}
+
+
+def test_data_on_the_command_line_replaces_the_configs_files(tmp_path):
+    cat, prs = user_store(tmp_path / "store", image_column="image")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data:\n  catalog: {tmp_path / 'nope.csv'}\n  pairs: {tmp_path / 'nope.csv'}\n")
+    proc = cli("train", "--config", cfg, "--data", tmp_path / "store", "--catalog", cat, "--out", tmp_path / "r",
+               cwd=tmp_path)
+    assert proc.returncode == 2 and "not both" in proc.stderr, show(proc)
+    # --data wins over the config's files: they are not read; the run stops later, at the impossible split.
+    proc = cli("train", "--config", cfg, "--data", tmp_path / "store", "--out", tmp_path / "r",
+               "--set", "data.split=[2,0,0]", cwd=tmp_path)
+    assert proc.returncode == 2 and "split fractions must sum to 1" in proc.stderr, show(proc)
+    assert "nope.csv" not in proc.stderr and "Traceback" not in proc.stderr, show(proc)

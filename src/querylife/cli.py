@@ -196,6 +196,13 @@ def _load(
 ):
     extra = [f"data.{key}={value}" for key, value in (("catalog", catalog), ("pairs", pairs), ("path", data),
                                                        ("format", fmt)) if value]
+    # The command line wins over the config: --data replaces its catalog / pairs, --catalog / --pairs its path.
+    if data and (catalog or pairs):
+        _fail("give --data DIR or --catalog FILE --pairs FILE, not both")
+    if data:
+        extra += ["data.catalog=null", "data.pairs=null"]
+    elif catalog or pairs:
+        extra.append("data.path=null")
     cfg = _config(config, overrides, columns, extra)
     if not cfg.data.path and (not cfg.data.catalog or not cfg.data.pairs):
         _fail(
