@@ -86,6 +86,6 @@ def test_data_on_the_command_line_replaces_the_configs_files(tmp_path):
     assert proc.returncode == 2 and "not both" in proc.stderr, show(proc)
     # --data wins over the config's files: they are not read; the run stops later, at the impossible split.
     proc = cli("train", "--config", cfg, "--data", tmp_path / "store", "--out", tmp_path / "r",
-               "--set", "data.split=[2,0,0]", cwd=tmp_path)
+               "--set", "data.split=[2,0,0]", "--set", "data.official_split=false", cwd=tmp_path)
     assert proc.returncode == 2 and "split fractions must sum to 1" in proc.stderr, show(proc)
     assert "nope.csv" not in proc.stderr and "Traceback" not in proc.stderr, show(proc)
