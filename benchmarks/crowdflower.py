@@ -64,8 +64,8 @@ import torch  # noqa: E402
 
 from querylife.bm25 import bm25_pair_scores  # noqa: E402
 from querylife.config import load_config  # noqa: E402
-from querylife.data.formats import load_format, to_dataset  # noqa: E402
-from querylife.data.prepare import Dataset  # noqa: E402
+from querylife.data.formats import load_format  # noqa: E402
+from querylife.data.prepare import Dataset, to_dataset  # noqa: E402
 from querylife.data.splits import kfold_by_query  # noqa: E402
 from querylife.metrics import evaluate_scored, per_query_metrics  # noqa: E402
 from querylife.report import md_table  # noqa: E402

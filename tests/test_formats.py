@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from querylife.data.errors import BadRows, DataError, UnknownLabelError
 from querylife.data.formats import (
     ESCI_EXAMPLES_FILE,
     ESCI_PRODUCTS_FILE,
@@ -17,9 +18,8 @@ from querylife.data.formats import (
     crowdflower_product_id,
     detect_format,
     load_format,
-    to_dataset,
 )
-from querylife.data.schemas import BadRows, DataError, UnknownLabelError
+from querylife.data.prepare import to_dataset
 
 REAL_CROWDFLOWER = Path("/work/shared/data/crowdflower/search_relevance.csv")
 
@@ -175,7 +175,7 @@ def test_crowdflower_load(tmp_path: Path) -> None:
     assert dress.startswith("cf-") and len(dress) == 3 + 12
     assert len(cat) == 3 and cat["product_id"].is_unique  # dress, jeans, cable
     row = cat.set_index("product_id").loc[dress]
-    assert row["title"] == "Summer Dress  Red"  # as first written
+    assert row["title"] == "Summer Dress Red"  # as first written, whitespace collapsed (data.titles)
     assert row["description"] == "A light dress.\nMachine washable,\n\"cotton\"."  # multi-line field intact
     assert row["product_type"] == "unknown" and row["image_path"] is None
 

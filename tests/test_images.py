@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
+from querylife.data.errors import BadRows, DataError
 from querylife.data.images import ImageDataError, check_image, load_image, load_images, to_float
-from querylife.data.schemas import BadRows, DataError
 
 
 def png(path: Path, size=(40, 20), colour=(255, 0, 0), mode="RGB") -> str:

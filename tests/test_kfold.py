@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from querylife.data.schemas import DataError
+from querylife.data.errors import DataError
 from querylife.data.splits import kfold_by_query
 
 

@@ -42,7 +42,7 @@ def test_missing_images_train_and_evaluate_without_nans(partly_imageless, tiny_s
 
 
 def test_missing_image_file_is_an_error_naming_it_without_skip(partly_imageless, tiny_store):
-    from querylife.data.schemas import DataError
+    from querylife.data.errors import DataError
 
     with pytest.raises(DataError, match="gone.png"):
         prepare_dataset(partly_imageless, tiny_store.pairs_path, image_size=32, progress=False)

@@ -8,13 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from querylife.data.errors import DataError, UnknownLabelError
+from querylife.data.labels import LABEL_SCHEMES, make_label_scheme
 from querylife.data.readers import BadRows, load_catalog, load_pairs, read_table
-from querylife.data.schemas import (
-    LABEL_SCHEMES,
-    DataError,
-    UnknownLabelError,
-    make_label_scheme,
-)
 
 CATALOG_ROWS = [
     {"product_id": "007", "title": "  Red shoe ", "product_type": " Shoes", "image_path": "img/a.png",
@@ -231,7 +227,7 @@ def test_pairs_extra_columns_kept(tmp_path: Path) -> None:
 def test_unknown_label_names_value_and_allowed(tmp_path: Path) -> None:
     path = pairs_file(tmp_path, [("a", "p2", "exact"), ("b", "p3", "maybe")])
     with pytest.raises(DataError) as ei:
-        load_pairs(path, label_scheme="epi")
+        load_pairs(path, label_scheme="exact_partial_irrelevant")
     e = ei.value
     assert isinstance(e, KeyError)
     assert e.row == 2 and e.field == "label"
@@ -281,9 +277,10 @@ def test_pairs_skip_bad_counts(tmp_path: Path, catalog: pd.DataFrame) -> None:
             ("d", "p3", "irrelevant"), ("e", "p3", "")]
     report = BadRows()
     pairs, scheme = load_pairs(
-        pairs_file(tmp_path, rows), catalog=catalog, label_scheme="epi", skip_bad=True, report=report
+        pairs_file(tmp_path, rows), catalog=catalog, label_scheme="exact_partial_irrelevant", skip_bad=True,
+        report=report,
     )
-    assert scheme.name == "epi" and len(pairs) == 2
+    assert scheme.name == "exact_partial_irrelevant" and len(pairs) == 2
     expected = {"empty query": 1, "unknown product": 1, "unknown label": 1, "empty label": 1}
     assert dict(report.counts) == expected
     assert report.summary() == (
@@ -298,10 +295,10 @@ def test_pairs_skip_bad_counts(tmp_path: Path, catalog: pd.DataFrame) -> None:
 @pytest.mark.parametrize(
     ("labels", "name"),
     [
-        (["Exact", "partial", "IRRELEVANT"], "epi"),
+        (["Exact", "partial", "IRRELEVANT"], "exact_partial_irrelevant"),
         (["E", "S", "C", "I"], "esci"),
         (["exact", "Substitute", "complement"], "esci"),
-        (["exact", "irrelevant"], "epi"),  # fits both: epi is preferred
+        (["exact", "irrelevant"], "exact_partial_irrelevant"),  # fits both: exact_partial_irrelevant is preferred
         (["0", "1"], "binary"),
         ([True, False], "binary"),
         ([1, 0, 1.0], "binary"),
@@ -317,7 +314,7 @@ def test_scheme_gains_and_positives() -> None:
     esci = LABEL_SCHEMES["esci"]
     assert esci.gain("e") == 1.0 and esci.gain("Substitute") == 0.1 and esci.gain("C") == 0.01
     assert esci.is_positive("exact") and not esci.is_positive("S")
-    epi = LABEL_SCHEMES["epi"]
+    epi = LABEL_SCHEMES["exact_partial_irrelevant"]
     assert [epi.gain(x) for x in ("EXACT", "partial", "irrelevant")] == [2.0, 1.0, 0.0]
     binary = LABEL_SCHEMES["binary"]
     assert binary.is_positive(True) and binary.is_positive(1.0) and not binary.is_positive("false")
@@ -385,3 +382,12 @@ def test_json_array_rows_have_no_line(tmp_path: Path) -> None:
     with pytest.raises(DataError) as ei:
         load_catalog(p)
     assert ei.value.row == 2 and ei.value.line is None
+
+
+def test_old_scheme_name_epi_still_works(tmp_path: Path) -> None:
+    path = pairs_file(tmp_path, [("a", "p2", "exact"), ("b", "p3", "partial")])
+    with pytest.warns(FutureWarning, match="exact_partial_irrelevant"):
+        pairs, scheme = load_pairs(path, label_scheme="epi")
+    assert scheme.name == "exact_partial_irrelevant" and pairs["gain"].tolist() == [2.0, 1.0]
+    with pytest.warns(FutureWarning):
+        assert make_label_scheme("EPI") is LABEL_SCHEMES["exact_partial_irrelevant"]

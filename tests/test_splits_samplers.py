@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from torch.utils.data import DataLoader
 
+from querylife.data.errors import DataError
 from querylife.data.samplers import UniqueBatchSampler
-from querylife.data.schemas import DataError
 from querylife.data.splits import split_by_query
 
 

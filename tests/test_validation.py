@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from querylife.data.schemas import DataError
+from querylife.data.errors import DataError
 from querylife.data.validation import check_dataset
 
 
@@ -69,7 +69,7 @@ def test_every_problem_kind_is_counted(tmp_path: Path) -> None:
     assert rep.n_errors() == 8 and rep.n_warnings() == 2
     assert (rep.n_products, rep.n_products_ok, rep.n_pairs, rep.n_pairs_ok) == (7, 5, 10, 6)
     assert rep.n_queries == 3
-    assert rep.label_scheme.startswith("epi")
+    assert rep.label_scheme.startswith("exact_partial_irrelevant")
     assert rep.label_counts == {"exact": 3, "partial": 2, "irrelevant": 1}
     assert rep.product_type_counts == {"electronics": 2, "dress": 2, "home": 1}
     img = rep.images
@@ -112,7 +112,14 @@ def test_clean_dataset_is_ok(tmp_path: Path) -> None:
     )
     rep = check_dataset(tmp_path / "c.parquet", tmp_path / "p.csv")
     assert rep.ok() and rep.counts == {}
-    assert "Data check: OK" in rep.to_markdown() and "None found." in rep.to_markdown()
+    # One query cannot fill train, dev and test: a warning about the settings, not a problem of the rows.
+    assert rep.warnings() == ["split: training with these settings would stop: need at least 3 distinct queries to "
+                              "fill the splits ['train', 'dev', 'test']; got 1"]
+    md = rep.to_markdown()
+    assert md.startswith("# Data check: OK, 1 warning\n\n## Warnings\n") and "None found (but see the warnings" in md
+    rep = check_dataset(tmp_path / "c.parquet", tmp_path / "p.csv", split=(1.0, 0.0, 0.0))
+    assert rep.ok() and not rep.warnings() and "# Data check: OK\n" in rep.to_markdown()
+    assert "None found." in rep.to_markdown()
     only_catalog = check_dataset(tmp_path / "c.parquet")
     assert only_catalog.ok() and only_catalog.pairs_path is None
     assert "## Labels" not in only_catalog.to_markdown()

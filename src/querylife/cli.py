@@ -121,31 +121,62 @@ def data_demo(
         typer.echo(f"wrote {render_attribute_sheet(figures / 'demo_attributes.png', size=image_size)}")
 
 
+COLUMN_HELP = "Your column for one of our fields, e.g. --column image_path=img (repeatable; data.columns)."
+
+
 @data_app.command(
     "check",
     epilog="Examples:\n\n  querylife data check data/demo/catalog.parquet data/demo/pairs.parquet\n\n"
+    "  querylife data check my_catalog.csv my_pairs.csv --column image_path=picture --column product_id=sku\n\n"
     "  querylife data check ../shared/data/crowdflower/search_relevance.csv --format crowdflower",
 )
 def data_check(
-    catalog: Annotated[Path, typer.Argument(help="Catalogue file, or a public data set file / directory.")],
+    catalog: Annotated[Path, typer.Argument(help="Catalogue file, or a data set file / directory.")],
     pairs: Annotated[Path | None, typer.Argument(help="Labelled pairs file (query, product_id, label).")] = None,
     format_: Annotated[str, typer.Option("--format", help="auto | querylife | crowdflower | esci | wands")] = "auto",
-    label_scheme: Annotated[str, typer.Option(help="auto | epi | esci | binary | graded")] = "auto",
+    label_scheme: Annotated[
+        str | None, typer.Option(help="auto | exact_partial_irrelevant | esci | binary | graded (default: config's)")
+    ] = None,
+    column: Annotated[list[str] | None, typer.Option("--column", help=COLUMN_HELP)] = None,
     images: Annotated[bool, typer.Option(help="Decode every image to find corrupt files.")] = True,
+    config: Annotated[Path | None, typer.Option(help="YAML/JSON experiment config (its data section).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Config override, e.g. --set data.split_by=intent.")
+                    ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
 ) -> None:
-    """Validate a catalogue and its labelled pairs (or a public data set); print a report; exit 1 on problems."""
+    """Validate a catalogue and its labelled pairs (or a data set) as training would read them; print a report.
+
+    Exit 1 on problems (rows or images the loaders reject).
+
+    Warnings (e.g. a text-only catalogue) are listed first and do not change the exit code.
+    """
+    cfg = _config(config, set_, column)
     from .checkpoint import atomic_write_text
-    from .data.schemas import DataError
+    from .data.errors import DataError
+    from .data.formats import detect_format, querylife_dir_files
+    from .data.image_urls import ImageFetch
+    from .data.validation import check_dataset, check_format
 
+    d = cfg.data
+    scheme = label_scheme or d.label_scheme
     try:
+        if pairs is None and catalog.is_dir() and format_ in ("auto", "querylife") and (
+            format_ == "querylife" or detect_format(catalog) == "querylife"
+        ):
+            catalog, pairs = querylife_dir_files(catalog)  # the same check as for the two files
         if pairs is not None and format_ in ("auto", "querylife"):
-            from .data.validation import check_dataset
-
-            report = check_dataset(catalog, pairs, label_scheme=label_scheme, check_images=images, progress=True)
+            report = check_dataset(
+                catalog, pairs, label_scheme=scheme, check_images=images, progress=True, columns=dict(d.columns),
+                official_split=d.official_split, split=d.split, split_seed=d.split_seed, split_by=d.split_by,
+                max_title_chars=d.max_title_chars, images=ImageFetch.from_config(d),
+            )
             text, payload, ok = report.to_markdown(), report.to_dict(), report.ok()
         else:
-            text, payload, ok = _check_public(catalog, format_, label_scheme)
+            text, payload, ok = check_format(
+                catalog, format=format_, label_scheme=scheme, split=d.split, split_seed=d.split_seed,
+                split_by=d.split_by, official_split=d.official_split, max_title_chars=d.max_title_chars,
+                locale=d.locale, version=d.version, esci_gains=d.esci_gains, relevant_min=d.relevant_min,
+            )
     except DataError as err:
         _fail(str(err))
     typer.echo(text)
@@ -154,41 +185,25 @@ def data_check(
     raise typer.Exit(0 if ok else 1)
 
 
-def _check_public(path: Path, fmt: str, label_scheme: str) -> tuple[str, dict, bool]:
-    """Read a data set in its own format, skipping and counting bad rows; summarise what was read."""
-    from .data.formats import load_format
-    from .data.readers import BadRows
+def _column_overrides(columns: list[str] | None) -> list[str]:
+    """``--column image_path=img`` -> ``data.columns.image_path="img"`` (quoted: a column named 2024 stays text)."""
+    out = []
+    for item in columns or []:
+        field, sep, name = item.partition("=")
+        if not sep or not field.strip():
+            _fail(f"--column {item!r}: write FIELD=COLUMN, e.g. --column image_path=img (an empty COLUMN means none)")
+        out.append(f"data.columns.{field.strip()}={json.dumps(name)}")
+    return out
 
-    bad = BadRows()
-    loaded = load_format(path, format=fmt, label_scheme=label_scheme, skip_bad=True, report=bad)
-    pairs, catalog = loaded.pairs, loaded.catalog
-    labels = pairs["label"].value_counts().sort_index()
-    payload = {
-        "format": loaded.format,
-        "path": str(path),
-        "products": len(catalog),
-        "pairs": len(pairs),
-        "queries": int(pairs["query"].nunique()),
-        "label_counts": {str(k): int(v) for k, v in labels.items()},
-        "positives": int(pairs["positive"].sum()),
-        "queries_without_positive": int((~pairs.groupby("query")["positive"].any()).sum()),
-        "product_types": int(catalog["product_type"].nunique()),
-        "products_with_image": int(catalog["image_path"].notna().sum()) if "image_path" in catalog else 0,
-        "bad_rows": bad.to_dict(),
-    }
-    lines = [
-        f"# data check: {path} ({loaded.format})",
-        "",
-        f"- products: {payload['products']}; labelled pairs: {payload['pairs']}; queries: {payload['queries']}",
-        "- labels: " + ", ".join(f"{k}: {v} ({100 * v / max(1, len(pairs)):.1f}%)" for k, v in labels.items()),
-        f"- positives ({loaded.label_scheme.name} scheme): {payload['positives']}; queries without a positive: "
-        f"{payload['queries_without_positive']}",
-        f"- product types: {payload['product_types']}; products with an image: {payload['products_with_image']}",
-        f"- {bad.summary()}" if bad.total else "- no bad rows",
-    ]
-    # Repeated judgements are merged (conflicts to the lower label) and reported, not failures of the data.
-    merged = {"duplicate pair", "conflicting duplicate"}
-    return "\n".join(lines) + "\n", payload, not any(n for r, n in bad.counts.items() if r not in merged)
+
+def _config(config: Path | None, overrides: list[str] | None, columns: list[str] | None = None, extra=()):
+    items = [*(overrides or []), *_column_overrides(columns), *extra]  # a malformed --column fails before imports
+    from .config import ConfigError, load_config
+
+    try:
+        return load_config(config, items)
+    except ConfigError as err:
+        _fail(str(err))
 
 
 def _load(
@@ -198,17 +213,18 @@ def _load(
     pairs: Path | None,
     data: Path | None = None,
     fmt: str | None = None,
+    columns: list[str] | None = None,
 ):
-    from .config import ConfigError, load_config
-
-    extra = list(overrides or [])
-    for key, value in (("catalog", catalog), ("pairs", pairs), ("path", data), ("format", fmt)):
-        if value:
-            extra.append(f"data.{key}={value}")
-    try:
-        cfg = load_config(config, extra)
-    except ConfigError as err:
-        _fail(str(err))
+    extra = [f"data.{key}={value}" for key, value in (("catalog", catalog), ("pairs", pairs), ("path", data),
+                                                       ("format", fmt)) if value]
+    # The command line wins over the config: --data replaces its catalog / pairs, --catalog / --pairs its path.
+    if data and (catalog or pairs):
+        _fail("give --data DIR or --catalog FILE --pairs FILE, not both")
+    if data:
+        extra += ["data.catalog=null", "data.pairs=null"]
+    elif catalog or pairs:
+        extra.append("data.path=null")
+    cfg = _config(config, overrides, columns, extra)
     if not cfg.data.path and (not cfg.data.catalog or not cfg.data.pairs):
         _fail(
             "no data: give --catalog and --pairs, or --data PATH for a public data set "
@@ -218,11 +234,16 @@ def _load(
 
 
 def _dataset(cfg, progress: bool = True):
+    """Load the data; the loading notes (columns used, split rule, warnings) go to stderr before any work."""
+    from .data.errors import DataError
     from .data.prepare import prepare_from_config
-    from .data.schemas import DataError
+
+    def say(line: str) -> None:
+        warn = line.startswith("warning:")
+        typer.secho(line, err=True, fg=typer.colors.YELLOW if warn else None)
 
     try:
-        return prepare_from_config(cfg, progress=progress)
+        return prepare_from_config(cfg, progress=progress, log=say)
     except (DataError, FileNotFoundError, ValueError) as err:
         _fail(str(err))
 
@@ -238,6 +259,7 @@ def train(
     pairs: Annotated[Path | None, typer.Option(help="Labelled pairs file (overrides data.pairs).")] = None,
     data: Annotated[Path | None, typer.Option(help="A public data set (CrowdFlower CSV, ESCI/WANDS dir).")] = None,
     format_: Annotated[str | None, typer.Option("--format", help="auto|querylife|crowdflower|esci|wands")] = None,
+    column: Annotated[list[str] | None, typer.Option("--column", help=COLUMN_HELP)] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Config override, e.g. --set train.lr=3e-4.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last if a previous run was interrupted.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
@@ -246,7 +268,7 @@ def train(
     _quiet_transformers()
     from .train import Trainer
 
-    cfg = _load(config, set_, catalog, pairs, data, format_)
+    cfg = _load(config, set_, catalog, pairs, data, format_, column)
     dataset = _dataset(cfg, progress=not quiet)
     if dataset.bad_rows is not None and dataset.bad_rows.total:
         typer.echo(dataset.bad_rows.summary())
@@ -273,6 +295,7 @@ def eval_(
     pairs: Annotated[Path | None, typer.Option(help="Labelled pairs file.")] = None,
     data: Annotated[Path | None, typer.Option(help="A public data set (CrowdFlower CSV, ESCI/WANDS dir).")] = None,
     format_: Annotated[str | None, typer.Option("--format", help="auto|querylife|crowdflower|esci|wands")] = None,
+    column: Annotated[list[str] | None, typer.Option("--column", help=COLUMN_HELP)] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Config override.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
@@ -288,7 +311,7 @@ def eval_(
             check_checkpoint_dir(path)
     except MethodError as err:
         _fail(str(err))
-    cfg = _load(config, set_, catalog, pairs, data, format_)
+    cfg = _load(config, set_, catalog, pairs, data, format_, column)
     dataset = _dataset(cfg, progress=not quiet)
     try:
         result = run_evaluation(
@@ -332,7 +355,7 @@ def genfilt_describe(
     """Describe every product (or, with --queries, every query's intent) with a generative model into a resumable
     cache (stage 1 of GenFilt)."""
     from .config import ConfigError, load_config
-    from .data.schemas import DataError
+    from .data.errors import DataError
     from .genfilt import DescribeError
     from .genfilt.describe import describe_from_config
 

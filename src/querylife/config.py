@@ -15,32 +15,42 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .compat import removed_options_validator
+from .data.columns import check_mapping
+from .data.errors import DataError
+from .data.labels import scheme_name
+from .data.titles import MAX_TITLE_CHARS
 from .genfilt.config import GenFiltConfig
 from .losses import LossConfig
 from .model import ModelConfig
 
 
 class DataConfig(BaseModel):
-    """Where the data is and how it is split."""
+    """Where the data is, how its columns are read and how it is split (docs/DATA_FORMATS.md)."""
 
     model_config = ConfigDict(extra="forbid")
     catalog: str | None = None  # Parquet / CSV / JSONL with product_id, title, product_type[, image_path, ...]
-    pairs: str | None = None  # query, product_id, label
-    # Or a public data set in its own layout (instead of catalog + pairs): a file or directory, read by
-    # querylife.data.formats (see docs/DATA_FORMATS.md).
+    pairs: str | None = None  # query, product_id, label[, split]
+    # Or a data set in its own layout (instead of catalog + pairs): a file or directory, read by
+    # querylife.data.formats (a directory with catalog.* and pairs.* is read exactly like catalog + pairs).
     path: str | None = None
     format: Literal["auto", "querylife", "crowdflower", "esci", "wands"] = "auto"
+    # Our field -> your column, e.g. {"image_path": "img", "product_id": "sku"} (--column FIELD=COLUMN); "" means
+    # no column for an optional field. Unmapped fields use the column named like them, else a common alias
+    # (image_url, sku, category...; querylife.data.columns).
+    columns: dict[str, str] = Field(default_factory=dict)
     locale: str = "us"  # ESCI: product_locale to keep
     version: Literal["small", "large"] = "small"  # ESCI: the official small or large version
-    relevant_min: int | None = None  # CrowdFlower: lowest median_relevance counted relevant (None: 3)
+    relevant_min: int | None = None  # graded labels (CrowdFlower, your own): lowest grade counted relevant
     esci_gains: dict[str, float] | None = None  # ESCI: E/S/C/I gains (None: 1.0 / 0.1 / 0.01 / 0)
-    official_split: bool = True  # honour a data set's own train/test split (ESCI); dev is carved from train
+    # Honour the pairs' own `split` column (train / dev / test: yours, or ESCI's official one) when there is one;
+    # dev is carved from its train when it has no dev rows. False: split at random, ignoring the column.
+    official_split: bool = True
     # Catalogue columns joined into the product text the title tower reads (e.g. ["title", "description"]).
     text_fields: tuple[str, ...] = ("title",)
-    label_scheme: str = "auto"  # auto | epi | esci | binary | graded
+    label_scheme: str = "auto"  # auto | exact_partial_irrelevant | esci | binary | graded
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)  # train / dev / test fractions over queries
     split_seed: int = 0
     # Column that groups the split: "query" (no query in two splits), or a coarser one such as the demo's
@@ -48,6 +58,33 @@ class DataConfig(BaseModel):
     split_by: str = "query"
     skip_bad_rows: bool = False  # True: drop and count malformed rows instead of stopping
     include_partial_positives: bool = False  # train on partial matches as positives too
+    # Titles longer than this are cut to it (and counted). The text tower reads model.tower.max_text_length tokens
+    # (48: ~200 characters); a much longer title is usually a description in the wrong column. 0: no limit.
+    max_title_chars: int = Field(default=MAX_TITLE_CHARS, ge=0)
+    # Image URLs (http/https) in the catalogue: download each once into image_cache (True), or stop with a message
+    # saying how to (False: querylife reaches the network only when asked).
+    download_images: bool = False
+    image_cache: str | None = None  # None: $XDG_CACHE_HOME/querylife/images or ~/.cache/querylife/images
+    image_timeout_s: float = Field(default=30.0, gt=0)
+    image_max_bytes: int = Field(default=20_000_000, gt=0)
+
+    @field_validator("columns", mode="before")
+    @classmethod
+    def _known_fields(cls, value: Any) -> Any:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            return value  # pydantic says it is not a mapping
+        try:
+            # Column names such as 2024 or yes arrive from YAML as numbers / booleans: they are names.
+            return check_mapping({k: (v if v is None or isinstance(v, str) else str(v)) for k, v in value.items()})
+        except DataError as err:
+            raise ValueError(str(err)) from None
+
+    @field_validator("label_scheme")
+    @classmethod
+    def _current_scheme_name(cls, value: str) -> str:
+        return scheme_name(value)
 
 
 class TrainConfig(BaseModel):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .schemas import BadRows, DataError
+from .errors import BadRows, DataError
 
 __all__ = ["ImageDataError", "load_image", "load_images", "to_float", "check_image"]
 
@@ -41,8 +41,8 @@ def _open(path: str | os.PathLike, draft: int | None = None) -> Image.Image:
     """
     p = os.fspath(path)
     if "://" in p:
-        raise ImageDataError("image URLs are not fetched; download the images and give local paths",
-                             kind="missing", file=p)
+        raise ImageDataError("an image URL: load_images reads local files; URLs are fetched into a cache by "
+                             "querylife.data.image_urls (data.download_images=true)", kind="missing", file=p)
     try:
         nbytes = os.path.getsize(p)
     except FileNotFoundError:

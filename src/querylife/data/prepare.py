@@ -1,23 +1,46 @@
-"""Load, validate and split a catalogue + labelled pairs into the in-memory form training and evaluation use."""
+"""Load, validate and split data into the in-memory form training and evaluation use: one path for every source.
+
+``--catalog/--pairs`` files, a ``--data DIR`` in querylife's layout and the public data sets all go through
+:func:`load_data` (a :class:`~querylife.data.formats.LoadedData`) and :func:`to_dataset` (splits by
+:func:`~querylife.data.splits.choose_splits`, images, messages), so the same files give the same dataset, the
+same split rule and the same messages whichever way they were named.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from .errors import BadRows, DataError
+from .formats import LoadedData, load_format, load_querylife
+from .image_urls import ImageFetch
 from .images import load_images
-from .readers import BadRows, load_catalog, load_pairs
-from .schemas import LabelScheme
-from .splits import split_by_query
+from .labels import LabelScheme
+from .notes import Notes, warn_text_only
+from .splits import choose_splits
+from .titles import MAX_TITLE_CHARS
+
+__all__ = [
+    "Dataset",
+    "assign_query_types",
+    "load_data",
+    "prepare_dataset",
+    "prepare_from_config",
+    "to_dataset",
+    "training_positive",
+]
 
 
 @dataclass
 class Dataset:
-    """A validated catalogue, its images and query-grouped splits of the labelled pairs.
+    """A validated catalogue, its images and query-grouped splits of the labelled pairs (see :func:`to_dataset`).
 
     ``catalog``: one row per product (row number = index into ``images``); ``splits``: "train"/"dev"/"test"
     pair tables with ``gain``, ``positive``, ``product_type`` (the candidate's) and ``query_type`` (the query's
@@ -33,6 +56,7 @@ class Dataset:
     text_fields: tuple[str, ...] = ("title",)
     bad_rows: BadRows | None = None
     row_of: dict[str, int] = field(default_factory=dict)
+    notes: Notes = field(default_factory=Notes)  # how the data was read and split, and warnings
 
     def __post_init__(self) -> None:
         if not self.row_of:
@@ -77,9 +101,122 @@ def assign_query_types(pairs: pd.DataFrame) -> pd.Series:
     return pairs["query"].map(types)
 
 
+def to_dataset(
+    loaded: LoadedData,
+    *,
+    image_size: int = 64,
+    split: tuple[float, float, float] = (0.7, 0.1, 0.2),
+    split_seed: int = 0,
+    split_by: str = "query",
+    text_fields: tuple[str, ...] = ("title",),
+    progress: bool = False,
+    official_split: bool = True,
+    load_pixels: bool = True,
+) -> Dataset:
+    """Build a :class:`Dataset` from a :class:`~querylife.data.formats.LoadedData` (no files are re-read).
+
+    Adds the ``product_type`` and ``query_type`` pair columns, splits by
+    :func:`~querylife.data.splits.choose_splits` (the pairs' own ``split`` column when there is one and
+    ``official_split`` is on, else at random by ``split_by``), and loads the images. ``Dataset.notes`` gets the
+    loading notes, the split rule used and, when no product has an image, a warning that the run is text-only.
+
+    Images: products without an ``image_path`` get a zero image and ``has_image`` False; when no product has one
+    (all of the public sets), the zero tensor is one image broadcast over the catalogue (read-only, no memory
+    per product). ``load_pixels=False`` skips decoding (every product then counts as without image).
+
+    Raises:
+        DataError: a text field that is not a catalogue column, a pair whose product is not in the catalogue,
+            a bad ``split`` column, split fractions that cannot be met, or (unless ``skip_bad`` was set when
+            loading) an image that cannot be read.
+    """
+    notes = Notes()
+    notes.extend(loaded.notes)
+    catalog = loaded.catalog.reset_index(drop=True)
+    source = loaded.catalog.attrs.get("source") or loaded.source.get("catalog") or loaded.source.get("path")
+    for f in text_fields:
+        if f not in catalog.columns:
+            raise DataError(f"text field {f!r} (data.text_fields) is not a catalogue column; columns: "
+                            f"{list(catalog.columns)}", file=source, field=f)
+    pairs = loaded.pairs.copy()
+    pairs["product_type"] = pairs["product_id"].map(dict(zip(catalog["product_id"], catalog["product_type"],
+                                                             strict=True)))
+    if pairs["product_type"].isna().any():
+        bad = pairs.loc[pairs["product_type"].isna(), "product_id"].iloc[0]
+        raise DataError(f"product_id {bad!r} of the pairs is not in the catalogue", field="product_id")
+    types = pd.unique(pairs["product_type"])
+    if len(types) == 1:
+        # CrowdFlower and ESCI have no categories: every query's type is "unknown", which is what
+        # assign_query_types would give too, without its per-query groupby (~30 s on ESCI's 40k queries).
+        pairs["query_type"] = types[0]
+    else:
+        pairs["query_type"] = assign_query_types(pairs)
+
+    splits = choose_splits(pairs, split, split_seed, group_by=split_by, own_split=official_split, notes=notes)
+
+    n = len(catalog)
+    paths = catalog["image_path"].tolist() if "image_path" in catalog.columns else [None] * n
+    if load_pixels and any(isinstance(p, str) and p for p in paths):
+        images, has_image = load_images(paths, image_size, skip_bad=bool(loaded.source.get("skip_bad")),
+                                        report=loaded.bad_rows, progress=progress)
+    else:
+        # One zero image broadcast to (N, 3, S, S): ESCI's catalogue would need gigabytes of zeros otherwise.
+        # Users index rows (a copy), so the shared storage is never written.
+        images = torch.zeros((1, 3, image_size, image_size), dtype=torch.uint8).expand(n, 3, image_size, image_size)
+        has_image = torch.zeros(n, dtype=torch.bool)
+    if n and not bool(has_image.any()) and load_pixels:
+        warn_text_only(notes, "no image path" if all(p is None for p in paths) else "no image could be read")
+    return Dataset(catalog, pairs, splits, loaded.label_scheme, images, has_image, tuple(text_fields),
+                   loaded.bad_rows, notes=notes)
+
+
+def load_data(data: Any, *, notes: Notes | None = None, progress: bool = False) -> LoadedData:
+    """Read what a ``DataConfig`` names: ``path`` (any of the formats) or ``catalog`` + ``pairs`` files.
+
+    Both go through the same loader for a user's own files (:func:`~querylife.data.formats.load_querylife`),
+    with the same column mapping, checks, image handling and messages.
+
+    Raises:
+        DataError: no data named, both ``path`` and ``catalog``/``pairs`` named, or anything the loaders raise.
+    """
+    report = BadRows() if data.skip_bad_rows else None
+    common = dict(
+        label_scheme=data.label_scheme, relevant_min=data.relevant_min, columns=dict(data.columns),
+        official_split=data.official_split, split_by=data.split_by, max_title_chars=data.max_title_chars,
+        images=ImageFetch.from_config(data), skip_bad=data.skip_bad_rows, report=report, notes=notes, progress=progress,
+    )
+    if data.path:
+        if data.catalog or data.pairs:
+            raise DataError("give either data.path (--data) or data.catalog and data.pairs (--catalog/--pairs), "
+                            "not both")
+        return load_format(data.path, format=data.format, locale=data.locale, version=data.version,
+                           esci_gains=data.esci_gains, **common)
+    if not data.catalog or not data.pairs:
+        raise DataError("no data: set data.path (--data DIR) or data.catalog and data.pairs (--catalog/--pairs)")
+    if data.format not in ("auto", "querylife"):
+        raise DataError(f"data.format={data.format} needs data.path (--data); --catalog/--pairs are querylife files")
+    return load_querylife(data.catalog, data.pairs, **common)
+
+
+def prepare_from_config(config: Any, *, progress: bool = True, log: Callable[[str], None] | None = None) -> Dataset:
+    """Build the ``Dataset`` an ``ExperimentConfig`` describes (:func:`load_data`, then :func:`to_dataset`).
+
+    ``log``: gets every loading message (columns used, split rule, warnings...) as one line each; without it
+    they go to the ``querylife.data`` logger. They are kept in ``Dataset.notes`` either way.
+    """
+    data, tower = config.data, config.model.tower
+    image_size = tower.image_size or tower.small_cnn.image_size
+    loaded = load_data(data, progress=progress)
+    dataset = to_dataset(
+        loaded, image_size=image_size, split=data.split, split_seed=data.split_seed, split_by=data.split_by,
+        text_fields=tuple(data.text_fields), progress=progress, official_split=data.official_split,
+    )
+    dataset.notes.emit(log)
+    return dataset
+
+
 def prepare_dataset(
-    catalog_path: str | Path,
-    pairs_path: str | Path,
+    catalog_path: str | os.PathLike,
+    pairs_path: str | os.PathLike,
     *,
     label_scheme: str | LabelScheme = "auto",
     image_size: int = 64,
@@ -90,64 +227,20 @@ def prepare_dataset(
     text_fields: tuple[str, ...] = ("title",),
     load_pixels: bool = True,
     progress: bool = True,
+    columns: dict[str, str] | None = None,
+    official_split: bool = True,
+    max_title_chars: int | None = MAX_TITLE_CHARS,
+    images: ImageFetch | None = None,
 ) -> Dataset:
-    """Read, validate, split and load images. Errors name the file, row and field (see ``data.readers``)."""
-    report = BadRows() if skip_bad else None
-    catalog = load_catalog(catalog_path, skip_bad=skip_bad, report=report)
-    pairs, scheme = load_pairs(pairs_path, catalog=catalog, label_scheme=label_scheme, skip_bad=skip_bad, report=report)
-    for f in text_fields:
-        if f not in catalog.columns:
-            raise ValueError(f"{catalog_path}: text field {f!r} is not a catalogue column ({list(catalog.columns)})")
-    catalog = catalog.reset_index(drop=True)
-    pairs = pairs.copy()
-    pairs["product_type"] = pairs["product_id"].map(
-        dict(zip(catalog["product_id"], catalog["product_type"], strict=True))
+    """:func:`~querylife.data.formats.load_querylife` then :func:`to_dataset`, for a program with two files.
+
+    Errors name the file, row and field (see :mod:`querylife.data.readers`).
+    """
+    loaded = load_querylife(
+        Path(catalog_path), Path(pairs_path), columns=columns, label_scheme=label_scheme,
+        official_split=official_split, split_by=split_by, max_title_chars=max_title_chars, images=images,
+        skip_bad=skip_bad, report=BadRows() if skip_bad else None, progress=progress,
     )
-    pairs["query_type"] = assign_query_types(pairs)
-    splits = split_by_query(pairs, fractions=split, seed=split_seed, group_by=split_by)
-    paths = catalog["image_path"].tolist() if "image_path" in catalog.columns else [None] * len(catalog)
-    if load_pixels:
-        images, has_image = load_images(paths, image_size, skip_bad=skip_bad, report=report, progress=progress)
-    else:
-        images = torch.zeros((len(catalog), 3, image_size, image_size), dtype=torch.uint8)
-        has_image = torch.zeros(len(catalog), dtype=torch.bool)
-    return Dataset(catalog, pairs, splits, scheme, images, has_image, tuple(text_fields), report)
-
-
-def prepare_from_config(config, *, progress: bool = True) -> Dataset:
-    """Build the ``Dataset`` an ``ExperimentConfig`` describes: catalog + pairs files, or a public data set."""
-    data, tower = config.data, config.model.tower
-    image_size = tower.image_size or tower.small_cnn.image_size
-    if data.path:
-        from .formats import load_format, to_dataset
-
-        report = BadRows() if data.skip_bad_rows else None
-        loaded = load_format(
-            data.path,
-            format=data.format,
-            locale=data.locale,
-            version=data.version,
-            esci_gains=data.esci_gains,
-            relevant_min=data.relevant_min,
-            label_scheme=data.label_scheme,
-            skip_bad=data.skip_bad_rows,
-            report=report,
-        )
-        return to_dataset(
-            loaded, image_size=image_size, split=data.split, split_seed=data.split_seed, split_by=data.split_by,
-            text_fields=tuple(data.text_fields), progress=progress, official_split=data.official_split,
-        )
-    if not data.catalog or not data.pairs:
-        raise ValueError("no data: set data.path (a public data set) or data.catalog and data.pairs")
-    return prepare_dataset(
-        data.catalog,
-        data.pairs,
-        label_scheme=data.label_scheme,
-        image_size=image_size,
-        split=data.split,
-        split_seed=data.split_seed,
-        split_by=data.split_by,
-        skip_bad=data.skip_bad_rows,
-        text_fields=tuple(data.text_fields),
-        progress=progress,
-    )
+    return to_dataset(loaded, image_size=image_size, split=split, split_seed=split_seed, split_by=split_by,
+                      text_fields=text_fields, progress=progress, official_split=official_split,
+                      load_pixels=load_pixels)

@@ -1,17 +1,48 @@
-"""Train / dev / test split grouped by query (no query in two splits)."""
+"""Train / dev / test splits: the data's own ``split`` column when it has one, else at random by query.
+
+One rule for every way data is loaded (:func:`choose_splits`):
+
+1. When the pairs have a ``split`` column (a user's own, or ESCI's official one) and ``data.official_split`` is on
+   (the default), its test rows are the test split. Its dev rows are the dev split; when it has none, dev is
+   carved at random out of its train rows by ``split_by`` with the seed, in the ratio ``split[1] : split[0]``. A
+   ``split_by`` group found in several of its splits goes wholly to the latest of train < dev < test, so no test
+   query (or intent) is trained on. A column without test rows is not used (a warning says so).
+2. Otherwise :func:`split_by_query` splits at random by ``split_by`` (the query, or a coarser column such as an
+   intent) with the seed and the fractions ``split``.
+
+Either way one line says which rule was used, with the sizes.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-from .schemas import DataError
+from .errors import DataError
+from .notes import Notes
 
-__all__ = ["split_by_query", "SPLIT_NAMES"]
+__all__ = ["split_by_query", "choose_splits", "own_splits", "split_value", "SPLIT_NAMES", "SPLIT_ALIASES", "kfold_by_query"]
+
+log = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "dev", "test")
+# Spellings of a split value that are read as one of SPLIT_NAMES (compared lower-cased and stripped).
+SPLIT_ALIASES = {
+    "train": "train", "training": "train",
+    "dev": "dev", "valid": "dev", "validation": "dev", "val": "dev",
+    "test": "test",
+}
+_RANK = {"train": 0, "dev": 1, "test": 2}
+
+
+def split_value(value: object) -> str | None:
+    """``"Validation"`` -> ``"dev"``; None for anything that is not a split name."""
+    if value is None:
+        return None
+    return SPLIT_ALIASES.get(str(value).strip().lower())
 
 
 def split_by_query(
@@ -89,7 +120,100 @@ def split_by_query(
     return {name: pairs[which == name].reset_index(drop=True) for name in SPLIT_NAMES}
 
 
-__all__ += ["kfold_by_query"]
+def _sizes(splits: dict[str, pd.DataFrame]) -> str:
+    return " / ".join(f"{k} {len(v)}" for k, v in splits.items()) + " pairs"
+
+
+def _by(group_by: str) -> str:
+    return "by query" if group_by == "query" else f"by {group_by!r}"
+
+
+def own_splits(
+    pairs: pd.DataFrame, fractions: Sequence[float], seed: int, group_by: str, notes: Notes | None = None
+) -> dict[str, pd.DataFrame] | None:
+    """Splits from the pairs' ``split`` column (rule 1 of the module docstring), or None when it has no test rows.
+
+    Raises:
+        DataError: a value other than train / dev / test (or their aliases), no ``group_by`` column, or
+            negative fractions.
+    """
+    values = pairs["split"].map(split_value)
+    if values.isna().any():
+        bad = sorted({str(v) for v in pairs.loc[values.isna(), "split"]})
+        raise DataError(f"pairs column 'split' has values {bad[:5]} besides train/dev/test; rename the column, fix "
+                        "the values, or set data.official_split=false to split at random", field="split")
+    rank = values.map(_RANK)
+    if not (rank == _RANK["test"]).any():
+        if notes is not None:
+            notes.warn("split-column-unused", "the pairs' `split` column has no test rows: it is not used")
+        return None
+    if group_by not in pairs.columns:
+        raise DataError(f"cannot split by {group_by!r}: no such column; found {list(pairs.columns)}", field=group_by)
+    keys = pairs[group_by].astype(str)
+    latest = rank.groupby(keys).transform("max")
+    moved = int((latest != rank).sum())
+    if moved and notes is not None:
+        notes.warn("split-moved", f"split: {moved} pairs moved to a later split of the `split` column: their "
+                                  f"{group_by} is in several splits (train < dev < test), so no test {group_by} is "
+                                  "trained on")
+    name = latest.map({v: k for k, v in _RANK.items()}).to_numpy()
+
+    def part(which: str) -> pd.DataFrame:
+        return pairs[name == which].reset_index(drop=True)
+
+    out = {"test": part("test")}
+    if (name == "dev").any():
+        out["train"], out["dev"] = part("train"), part("dev")
+        out = {k: out[k] for k in SPLIT_NAMES}
+        if notes is not None:
+            notes.info("split", f"split: the pairs' own `split` column ({_sizes(out)})")
+        return out
+    train = part("train")
+    f_train, f_dev = float(fractions[0]), float(fractions[1])
+    if f_train < 0 or f_dev < 0:
+        raise DataError(f"split fractions must be non-negative; got {list(fractions)}")
+    if not len(train) or f_dev == 0:
+        out["train"], out["dev"] = train, train.iloc[0:0]
+        how = "no dev split (split[1] is 0)" if len(train) else "no train rows"
+    elif f_train == 0:
+        out["train"], out["dev"] = train.iloc[0:0], train
+        how = "its train rows all go to dev (split[0] is 0)"
+    else:
+        total = f_train + f_dev
+        s = split_by_query(train, fractions=(f_train / total, f_dev / total, 0.0), seed=seed, group_by=group_by)
+        out["train"], out["dev"] = s["train"], s["dev"]
+        how = (f"dev carved from its train rows at random {_by(group_by)}, seed {seed}, "
+               f"dev:train {f_dev:g}:{f_train:g}")
+    out = {k: out[k] for k in SPLIT_NAMES}
+    if notes is not None:
+        notes.info("split", f"split: the pairs' own `split` column for test; {how} ({_sizes(out)})")
+    return out
+
+
+def choose_splits(
+    pairs: pd.DataFrame,
+    fractions: Sequence[float] = (0.7, 0.1, 0.2),
+    seed: int = 0,
+    *,
+    group_by: str = "query",
+    own_split: bool = True,
+    notes: Notes | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Train / dev / test by the rule of the module docstring; ``notes`` gets the line saying which rule was used.
+
+    ``own_split``: use the pairs' ``split`` column when there is one (``data.official_split``).
+    """
+    splits = None
+    if own_split and "split" in pairs.columns:
+        splits = own_splits(pairs, fractions, seed, group_by, notes)
+    if splits is None:
+        splits = split_by_query(pairs, fractions=fractions, seed=seed, group_by=group_by)
+        if notes is not None:
+            pct = "/".join(f"{100 * float(f):g}" for f in fractions)
+            ignored = " (the `split` column is ignored: data.official_split is off)" if (
+                "split" in pairs.columns and not own_split) else ""
+            notes.info("split", f"split: random {_by(group_by)}, seed {seed}, {pct}{ignored} ({_sizes(splits)})")
+    return splits
 
 
 def kfold_by_query(

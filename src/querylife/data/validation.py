@@ -1,7 +1,11 @@
 """Dataset check: every bad row, missing or corrupt image and label statistic, in one report.
 
-:func:`check_dataset` reads like the loaders but never stops at the first bad row: it collects everything, so
-that a user fixing a dataset sees all of its problems at once (``querylife data check``).
+:func:`check_dataset` reads with the loaders' own readers (same column mapping, same normalisation, same
+messages) but never stops at the first bad row: it collects everything, so that a user fixing a dataset sees all
+of its problems at once (``querylife data check``). Problems (rows or images the loaders would reject) make
+:meth:`CheckReport.ok` false; warnings (an unused image-like column, a text-only catalogue, titles with control
+characters or cut to length, duplicate pairs, queries without a positive) do not, but the report lists them
+first.
 """
 
 from __future__ import annotations
@@ -15,11 +19,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .errors import BadRows, DataError
+from .image_urls import ImageFetch, ImageURLsRefused, is_url, localise_image_urls
 from .images import ImageDataError, check_image
-from .readers import _load_catalog, _load_pairs, _text_column
-from .schemas import BadRows, LabelScheme
+from .labels import LabelScheme
+from .notes import Notes, warn_text_only
+from .readers import read_catalog, read_pairs, text_column
+from .splits import choose_splits
+from .titles import MAX_TITLE_CHARS
 
-__all__ = ["CheckReport", "Issue", "check_dataset", "WARNING_KINDS"]
+__all__ = ["CheckReport", "Issue", "check_dataset", "check_format", "WARNING_KINDS"]
 
 # Worth knowing but not wrong: the loaders accept these (duplicates are merged; a query without positives is
 # fine for evaluation, useless for training).
@@ -82,13 +91,19 @@ class CheckReport:
     queries_without_positive: list[str] = field(default_factory=list)  # first max_examples of them
     n_products_without_pairs: int = 0
     images: ImageStats = field(default_factory=ImageStats)
+    notes: list[dict[str, str]] = field(default_factory=list)  # Notes.to_list(): how the data was read, warnings
 
     def n_errors(self) -> int:
         """Rows with an error (warnings excluded)."""
         return sum(n for k, n in self.counts.items() if k not in WARNING_KINDS)
 
+    def warnings(self) -> list[str]:
+        """The loading warnings (not the row-level ones of :data:`WARNING_KINDS`)."""
+        return [n["text"] for n in self.notes if n["level"] == "warning"]
+
     def n_warnings(self) -> int:
-        return sum(n for k, n in self.counts.items() if k in WARNING_KINDS)
+        """Rows with a warning kind plus loading warnings."""
+        return sum(n for k, n in self.counts.items() if k in WARNING_KINDS) + len(self.warnings())
 
     def ok(self) -> bool:
         """True when nothing would make the loaders reject a row or an image."""
@@ -110,6 +125,8 @@ class CheckReport:
             return self.n_queries
         if kind.startswith("pairs:"):
             return self.n_pairs
+        if kind == "images: image URL not downloaded":
+            return self.n_products_ok
         if kind.startswith("images:"):
             return self.images.n_with_path
         return 0
@@ -122,6 +139,8 @@ class CheckReport:
         if nw:
             verdict += f", {nw} warning{'s' * (nw != 1)}"
         out += [f"# Data check: {verdict}", ""]
+        if self.warnings():
+            out += ["## Warnings", ""] + [f"- {w}" for w in self.warnings()] + [""]
         valid_products = f"{self.n_products_ok} valid ({_pct(self.n_products_ok, self.n_products)})"
         out += ["| | |", "|---|---|", f"| catalogue | `{self.catalog_path}` |",
                 f"| products | {self.n_products} rows, {valid_products} |"]
@@ -132,10 +151,13 @@ class CheckReport:
                     f"| queries | {self.n_queries} |",
                     f"| label scheme | {self.label_scheme} |"]
         out.append("")
+        info = [n["text"] for n in self.notes if n["level"] != "warning"]
+        if info:
+            out += ["## How the data was read", ""] + [f"- {t}" for t in info] + [""]
 
         out += ["## Problems", ""]
         if not self.counts:
-            out += ["None found.", ""]
+            out += ["None found" + (" (but see the warnings above)." if self.warnings() else "."), ""]
         else:
             out += ["| kind | severity | count | % |", "|---|---|---:|---:|"]
             order = sorted(self.counts.items(), key=lambda kv: (kv[0] in WARNING_KINDS, -kv[1], kv[0]))
@@ -228,13 +250,22 @@ def check_dataset(
     check_images: bool = True,
     max_examples: int = 20,
     progress: bool = False,
+    columns: dict[str, str] | None = None,
+    official_split: bool = True,
+    split: tuple[float, float, float] = (0.7, 0.1, 0.2),
+    split_seed: int = 0,
+    split_by: str = "query",
+    max_title_chars: int | None = MAX_TITLE_CHARS,
+    images: ImageFetch | None = None,
 ) -> CheckReport:
     """Check a catalogue (and optionally its pairs) and report every problem found.
 
     Collects, without stopping: empty ids / titles / product types, duplicate product ids, pairs with an empty
-    query, an unknown label or a product missing from the catalogue, conflicting or duplicate pairs, queries
-    without any positive, and (``check_images``) missing or undecodable image files (each is fully decoded
-    with PIL). Also gathers label, product-type and per-query statistics.
+    query, an unknown label, a bad ``split`` value or a product missing from the catalogue, conflicting or
+    duplicate pairs, queries without any positive, a split that cannot be made, image URLs that are not
+    downloaded (``images.download`` off) or cannot be, and (``check_images``) missing or undecodable image files
+    (each is fully decoded with PIL). Also gathers label, product-type and per-query statistics, and the loaders'
+    notes (columns used, kept and ignored, the split rule, warnings) into ``CheckReport.notes``.
 
     With ``label_scheme="auto"`` and labels that fit no scheme together, the best-fitting scheme is used and
     the other labels are reported as unknown.
@@ -242,13 +273,19 @@ def check_dataset(
     Args:
         max_examples: examples kept per issue kind (counts are always complete).
         progress: progress bar while decoding images.
+        columns, official_split, split, split_seed, split_by, max_title_chars, images: as in ``DataConfig``
+            (``data.columns`` and so on), so that the check reads the data as training will.
 
     Raises:
-        DataError: only when a file cannot be read at all or lacks a required column.
+        DataError: only when a file cannot be read at all, lacks a required column or the column mapping is
+            wrong or ambiguous.
     """
+    notes = Notes()
     cat_bad = BadRows(max_examples=max_examples)
-    catalog, cat_rows, raw_cat = _load_catalog(catalog_path, skip_bad=True, report=cat_bad)
-    cat_file = catalog.attrs.get("source", str(catalog_path))
+    cat = read_catalog(catalog_path, columns=columns, skip_bad=True, report=cat_bad, notes=notes,
+                       max_title_chars=max_title_chars)
+    catalog, cat_rows, raw_cat = cat.table, cat.rows, cat.raw
+    cat_file = cat.file
     report = CheckReport(catalog_path=cat_file, n_products=len(raw_cat), n_products_ok=len(catalog))
     issues, counts = _issues(cat_bad, "catalog")
     report.product_type_counts = {str(k): int(v) for k, v in catalog["product_type"].value_counts().items()}
@@ -257,12 +294,13 @@ def check_dataset(
         pair_bad = BadRows(max_examples=max_examples)
         # Check pair ids against every id in the catalogue file, so that a pair naming a product whose row is
         # bad for another reason is not also reported as "unknown product".
-        all_ids = set(_text_column(raw_cat["product_id"])) - {""}
-        pairs, scheme, pair_rows = _load_pairs(
-            pairs_path, catalog=all_ids, label_scheme=label_scheme, skip_bad=True, report=pair_bad,
-            lenient_scheme=True,
+        all_ids = set(text_column(raw_cat["product_id"])) - {""}
+        read, scheme = read_pairs(
+            pairs_path, catalog=all_ids, label_scheme=label_scheme, columns=columns, split_column=official_split,
+            used_elsewhere=(split_by,), skip_bad=True, report=pair_bad, notes=notes, lenient_scheme=True,
         )
-        report.pairs_path = pairs.attrs.get("source", str(pairs_path))
+        pairs, pair_rows = read.table, read.rows
+        report.pairs_path = read.file
         report.n_pairs = pair_bad.n_rows
         report.n_pairs_ok = len(pairs)
         report.label_scheme = scheme.describe()
@@ -292,12 +330,32 @@ def check_dataset(
                 for q in no_pos[:max_examples]:
                     issues.append(Issue(kind, report.pairs_path, int(first_row[q]), "label",
                                         f"query {q!r} has {int(sizes[q])} pairs and no positive label"))
+            try:  # the split training would use, on the pairs it would keep
+                choose_splits(pairs, split, split_seed, group_by=split_by, own_split=official_split, notes=notes)
+            except DataError as err:  # it depends on the settings (data.split*), not only on the rows: a warning
+                notes.warn("split-failed", f"split: training with these settings would stop: {err}")
         report.n_products_without_pairs = int((~catalog["product_id"].isin(set(pairs["product_id"]))).sum())
 
     img = ImageStats(checked=check_images)
+    image_col = cat.columns.column("image_path")
     paths = catalog["image_path"].tolist()
-    with_path = [(i, p) for i, p in enumerate(paths) if p is not None]
-    img.n_missing_path = len(paths) - len(with_path)
+    img_bad = BadRows(max_examples=max_examples)
+    n_refused = 0
+    try:
+        paths = localise_image_urls(paths, fetch=images or ImageFetch(), file=cat_file, column=image_col,
+                                    rows=cat_rows.tolist(), skip_bad=True, report=img_bad, notes=notes,
+                                    progress=progress)
+    except ImageURLsRefused as err:
+        n_refused = err.n_urls
+        kind = "images: image URL not downloaded"
+        counts[kind] = n_refused
+        for k, row in enumerate(err.rows[:max_examples]):
+            issues.append(Issue(kind, cat_file, row, image_col, err.detail if k == 0 else "not downloaded"))
+    i_issues, i_counts = _issues(img_bad, "images")
+    issues += i_issues
+    counts.update(i_counts)
+    with_path = [(i, p) for i, p in enumerate(paths) if p is not None and not is_url(p)]
+    img.n_missing_path = len(paths) - len(with_path) - n_refused
     img.n_with_path = len(with_path)
     if check_images and with_path:
         results = _check_images([p for _, p in with_path], progress)
@@ -313,12 +371,18 @@ def check_dataset(
                 img.n_corrupt += 1
                 kind = "images: corrupt image"
             if img_counts[kind] < max_examples:
-                issues.append(Issue(kind, cat_file, int(cat_rows[i]), "image_path", f"{p}: {err.detail}"))
+                issues.append(Issue(kind, cat_file, int(cat_rows[i]), image_col, f"{p}: {err.detail}"))
             img_counts[kind] += 1
         counts.update(img_counts)
+    if len(catalog) and not n_refused:
+        if not with_path:
+            warn_text_only(notes, "no image path")
+        elif check_images and not img.n_ok:
+            warn_text_only(notes, "no image could be read")
     report.images = img
     report.errors = issues
     report.counts = counts
+    report.notes = notes.to_list()
     return report
 
 
@@ -345,3 +409,68 @@ def _check_images(paths: list[str], progress: bool) -> list[ImageDataError | Non
     if bar is not None:
         bar.close()
     return out
+
+
+def check_format(
+    path: str | os.PathLike,
+    *,
+    format: str = "auto",
+    label_scheme: str = "auto",
+    split: tuple[float, float, float] = (0.7, 0.1, 0.2),
+    split_seed: int = 0,
+    split_by: str = "query",
+    official_split: bool = True,
+    max_title_chars: int | None = MAX_TITLE_CHARS,
+    **format_options: Any,
+) -> tuple[str, dict[str, Any], bool]:
+    """Check a public data set in its own layout: read it skipping and counting bad rows, summarise, and say how
+    it would be split. Returns the Markdown text, a JSON-ready summary and whether no row was rejected.
+
+    ``format_options``: passed to :func:`~querylife.data.formats.load_format` (``locale``, ``version``...).
+    """
+    from .formats import load_format
+
+    bad = BadRows()
+    notes = Notes()
+    loaded = load_format(path, format=format, label_scheme=label_scheme, skip_bad=True, report=bad, notes=notes,
+                         official_split=official_split, split_by=split_by, max_title_chars=max_title_chars,
+                         **format_options)
+    pairs, catalog = loaded.pairs, loaded.catalog
+    try:
+        choose_splits(pairs, split, split_seed, group_by=split_by, own_split=official_split, notes=notes)
+    except DataError as err:  # it depends on the settings (data.split*), not only on the rows: a warning
+        notes.warn("split-failed", f"split: training with these settings would stop: {err}")
+    if not catalog["image_path"].notna().any():
+        warn_text_only(notes, "the format has no images")
+    labels = pairs["label"].value_counts().sort_index()
+    payload = {
+        "format": loaded.format,
+        "path": str(path),
+        "products": len(catalog),
+        "pairs": len(pairs),
+        "queries": int(pairs["query"].nunique()),
+        "label_counts": {str(k): int(v) for k, v in labels.items()},
+        "positives": int(pairs["positive"].sum()),
+        "queries_without_positive": int((~pairs.groupby("query")["positive"].any()).sum()),
+        "product_types": int(catalog["product_type"].nunique()),
+        "products_with_image": int(catalog["image_path"].notna().sum()),
+        "bad_rows": bad.to_dict(),
+        "notes": notes.to_list(),
+    }
+    warnings = [n.text for n in notes.warnings]
+    lines = [f"# data check: {path} ({loaded.format})", ""]
+    if warnings:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
+    lines += [
+        f"- products: {payload['products']}; labelled pairs: {payload['pairs']}; queries: {payload['queries']}",
+        "- labels: " + ", ".join(f"{k}: {v} ({100 * v / max(1, len(pairs)):.1f}%)" for k, v in labels.items()),
+        f"- positives ({loaded.label_scheme.name} scheme): {payload['positives']}; queries without a positive: "
+        f"{payload['queries_without_positive']}",
+        f"- product types: {payload['product_types']}; products with an image: {payload['products_with_image']}",
+        f"- {bad.summary()}" if bad.total else "- no bad rows",
+    ]
+    lines += [f"- {n.text}" for n in notes if n.level != "warning"]
+    # Repeated judgements are merged (conflicts to the lower label) and reported, not failures of the data.
+    merged = {"duplicate pair", "conflicting duplicate"}
+    ok = not any(n for r, n in bad.counts.items() if r not in merged)
+    return "\n".join(lines) + "\n", payload, ok

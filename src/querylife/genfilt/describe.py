@@ -278,7 +278,7 @@ def describe_from_config(
 
     ``path``: the catalogue (pairs with ``queries``; default ``data.catalog`` / ``data.pairs``); ``cache``: default
     ``genfilt.cache``. An OpenAI-compatible server is checked first. Raises ValueError (no data, no model),
-    :class:`~querylife.data.schemas.DataError` (bad data) or :class:`DescribeError` (server unreachable).
+    :class:`~querylife.data.errors.DataError` (bad data) or :class:`DescribeError` (server unreachable).
     """
     from ..data.readers import load_catalog, load_pairs
 

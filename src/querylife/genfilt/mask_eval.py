@@ -35,7 +35,7 @@ def positive_flags(pairs: pd.DataFrame) -> pd.Series:
     if "positive" in pairs.columns:
         return pairs["positive"].fillna(False).astype(bool)
     if "label" in pairs.columns:
-        from ..data.schemas import make_label_scheme
+        from ..data.labels import make_label_scheme
 
         scheme = make_label_scheme("auto", pairs["label"].tolist())
         return pairs["label"].map(scheme.is_positive).astype(bool)

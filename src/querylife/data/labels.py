@@ -1,74 +1,30 @@
-"""Core data types: the error raised for bad input, label schemes, and the bad-row tally.
+"""Label schemes: how the many ways relevance labels are written become a graded gain and a positive flag.
 
-Every problem with user data surfaces as a :class:`DataError` whose message names the file, the row (1-based
-data row, as the user counts them: the header line of a CSV is not a row) and the field, so that the user can
-jump straight to it. Label schemes turn the many ways relevance labels are written
-(``exact/partial/irrelevant``, ESCI ``E/S/C/I``, ``0/1``, graded ``1-4``) into a graded gain for NDCG and a
-binary "positive" flag for training.
+``exact/partial/irrelevant`` (WANDS, the demo storefront), ESCI ``E/S/C/I``, ``0/1``, graded ``1-4``: each scheme
+turns a label into a gain for NDCG and a binary "positive" flag for training.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import DataError, UnknownLabelError
+
 __all__ = [
-    "DataError",
-    "UnknownLabelError",
     "LabelScheme",
     "LABEL_SCHEMES",
+    "SCHEME_ALIASES",
     "make_label_scheme",
     "make_graded_scheme",
     "infer_label_scheme",
     "label_to_str",
-    "BadRows",
+    "positive_list",
+    "scheme_name",
 ]
-
-
-class DataError(ValueError):
-    """Bad input data: an unreadable file, a missing column, or a bad row.
-
-    The message starts with the location (``file, row N (line L), field 'x': ...``) so that it reads well in a
-    terminal; the parts are also kept as attributes for programs.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        file: str | None = None,
-        row: int | None = None,
-        field: str | None = None,
-        line: int | None = None,
-    ) -> None:
-        self.detail = message
-        self.file = None if file is None else str(file)
-        self.row = row
-        self.field = field
-        self.line = line
-        super().__init__(self._format())
-
-    def _format(self) -> str:
-        parts = []
-        if self.file is not None:
-            parts.append(self.file)
-        if self.row is not None:
-            parts.append(f"row {self.row}" + (f" (line {self.line})" if self.line is not None else ""))
-        elif self.line is not None:
-            parts.append(f"line {self.line}")
-        if self.field is not None:
-            parts.append(f"field {self.field!r}")
-        return (", ".join(parts) + ": " + self.detail) if parts else self.detail
-
-    def __str__(self) -> str:  # KeyError (a base of UnknownLabelError) would otherwise repr() the message
-        return self._format()
-
-
-class UnknownLabelError(DataError, KeyError):
-    """A label value that the label scheme does not know (both a :class:`DataError` and a ``KeyError``)."""
 
 
 def label_to_str(value: Any) -> str:
@@ -106,7 +62,7 @@ class LabelScheme:
     """How the label strings of a dataset map to graded gains and to positive / negative.
 
     Attributes:
-        name: scheme name (``epi``, ``esci``, ``binary``, ``graded`` or a custom one).
+        name: scheme name (``exact_partial_irrelevant``, ``esci``, ``binary``, ``graded`` or a custom one).
         gains: canonical label -> gain used by NDCG.
         positive: canonical labels that count as relevant (training positives, classification positives).
         aliases: lower-cased alternative spellings -> canonical label (``"exact" -> "E"`` for ESCI).
@@ -176,8 +132,10 @@ class LabelScheme:
         return f"{self.name}: " + ", ".join(items)
 
 
-_EPI = LabelScheme(
-    "epi", {"exact": 2.0, "partial": 1.0, "irrelevant": 0.0}, frozenset({"exact"}),
+EXACT_PARTIAL_IRRELEVANT = "exact_partial_irrelevant"
+
+_EXACT_PARTIAL_IRRELEVANT = LabelScheme(
+    EXACT_PARTIAL_IRRELEVANT, {"exact": 2.0, "partial": 1.0, "irrelevant": 0.0}, frozenset({"exact"}),
 )
 # Gains from the Amazon Shopping Queries (ESCI) paper's NDCG setup.
 _ESCI = LabelScheme(
@@ -210,14 +168,28 @@ def make_graded_scheme(
 
 
 LABEL_SCHEMES: dict[str, LabelScheme] = {
-    "epi": _EPI,
+    EXACT_PARTIAL_IRRELEVANT: _EXACT_PARTIAL_IRRELEVANT,
     "esci": _ESCI,
     "binary": _BINARY,
     # The fixed "graded" entry is the common 0-3 scale; make_label_scheme("graded", labels) fits the data's.
     "graded": make_graded_scheme(range(4)),
 }
 
-_AUTO_ORDER = ("epi", "esci", "binary")
+# Old names still accepted (configs, the command line) with a FutureWarning, which users see: old -> current name.
+SCHEME_ALIASES: dict[str, str] = {"epi": EXACT_PARTIAL_IRRELEVANT}
+
+_AUTO_ORDER = (EXACT_PARTIAL_IRRELEVANT, "esci", "binary")
+
+
+def scheme_name(name: str) -> str:
+    """``name`` lower-cased; a deprecated alias (``epi``) becomes the current name, with a FutureWarning."""
+    key = str(name).strip().lower()
+    if key in SCHEME_ALIASES:
+        new = SCHEME_ALIASES[key]
+        warnings.warn(f"label scheme {key!r} is now called {new!r}; the old name will go", FutureWarning,
+                      stacklevel=3)
+        return new
+    return key
 
 
 def _fits(scheme: LabelScheme, values: Iterable[str]) -> list[str]:
@@ -234,8 +206,9 @@ def _fits(scheme: LabelScheme, values: Iterable[str]) -> list[str]:
 def infer_label_scheme(labels: Iterable[Any]) -> tuple[LabelScheme, list[str]]:
     """Best-fitting scheme for ``labels`` and the label values it does not accept (empty when it fits).
 
-    Order of preference when several fit: epi, esci, binary, graded (so ``exact/irrelevant`` alone is epi and
-    ``0/1`` is binary). Non-integer, non-keyword values fit nothing.
+    Order of preference when several fit: exact_partial_irrelevant, esci, binary, graded (so
+    ``exact/irrelevant`` alone is exact_partial_irrelevant and ``0/1`` is binary). Non-integer, non-keyword
+    values fit nothing.
     """
     values = sorted({label_to_str(v) for v in labels} - {""})
     if not values:
@@ -270,8 +243,8 @@ def make_label_scheme(
     """Build a label scheme by name, or pick one from the label values (``name="auto"``).
 
     Args:
-        name: ``auto``, ``epi``, ``esci``, ``binary``, ``graded``, or any other name together with ``gains``
-            (a custom scheme).
+        name: ``auto``, ``exact_partial_irrelevant`` (old name ``epi``, deprecated), ``esci``, ``binary``,
+            ``graded``, or any other name together with ``gains`` (a custom scheme).
         labels: the label values of the dataset. Needed for ``auto`` and ``graded``; for the fixed schemes
             every value is checked and an unknown one raises :class:`DataError` naming it.
         positive: override which labels count as positive (e.g. ``["E", "S"]`` to train on substitutes too).
@@ -282,7 +255,7 @@ def make_label_scheme(
         DataError: when the scheme cannot be decided, naming the offending label value.
     """
     label_list = None if labels is None else list(labels)
-    key = name.lower()
+    key = scheme_name(name)
     if key == "auto":
         if label_list is None:
             raise DataError("label scheme 'auto' needs the label values to inspect")
@@ -290,7 +263,7 @@ def make_label_scheme(
         if bad:
             shown = ", ".join(repr(b) for b in bad[:5]) + (" ..." if len(bad) > 5 else "")
             raise UnknownLabelError(
-                f"cannot decide the label scheme: label {shown} fits none of epi (exact/partial/irrelevant), "
+                f"cannot decide the label scheme: label {shown} fits none of exact_partial_irrelevant, "
                 f"esci (E/S/C/I), binary (0/1) or graded (integers) together with the other labels "
                 f"(closest: {scheme.name}); pass the label scheme explicitly"
             )
@@ -351,55 +324,3 @@ def positive_list(positive: Iterable[str] | str) -> list[str]:
     return [label_to_str(p) for p in positive]
 
 
-@dataclass
-class BadRows:
-    """Tally of rows skipped (``skip_bad=True``) by reason, with the first few examples of each reason.
-
-    Pass one instance to several loaders to get one summary; loaders add the number of rows they read to
-    ``n_rows`` so the summary can give a percentage.
-    """
-
-    max_examples: int = 5
-    n_rows: int = 0
-    counts: Counter = field(default_factory=Counter)
-    examples: list[dict[str, Any]] = field(default_factory=list)
-
-    def add(
-        self,
-        reason: str,
-        *,
-        file: str | None = None,
-        row: int | None = None,
-        field: str | None = None,
-        message: str = "",
-    ) -> None:
-        """Count one skipped row; keep it as an example while fewer than ``max_examples`` have this reason."""
-        if self.counts[reason] < self.max_examples:
-            self.examples.append(
-                {"reason": reason, "file": None if file is None else str(file), "row": row, "field": field,
-                 "message": message}
-            )
-        self.counts[reason] += 1
-
-    @property
-    def total(self) -> int:
-        """Number of rows skipped."""
-        return sum(self.counts.values())
-
-    def __bool__(self) -> bool:  # "if report:" should mean "something was skipped", not "the object exists"
-        return self.total > 0
-
-    def summary(self) -> str:
-        """``skipped 3 of 120 rows (2.5%): empty title 2, unknown label 1``."""
-        total = self.total
-        head = f"skipped {total} of {self.n_rows} rows" if self.n_rows else f"skipped {total} rows"
-        if self.n_rows:
-            head += f" ({100.0 * total / self.n_rows:.1f}%)"
-        if not total:
-            return head
-        return head + ": " + ", ".join(f"{r} {n}" for r, n in self.counts.most_common())
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"n_rows": self.n_rows, "skipped": self.total, "counts": dict(self.counts),
-                "examples": list(self.examples)}
