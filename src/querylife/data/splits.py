@@ -24,7 +24,9 @@ import pandas as pd
 from .errors import DataError
 from .notes import Notes
 
-__all__ = ["split_by_query", "choose_splits", "own_splits", "split_value", "SPLIT_NAMES", "SPLIT_ALIASES", "kfold_by_query"]
+__all__ = [
+    "split_by_query", "choose_splits", "own_splits", "kfold_by_query", "split_value", "SPLIT_NAMES", "SPLIT_ALIASES"
+]
 
 log = logging.getLogger(__name__)
 
