@@ -275,3 +275,22 @@ def test_resume_after_a_real_kill(tmp_path):
     assert sorted(ids) == [f"p{i:03d}" for i in range(n)]  # every product exactly once, none lost
     assert cache_path.read_bytes().count(b"\n") == n  # no duplicated work on disk, torn line cut off
     assert all(r["text"] == f"desc of t{int(r['product_id'][1:])}" for r in records)
+
+
+def test_describe_reads_the_catalogue_like_training(tmp_path):
+    """`genfilt describe` uses data.columns and the aliases, and the normalised titles, as training does."""
+    from querylife.config import load_config
+    from querylife.genfilt.describe import describe_from_config
+
+    pd.DataFrame(
+        {"sku": ["a", "b"], "headline": ["red\tdress\x07 ", "usb  cable"], "category": ["dress", "cable"], "x": [1, 2]}
+    ).to_csv(tmp_path / "items.csv", index=False)
+    with FakeOpenAIServer() as srv:
+        cfg = load_config(
+            None,
+            [f"genfilt.base_url={srv.url}", "genfilt.model=m", f"genfilt.cache={tmp_path / 'c.jsonl'}",
+             f"data.catalog={tmp_path / 'items.csv'}", "data.columns.title=headline"],
+        )
+        summary = describe_from_config(cfg, progress=False, log=lambda s: None)
+        assert summary.described == 2
+        assert set(srv.counts) == {"red dress", "usb cable"}  # aliases found sku / category; titles normalised

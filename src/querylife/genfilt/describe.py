@@ -290,10 +290,12 @@ def describe_from_config(
         )
     if not g.model:
         raise ValueError("no model: set genfilt.model (the server's model name, or a local HF model directory)")
+    # The same column mapping and title normalisation as training reads (querylife.data.columns / titles).
+    columns = dict(config.data.columns)
     if queries:
-        items = query_items(load_pairs(path)[0]["query"].astype(str).tolist())
+        items = query_items(load_pairs(path, columns=columns)[0]["query"].astype(str).tolist())
     else:
-        items = products_from_catalog(load_catalog(path))
+        items = products_from_catalog(load_catalog(path, columns=columns, max_title_chars=config.data.max_title_chars))
     prompt = g.query_prompt if queries else g.prompt
     describer = make_describer(config)
     check = getattr(describer, "check", None)
