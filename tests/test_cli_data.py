@@ -89,3 +89,11 @@ def test_data_on_the_command_line_replaces_the_configs_files(tmp_path):
                "--set", "data.split=[2,0,0]", "--set", "data.official_split=false", cwd=tmp_path)
     assert proc.returncode == 2 and "split fractions must sum to 1" in proc.stderr, show(proc)
     assert "nope.csv" not in proc.stderr and "Traceback" not in proc.stderr, show(proc)
+
+
+def test_a_tower_that_cannot_be_loaded_is_a_clear_error(tmp_path):
+    cat, prs = user_store(tmp_path)
+    proc = cli("train", "--catalog", cat, "--pairs", prs, "--out", tmp_path / "r", "--quiet",
+               "--set", f"model.tower.text_model={tmp_path / 'no_such_model'}", cwd=tmp_path)
+    assert proc.returncode == 2, show(proc)
+    assert "cannot load the text model" in proc.stderr and "Traceback" not in proc.stderr, show(proc)

@@ -266,13 +266,17 @@ def train(
 ) -> None:
     """Train a Query-LIFE model; the best checkpoint on dev NDCG@10 is written to OUT/best."""
     _quiet_transformers()
+    from .towers import TowerLoadError
     from .train import Trainer
 
     cfg = _load(config, set_, catalog, pairs, data, format_, column)
     dataset = _dataset(cfg, progress=not quiet)
     if dataset.bad_rows is not None and dataset.bad_rows.total:
         typer.echo(dataset.bad_rows.summary())
-    result = Trainer(cfg, dataset, out, progress=not quiet).fit(resume=resume)
+    try:
+        result = Trainer(cfg, dataset, out, progress=not quiet).fit(resume=resume)
+    except TowerLoadError as err:
+        _fail(str(err))
     typer.echo(f"best epoch {result.best_epoch}: dev NDCG@10 {result.best_dev_ndcg:.4f}; checkpoint {out / 'best'}")
 
 
@@ -302,6 +306,7 @@ def eval_(
     """Evaluate checkpoints (or the whole method suite) on the test split with bootstrap CIs; write a report."""
     _quiet_transformers()
     from .suite import check_checkpoint_dir, run_evaluation
+    from .towers import TowerLoadError
 
     if not checkpoint and not suite:
         _fail("give --checkpoint DIR (one or more) or --suite")
@@ -324,7 +329,7 @@ def eval_(
             progress=not quiet,
             command=command_line(),
         )
-    except MethodError as err:
+    except (MethodError, TowerLoadError) as err:
         _fail(str(err))
     typer.echo(result.table)
     typer.echo(f"report: {result.paths.get('markdown', out)}")

@@ -15,6 +15,7 @@ demo and tests run without network access.
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -73,6 +74,27 @@ def resolve_model_path(name: str) -> str:
     return str(bundled_minilm_path()) if name == "minilm" else name
 
 
+class TowerLoadError(ValueError):
+    """A tower's weights could not be loaded (no such directory, not in the local hub cache, not a model)."""
+
+
+def load_hf_config(name: str, path: str, role: str):
+    """``AutoConfig`` of a tower, or :class:`TowerLoadError` saying what was looked for and how to fix it."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+        hint = (
+            " The hub is not reached (HF_HUB_OFFLINE=1): give a local directory with config.json and the weights, "
+            "or download the model once with HF_HUB_OFFLINE=0."
+            if offline
+            else " Give a local directory with config.json and the weights, or a Hugging Face model id."
+        )
+        raise TowerLoadError(f"cannot load the {role} model {name!r} ({err}).{hint}") from None
+
+
 def _features(out: object) -> torch.Tensor:
     # transformers <5 returns a tensor from get_*_features, >=5 a ModelOutput whose pooler_output is projected.
     return out if torch.is_tensor(out) else out.pooler_output  # type: ignore[union-attr]
@@ -103,10 +125,10 @@ class TextTower(nn.Module):
 
     def __init__(self, name_or_path: str, *, pooling: str = "mean", max_length: int = 48, train_layers: int = 0):
         super().__init__()
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers import AutoModel, AutoTokenizer
 
         path = resolve_model_path(name_or_path)
-        config = AutoConfig.from_pretrained(path)
+        config = load_hf_config(name_or_path, path, "text")
         self.name = name_or_path
         self.is_clip = config.model_type in CLIP_FAMILY
         self.tokenizer = AutoTokenizer.from_pretrained(path)
@@ -181,10 +203,10 @@ class VisionTower(nn.Module):
             if config.train_vision_layers == 0:  # frozen (random or loaded) features; -1 / N > 0: train it all
                 self.encoder.requires_grad_(False)
         else:
-            from transformers import AutoConfig, AutoImageProcessor, AutoModel
+            from transformers import AutoImageProcessor, AutoModel
 
             path = resolve_model_path(name)
-            hf_config = AutoConfig.from_pretrained(path)
+            hf_config = load_hf_config(name, path, "vision")
             model = AutoModel.from_pretrained(path)
             if hf_config.model_type in CLIP_FAMILY:
                 self.dim = int(getattr(hf_config, "projection_dim", None) or hf_config.vision_config.hidden_size)
