@@ -54,7 +54,8 @@ def tensors_hash(tensors: dict[str, torch.Tensor]) -> str:
 
 
 def frame_hash(frame: pd.DataFrame) -> str:
-    return hashlib.sha256(pd.util.hash_pandas_object(frame.reset_index(drop=True), index=False).values.tobytes()).hexdigest()
+    hashed = pd.util.hash_pandas_object(frame.reset_index(drop=True), index=False)
+    return hashlib.sha256(hashed.to_numpy().tobytes()).hexdigest()
 
 
 def _history(run_dir: Path) -> list[dict[str, Any]]:

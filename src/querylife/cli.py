@@ -272,7 +272,15 @@ def train(
     dataset = _dataset(cfg, progress=not quiet)
     if dataset.bad_rows is not None and dataset.bad_rows.total:
         typer.echo(dataset.bad_rows.summary())
-    result = Trainer(cfg, dataset, out, progress=not quiet).fit(resume=resume)
+    towers = judge = None
+    if cfg.train.false_negative_judge != "none":
+        from .genfilt.training import build_negative_mask_fn
+        from .towers import frozen_text_towers
+
+        towers = frozen_text_towers(cfg.model.tower)  # one frozen text tower for the model and the judge's guide
+        judge = build_negative_mask_fn(cfg, dataset, towers[0] if towers else None)
+    trainer = Trainer(cfg, dataset, out, towers=towers, negative_mask_fn=judge, progress=not quiet)
+    result = trainer.fit(resume=resume)
     typer.echo(f"best epoch {result.best_epoch}: dev NDCG@10 {result.best_dev_ndcg:.4f}; checkpoint {out / 'best'}")
 
 
