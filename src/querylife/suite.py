@@ -28,7 +28,7 @@ from .methods import DEFAULT_METHODS, METHODS, MethodError, resolve_method, reso
 from .model import QueryLifeModel
 from .report import results_table_text, write_suite_report
 from .scoring import FeatureCache
-from .towers import TextTower
+from .towers import TextTower, frozen_text_towers
 from .train import Trainer
 
 
@@ -95,6 +95,8 @@ class Suite:
             return MethodRun(method.name, method.description, result, time.time() - start, scored)
         cfg = with_overrides(self.config, dict(method.overrides))
         towers = self._towers()
+        if towers is None and cfg.train.false_negative_judge != "none":
+            towers = frozen_text_towers(cfg.model.tower)  # the judge's guide reuses the run's frozen text tower
         trainer = Trainer(
             cfg,
             data,
