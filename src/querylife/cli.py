@@ -266,6 +266,7 @@ def train(
 ) -> None:
     """Train a Query-LIFE model; the best checkpoint on dev NDCG@10 is written to OUT/best."""
     _quiet_transformers()
+    from .genfilt.training import judge_with_shared_tower
     from .towers import TowerLoadError
     from .train import Trainer
 
@@ -274,7 +275,9 @@ def train(
     if dataset.bad_rows is not None and dataset.bad_rows.total:
         typer.echo(dataset.bad_rows.summary())
     try:
-        result = Trainer(cfg, dataset, out, progress=not quiet).fit(resume=resume)
+        towers, judge = judge_with_shared_tower(cfg, dataset)
+        trainer = Trainer(cfg, dataset, out, towers=towers, negative_mask_fn=judge, progress=not quiet)
+        result = trainer.fit(resume=resume)
     except TowerLoadError as err:
         _fail(str(err))
     typer.echo(f"best epoch {result.best_epoch}: dev NDCG@10 {result.best_dev_ndcg:.4f}; checkpoint {out / 'best'}")
