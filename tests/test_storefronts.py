@@ -4,6 +4,7 @@ split by intent), is selected by name, and is pinned like the demo, so a later c
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -22,7 +23,6 @@ from querylife.data.storefront import (
     STOREFRONTS,
     DemoConfig,
     DemoStorefront,
-    ProductTypeSpec,
     generate_demo,
     render_attribute_sheet,
     render_contact_sheet,
@@ -311,11 +311,14 @@ def test_unknown_storefront_is_refused():
 def test_spec_validation_names_the_type():
     spec = storefront_spec("home_books")
     book = spec.product_types["book"]
-    bad = ProductTypeSpec(**{**book.__dict__, "image_attributes": ("genre",)})
+    bad = dataclasses.replace(book, image_attributes=("genre",))
     with pytest.raises(ValueError, match="book: a shared icon draws nothing"):
-        type(spec)(**{**spec.__dict__, "product_types": {**spec.product_types, "book": bad}})
+        dataclasses.replace(spec, product_types={**spec.product_types, "book": bad})
     with pytest.raises(ValueError, match="has no language 'de'"):
         spec.in_language("de")
+    too_many = dataclasses.replace(spec.languages[0], title_rate=0.6)
+    with pytest.raises(ValueError, match=r"languages' title_rates must be >= 0 and sum to at most 1, got \[0.6, 0.6\]"):
+        dataclasses.replace(spec, languages=(too_many, too_many))
 
 
 def test_figures_for_a_named_storefront(made, tmp_path):

@@ -178,6 +178,10 @@ class StorefrontSpec:
             missing = set(self.product_types) - set(lang.type_words)
             if missing:
                 raise ValueError(f"language {lang.code!r} lacks the words of types {sorted(missing)}")
+        for kind in ("title_rate", "query_rate"):
+            rates = [getattr(lang, kind) for lang in self.languages]
+            if any(r < 0 for r in rates) or sum(rates) > 1:
+                raise ValueError(f"languages' {kind}s must be >= 0 and sum to at most 1, got {rates}")
         for name in ("missing_image_rate", "title_drop_rate", "title_typo_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
