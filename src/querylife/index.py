@@ -55,8 +55,8 @@ class IndexConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # auto: exact below exact_threshold products, else `approximate`. flat is exact inner product.
     kind: Literal["auto", "flat", "ivf", "hnsw"] = "auto"
-    # An exact scan of 50k x 256 floats takes a few ms per query on one core: below that, exact costs nothing.
-    exact_threshold: int = Field(default=50_000, ge=0)
+    # An exact scan of 20k x 256 floats takes ~1.3 ms per query on one core (100k: 11 ms; benchmarks/index_scale.py).
+    exact_threshold: int = Field(default=20_000, ge=0)
     approximate: Literal["ivf", "hnsw"] = "ivf"  # IVF builds in seconds at 1M; HNSW answers faster, builds slower
     nlist: int | None = Field(default=None, ge=1)  # IVF lists; None: 4 sqrt(N), the usual rule of thumb
     nprobe: int = Field(default=64, ge=1)  # IVF lists searched per query: recall against speed
