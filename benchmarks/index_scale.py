@@ -89,7 +89,8 @@ def main() -> None:
         params = f"nlist {r['nlist']}, nprobe {r['nprobe']}" if r["kind"] == "ivf" else (
             f"M 32, efSearch {args.ef_search}" if r["kind"] == "hnsw" else "exact")
         md.append(f"| {r['n']:,} | {r['kind']} | {r['build_s']} | {r['recall@k']} | {r['query_ms']} | {params} |")
-    path = write_results(args.out, "index_scale", md, {"meta": meta, "rows": rows})
+    stem = "index_scale_" + "_".join(args.sizes.split(","))
+    path = write_results(args.out, stem, md, {"meta": meta, "rows": rows})
     print(f"wrote {path}")
 
 
