@@ -155,6 +155,11 @@ class Trainer:
             feats = self.cache.text(m, uniq, role="query", progress=self.progress, desc="encoding queries (once)")
             index = {q: i for i, q in enumerate(uniq)}
             self.query_feats = feats[[index[q] for q in self.queries]]  # (n_train_pairs, d)
+        self.image_feats = None  # (n_products, d_v) for a frozen pretrained vision tower, encoded once
+        if self.cache.caches_images(m):
+            self.image_feats = self.cache.images(
+                m, self.data.images, self.data.has_image, progress=self.progress, desc="encoding images (once)"
+            )
 
     def product_rows(self, batch: list[int], epoch: int, step: int) -> np.ndarray:
         """Catalogue rows of the batch's products: its B positives, then up to ``hard_negatives`` per pair.
@@ -216,7 +221,10 @@ class Trainer:
             kwargs["title_features"] = self.title_feats[rows].to(dev)
         else:
             kwargs["titles"] = self.data.product_texts(rows.numpy())
-        kwargs["images"] = self.data.images[rows].to(dev)
+        if self.image_feats is not None:
+            kwargs["image_features"] = self.image_feats[rows].to(dev)
+        else:
+            kwargs["images"] = self.data.images[rows].to(dev)
         return kwargs
 
     # ---- checkpoints ------------------------------------------------------------------------------------
