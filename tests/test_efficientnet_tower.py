@@ -13,7 +13,14 @@ from safetensors.torch import load_file
 from querylife.efficientnet import EfficientNetLite, weights_path
 from querylife.model import ModelConfig, QueryLifeModel
 from querylife.scoring import FeatureCache
-from querylife.towers import SmallCNNConfig, TowerConfig, TowerLoadError, VisionTower, vision_image_size
+from querylife.towers import (
+    SmallCNNConfig,
+    TowerConfig,
+    TowerLoadError,
+    TrunkCache,
+    VisionTower,
+    vision_image_size,
+)
 
 pytest.importorskip("efficientnet_lite_pytorch")
 
@@ -182,3 +189,38 @@ def test_trainer_encodes_frozen_images_once_and_trains_on_the_cached_features(ti
     assert np.isfinite(scores).all()
     loaded = QueryLifeModel.from_pretrained(tmp_path / "run" / "best")
     assert score_pairs(loaded, data, test).score == pytest.approx(scores, abs=1e-5)
+
+
+def test_partly_trained_tower_computes_its_frozen_trunk_once_per_image():
+    cfg = TowerConfig(vision_model=LITE0, train_vision_layers=2, image_size=64)
+    tower = VisionTower(cfg).eval()
+    plain = VisionTower(cfg.model_copy(update={"vision_trunk_cache_mb": 0})).eval()
+    assert tower._trunks is not None and plain._trunks is None
+    images = _images(3, 64)
+    with torch.no_grad():
+        reference = tower.encoder.net.extract_features(tower.pixels(images)).mean(dim=(2, 3))  # the package's path
+        first = tower(images)
+        again = tower(images[[2, 0]])
+        uncached = plain(images)
+    assert torch.allclose(first, reference, atol=1e-5) and torch.allclose(uncached, reference, atol=1e-5)
+    assert torch.allclose(again, first[[2, 0]], atol=1e-5)
+    assert tower._trunks.misses == 3 and tower._trunks.hits == 2 and len(tower._trunks) == 3
+    tower.train()
+    tower(images).sum().backward()  # the trained blocks still get gradients through the cached trunk output
+    assert tower.encoder.net._blocks[14]._project_conv.weight.grad is not None
+    assert tower.encoder.net._blocks[13]._project_conv.weight.grad is None
+
+
+def test_trunk_cache_stops_storing_at_its_size_limit_and_still_answers():
+    calls = []
+
+    def trunk(images):
+        calls.append(len(images))
+        return images.float() * 2  # 4 bytes per value: 3 * 4 * 4 * 4 = 192 bytes an image
+
+    cache = TrunkCache(max_bytes=192 * 3)
+    images = _images(5, 4)
+    assert torch.equal(cache.get(images, trunk), images.float() * 2)
+    assert len(cache) == 3 and cache.bytes == 576 and calls == [5]
+    assert torch.equal(cache.get(images, trunk), images.float() * 2)
+    assert calls == [5, 2]  # the two that did not fit are computed again

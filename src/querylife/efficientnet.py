@@ -116,6 +116,8 @@ class EfficientNetLite(nn.Module):
                 f"train_vision_layers={train_blocks} but {name} has {self.n_blocks} blocks (-1 trains them all)"
             )
         self.train_blocks = train_blocks
+        # Blocks [0, first_trained) and the stem form the frozen trunk (all of them when frozen, none when -1).
+        self.first_trained = 0 if train_blocks < 0 else self.n_blocks - train_blocks
         self._frozen_modules = self._freeze(train_blocks)
         self.train()  # nn.Module starts in training mode: this puts the frozen parts in eval mode from the start
 
@@ -146,6 +148,22 @@ class EfficientNetLite(nn.Module):
             self.net.get_submodule(name).eval()
         return self
 
+    def trunk(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The stem and the blocks before the first trained one: (B, 3, S, S) -> (B, C, h, w) activations.
+        Frozen when 0 < ``train_blocks``, so a fixed function of the pixels (cacheable)."""
+        net = self.net
+        x = net._swish(net._bn0(net._conv_stem(pixels)))  # (B, 32, S/2, S/2)
+        for block in net._blocks[: self.first_trained]:
+            x = block(x)
+        return x
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """The rest: trained blocks, the 1x1 head conv and the global average pool -> (B, 1280)."""
+        net = self.net
+        for block in net._blocks[self.first_trained :]:
+            x = block(x)
+        x = net._swish(net._bn1(net._conv_head(x)))  # (B, 1280, S/32, S/32), as extract_features
+        return x.mean(dim=(2, 3))  # (B, 1280)
+
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        feats = self.net.extract_features(pixels)  # (B, 1280, S/32, S/32)
-        return feats.mean(dim=(2, 3))  # (B, 1280)
+        return self.head(self.trunk(pixels))
