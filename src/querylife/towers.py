@@ -329,8 +329,9 @@ class TrunkCache:
         h = cache.get(images, trunk)  # trunk(images) with each image computed once, under no_grad
     """
 
-    def __init__(self, max_bytes: int):
+    def __init__(self, max_bytes: int, chunk: int = 32):
         self.max_bytes = max_bytes
+        self.chunk = chunk
         self.bytes = 0
         self._store: dict[bytes, torch.Tensor] = {}
         self.hits = 0
@@ -348,8 +349,9 @@ class TrunkCache:
         self.hits += len(keys) - len(todo)
         fresh: dict[bytes, torch.Tensor] = {}
         if todo:
-            with torch.no_grad():
-                out = trunk(images[list(todo.values())])  # (m, C, h, w)
+            idx = list(todo.values())
+            with torch.no_grad():  # in chunks: a 224 px batch of 128 through the stem alone is gigabytes
+                out = torch.cat([trunk(images[idx[i : i + self.chunk]]) for i in range(0, len(idx), self.chunk)])
             for k, h in zip(todo, out, strict=True):
                 fresh[k] = h.clone()
                 size = h.numel() * h.element_size()
