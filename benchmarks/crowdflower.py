@@ -62,6 +62,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from querylife.batches import EpochBatches  # noqa: E402
 from querylife.bm25 import bm25_pair_scores  # noqa: E402
 from querylife.config import load_config  # noqa: E402
 from querylife.data.formats import load_format  # noqa: E402
@@ -188,18 +189,10 @@ def run_querylife(args, data: Dataset, run_dir: Path, judge: str) -> tuple[np.nd
     return scores, train_s, eval_s, extra
 
 
-def batch_plan(args, data: Dataset, run_dir: Path) -> list[tuple[list[str], np.ndarray, int]]:
+def batch_plan(args, data: Dataset) -> list[tuple[list[str], np.ndarray, int]]:
     """The querylife trainer's batches: (queries, product rows = B positives then hard negatives, B) per step."""
-    trainer = Trainer(querylife_config(args, "none"), data, run_dir, progress=False)
-    plan = []
-    for epoch in range(args.epochs):
-        trainer.sampler.set_epoch(epoch)
-        for step, batch in enumerate(trainer.sampler):
-            rows = trainer.product_rows(batch, epoch, step)
-            plan.append(([trainer.queries[i] for i in batch], rows, len(batch)))
-    del trainer
-    shutil.rmtree(run_dir, ignore_errors=True)
-    return plan
+    plan = EpochBatches.from_config(data, querylife_config(args, "none"))
+    return [(b.queries, b.product_rows, b.size) for b in plan.steps(args.epochs)]
 
 
 def run_st(args, data: Dataset, plan, kind: str) -> tuple[np.ndarray, float, float, dict]:
@@ -544,7 +537,7 @@ def main() -> None:
                 scores = st_scores(zero_model, data, test, args.eval_batch_size)
             elif m in ("st_mnrl", "st_gist"):
                 if plan is None:
-                    plan = batch_plan(args, data, work / f"fold{f}_plan")
+                    plan = batch_plan(args, data)
                 scores, train_s, eval_s, extra = run_st(args, data, plan, m.removeprefix("st_"))
             else:
                 judge = "guide" if m == "querylife_genfilt" else "none"

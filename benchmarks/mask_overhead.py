@@ -2,7 +2,7 @@
 
 Every judge runs on the same batches of the default demo storefront, round-robin batch by batch (so machine
 noise hits all of them alike), inside a full training step: batch assembly + judge mask + forward + loss +
-backward + update. Two passes over the same batches:
+backward + update, the trainer's own step (``Trainer.training_step``). Two passes over the same batches:
 
 * cold: the first time a judge sees the batches (the guide encoder embeds titles / descriptions it has not seen);
 * warm: the second time (what every epoch after the first costs: embeddings and answers are cached).
@@ -21,13 +21,11 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from querylife.config import with_overrides  # noqa: E402
 from querylife.genfilt import DescriptionCache, products_from_catalog  # noqa: E402
@@ -37,7 +35,6 @@ from querylife.genfilt.training import (  # noqa: E402
     build_negative_mask_fn,
     labelled_negative_pairs,
 )
-from querylife.losses import alignment_loss  # noqa: E402
 from querylife.report import md_table  # noqa: E402
 from querylife.runinfo import command_line, machine_info  # noqa: E402
 from querylife.train import Trainer  # noqa: E402
@@ -69,9 +66,6 @@ def main() -> None:
     trainer = Trainer(cfg, data, tmp / "run", progress=False)
     model = trainer.model.train()
     tc = cfg.train
-    optimizer = torch.optim.AdamW(
-        model.parameter_groups(tc.lr, tc.weight_decay, tc.gate_lr_multiplier)
-    )
     ids = data.catalog["product_id"].to_numpy()
     negatives = labelled_negative_pairs(data)
 
@@ -87,26 +81,14 @@ def main() -> None:
     fns = {k: mask_fn(k) for k in kinds}
     batches = []
     epoch = 0
-    while len(batches) < args.batches:
-        trainer.sampler.set_epoch(epoch)
-        batches += [b for b in trainer.sampler if len(b) == tc.batch_size][: args.batches - len(batches)]
+    while len(batches) < args.batches:  # full batches, as training draws them
+        batches += [b for b in trainer.batches.epoch(epoch) if b.size == tc.batch_size][: args.batches - len(batches)]
         epoch += 1
 
     def step(batch, fn) -> tuple[float, float]:
-        trainer.negative_mask_fn = fn
-        t0 = time.perf_counter()
-        rows = trainer.product_rows(batch, 0, 0)
-        inputs = trainer.batch_inputs(batch, rows)
-        tm = time.perf_counter()
-        mask, extra = trainer.batch_masks(batch, rows)
-        t_mask = time.perf_counter() - tm
-        same = torch.from_numpy(rows[:, None] == rows[None, :])
-        out = model(**inputs)
-        loss = alignment_loss(out.sims, cfg.loss, out.logit_scale, out.logit_bias, mask, same, extra_positive=extra)
-        optimizer.zero_grad(set_to_none=True)
-        loss.total.backward()
-        optimizer.step()
-        return time.perf_counter() - t0, t_mask
+        trainer.masks.judge = fn  # the judge is the only thing that changes between the timed steps
+        out = trainer.training_step(batch)
+        return out.data_seconds + out.mask_seconds + out.model_seconds, out.mask_seconds
 
     for batch in batches[:2]:  # warm-up (allocator, threads), not timed
         step(batch, None)

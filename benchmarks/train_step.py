@@ -1,4 +1,6 @@
-"""Where a training step's time goes: assembling the batch (data) vs the model (forward, backward, update).
+"""Where a training step's time goes: assembling the batch (data: sampler, hard negatives, inputs, masks) vs the
+model (forward, loss, backward, gate hold, clipping, optimiser and scheduler steps), timed inside the trainer's own
+step (``Trainer.training_step``).
 
 The target (docs/TUNING.md, "Speed"): data loading is never the bottleneck, model time >= 90% of step time. Images
 are decoded once into memory and frozen-tower features are cached, so the per-step data work is indexing and mask
@@ -19,9 +21,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
-from querylife.losses import alignment_loss  # noqa: E402
 from querylife.report import md_table  # noqa: E402
 from querylife.runinfo import command_line, machine_info  # noqa: E402
 from querylife.train import Trainer  # noqa: E402
@@ -41,34 +41,17 @@ def main() -> None:
     _, cfg, data = demo_dataset(Path(args.work) / "data", args.overrides)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, data, tmp, progress=False)
-    model = trainer.model.train()
-    tc = cfg.train
-    optimizer = torch.optim.AdamW(
-        model.parameter_groups(tc.lr, tc.weight_decay, tc.gate_lr_multiplier)
-    )
+    trainer.model.train()
     data_t, model_t = [], []
-    step = 0
-    while step < args.steps + 3:
-        trainer.sampler.set_epoch(step)
-        for batch in trainer.sampler:
-            t0 = time.perf_counter()
-            rows = trainer.product_rows(batch, 0, step)
-            mask = trainer.negative_mask(batch, rows)
-            same = torch.from_numpy(rows[:, None] == rows[None, :])
-            inputs = trainer.batch_inputs(batch, rows)
-            t1 = time.perf_counter()
-            out = model(**inputs)
-            loss = alignment_loss(out.sims, cfg.loss, out.logit_scale, out.logit_bias, mask, same)
-            optimizer.zero_grad(set_to_none=True)
-            loss.total.backward()
-            optimizer.step()
-            t2 = time.perf_counter()
-            if step >= 3:  # warm-up steps excluded
-                data_t.append(t1 - t0)
-                model_t.append(t2 - t1)
-            step += 1
-            if step >= args.steps + 3:
-                break
+    batches = trainer.batches.steps(10**9)  # epochs 0, 1, ... as training draws them
+    for step in range(args.steps + 3):
+        t0 = time.perf_counter()
+        batch = next(batches)  # sampler + hard-negative draw
+        drawn = time.perf_counter() - t0
+        out = trainer.training_step(batch)  # the trainer's own step: masks, forward, loss, gate hold, schedule
+        if step >= 3:  # warm-up steps excluded
+            data_t.append(drawn + out.data_seconds + out.mask_seconds)
+            model_t.append(out.model_seconds)
     d, m = float(np.sum(data_t)), float(np.sum(model_t))
     result = {
         "command": command_line(),

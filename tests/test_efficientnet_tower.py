@@ -187,10 +187,9 @@ def test_trainer_encodes_frozen_images_once_and_trains_on_the_cached_features(ti
     cache = FeatureCache()
     trainer = Trainer(cfg, data, tmp_path / "run", cache=cache, progress=False)
     n_images = len({bytes(img.numpy().tobytes()) for img in data.images[data.has_image]})
-    assert trainer.image_feats.shape == (len(data.catalog), 1280) and cache.image_misses == n_images
-    batch = list(trainer.sampler)[0]
-    inputs = trainer.batch_inputs(batch, trainer.product_rows(batch, 0, 0))
-    assert "images" not in inputs and inputs["image_features"].shape == (len(batch), 1280)
+    assert trainer.inputs.image_feats.shape == (len(data.catalog), 1280) and cache.image_misses == n_images
+    inputs = trainer.inputs.for_rows(list(range(8)), trainer.pairs.rows[:8])
+    assert "images" not in inputs and inputs["image_features"].shape == (8, 1280)
     result = trainer.fit()
     assert cache.image_misses == n_images  # dev scoring each epoch reused the features
     test = data.splits["test"]

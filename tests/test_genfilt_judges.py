@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
@@ -244,21 +242,14 @@ def test_as_negative_mask_fn_shapes_and_trainer_contract():
     with pytest.raises(ValueError, match="first 2 columns"):
         fn(QUERIES, np.array([0]))
 
-    # The Trainer ORs it into its own mask (same product, labelled positives): call its method on a stand-in.
-    from querylife.train import Trainer
+    # The trainer's masks OR it into their own (same product, labelled positives).
+    from querylife.batches import NegativeMasks
+    from querylife.losses import LossConfig
 
-    loss = SimpleNamespace(mask_same_product=True, mask_labelled_positives=False, mask_same_group=False)
-    stand_in = SimpleNamespace(
-        config=SimpleNamespace(loss=loss, train=SimpleNamespace(false_negative_action="drop")),
-        rows=np.array([0, 2]),
-        queries=QUERIES,
-        data=SimpleNamespace(catalog={"product_id": SimpleNamespace(to_numpy=lambda: catalog_ids)}),
-        known_positive=set(),
-        groups=None,
-        negative_mask_fn=fn,
-    )
-    cols = np.array([0, 2, 1, 3, 4, 0])
-    mask, extra = Trainer.batch_masks(stand_in, [0, 1], cols)
+    loss = LossConfig(mask_same_product=True, mask_labelled_positives=False, mask_same_group=False)
+    masks = NegativeMasks(loss, catalog_ids, set(), judge=fn)
+    rows, cols = np.array([0, 2]), np.array([0, 2, 1, 3, 4, 0])
+    mask, extra = masks.query_masks(QUERIES, rows, cols)
     # Same-product cells (the diagonal, which the loss never masks, and "a" again in the last column) come from the
     # trainer's own rule; b, e (row 0) and d (row 1) from the judge.
     assert extra is None
@@ -267,8 +258,8 @@ def test_as_negative_mask_fn_shapes_and_trainer_contract():
         [False, True, False, True, False, False],
     ]
     # "positive": the judge's flags become extra positives and stay out of the ignore mask.
-    stand_in.config.train.false_negative_action = "positive"
-    mask, extra = Trainer.batch_masks(stand_in, [0, 1], cols)
+    masks = NegativeMasks(loss, catalog_ids, set(), judge=fn, action="positive")
+    mask, extra = masks.query_masks(QUERIES, rows, cols)
     assert mask.tolist() == [
         [True, False, False, False, False, True],
         [False, True, False, False, False, False],

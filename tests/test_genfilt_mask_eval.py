@@ -104,26 +104,26 @@ def test_evaluate_judges_table_on_shared_batches():
     assert {"precision", "recall", "f1", "n_masked", "n_true", "n_pairs", "seconds"} <= set(table.columns)
 
 
-def _train_pairs(n_queries: int = 12, per_query: int = 4) -> pd.DataFrame:
-    rng = np.random.default_rng(0)
-    rows = []
-    for q in range(n_queries):
-        for p in rng.choice(20, size=per_query, replace=False):
-            rows.append((f"q{q}", f"p{p}", "exact" if rng.random() < 0.7 else "irrelevant"))
-    return pd.DataFrame(rows, columns=["query", "product_id", "label"])
+def test_sample_batches_are_the_training_batches(tiny_config, tiny_store):
+    from querylife.batches import epoch_batches
+    from querylife.config import with_overrides
+    from querylife.data.prepare import prepare_dataset
 
-
-def test_sample_batches_like_the_trainer():
-    pairs = _train_pairs()
-    batches = sample_batches(pairs, batch_size=8, n_batches=15, seed=3)
-    assert len(batches) == 15  # more than one epoch holds: later epochs are drawn too
-    positives = set(zip(pairs["query"], pairs["product_id"], strict=True)) - set(
-        zip(*[pairs.loc[pairs.label == "irrelevant", c] for c in ("query", "product_id")], strict=True)
-    )
+    data = prepare_dataset(tiny_store.catalog_path, tiny_store.pairs_path, image_size=32, progress=False)
+    cfg = with_overrides(tiny_config, {"train.batch_size": 8, "train.hard_negatives": 1, "train.seed": 3})
+    steps = len(list(epoch_batches(data, cfg, 0)))
+    batches = sample_batches(data, cfg, n_batches=steps + 3)
+    assert len(batches) == steps + 3  # more than one epoch holds: later epochs are drawn too
+    trained = [b for e in (0, 1) for b in epoch_batches(data, cfg, e) if len(b.product_rows) >= 2][: steps + 3]
+    assert batches == [(b.queries, b.product_ids, b.positive_ids) for b in trained]  # exactly what training sees
+    train = data.splits["train"]
+    pos = train[train["positive"]]
+    positives = set(zip(pos["query"], pos["product_id"], strict=True))
     for queries, product_ids, positive_ids in batches:
-        assert 2 <= len(queries) <= 8 and product_ids == positive_ids
-        assert len(set(queries)) == len(queries) and len(set(product_ids)) == len(product_ids)
+        assert len(positive_ids) == len(queries) <= 8 and product_ids[: len(queries)] == positive_ids
+        assert len(set(queries)) == len(queries) and len(set(positive_ids)) == len(positive_ids)
         assert all((q, p) in positives for q, p in zip(queries, positive_ids, strict=True))
-    assert sample_batches(pairs, batch_size=8, n_batches=15, seed=3) == batches
-    assert sample_batches(pairs, batch_size=8, n_batches=15, seed=4) != batches
-    assert sample_batches(pairs, 8, 0) == []
+    assert any(len(p) > len(q) for q, p, _ in batches)  # the hard negatives are judged too
+    assert sample_batches(data, cfg, steps + 3) == batches
+    assert sample_batches(data, cfg, steps + 3, seed=4) != batches
+    assert sample_batches(data, cfg, 0) == []

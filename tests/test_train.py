@@ -13,6 +13,13 @@ from querylife.scoring import score_pairs
 from querylife.train import Trainer, TrainingInterrupted
 
 
+def judged_trainer(cfg, data, run_dir, **kwargs) -> Trainer:
+    """A Trainer with the judge the config names, built by the caller as the CLI and the suite do."""
+    from querylife.genfilt.training import build_negative_mask_fn
+
+    return Trainer(cfg, data, run_dir, negative_mask_fn=build_negative_mask_fn(cfg, data), progress=False, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def tiny_data(tiny_store):
     return prepare_dataset(tiny_store.catalog_path, tiny_store.pairs_path, image_size=32, progress=False)
@@ -126,7 +133,7 @@ def test_false_negative_judge_masks_and_logs(tiny_config, tiny_data, tmp_path, j
     cfg = with_overrides(tiny_config, {"train.false_negative_judge": judge, "train.epochs": 1,
                                        "genfilt.guide_model": tiny_config.model.tower.text_model,
                                        "genfilt.margin": 0.05})
-    trainer = Trainer(cfg, tiny_data, tmp_path / "run", progress=False)
+    trainer = judged_trainer(cfg, tiny_data, tmp_path / "run")
     assert trainer.negative_mask_fn is not None
     batch = next(iter(trainer.sampler))
     rows = trainer.product_rows(batch, 0, 0)
@@ -147,6 +154,14 @@ def test_descriptions_judge_without_cache_is_a_clear_error(tiny_config, tiny_dat
     cfg = with_overrides(tiny_config, {"train.false_negative_judge": "descriptions",
                                        "genfilt.cache": str(tmp_path / "none.jsonl")})
     with pytest.raises(FileNotFoundError, match="genfilt describe"):
+        judged_trainer(cfg, tiny_data, tmp_path / "run")
+
+
+def test_a_configured_judge_must_be_passed_in(tiny_config, tiny_data, tmp_path):
+    from querylife.config import with_overrides
+
+    cfg = with_overrides(tiny_config, {"train.false_negative_judge": "duplicate_title"})
+    with pytest.raises(ValueError, match="build_negative_mask_fn"):
         Trainer(cfg, tiny_data, tmp_path / "run", progress=False)
 
 
@@ -162,7 +177,7 @@ def test_descriptions_judge_uses_the_cache(tiny_config, tiny_data, tmp_path):
     cfg = with_overrides(tiny_config, {"train.false_negative_judge": "descriptions", "train.epochs": 1,
                                        "genfilt.cache": str(tmp_path / "desc.jsonl"),
                                        "genfilt.guide_model": tiny_config.model.tower.text_model})
-    result = Trainer(cfg, tiny_data, tmp_path / "run", progress=False).fit()
+    result = judged_trainer(cfg, tiny_data, tmp_path / "run").fit()
     assert result.history[0]["false_negatives"]["judge"]
 
 
@@ -234,7 +249,7 @@ def test_flagged_negatives_as_extra_positives_train(tiny_config, tiny_data, tmp_
     cfg = with_overrides(tiny_config, {"train.false_negative_judge": "guide", "train.epochs": 1,
                                        "train.false_negative_action": "positive", "genfilt.margin": 0.05,
                                        "genfilt.guide_model": tiny_config.model.tower.text_model})
-    trainer = Trainer(cfg, tiny_data, tmp_path / "run", progress=False)
+    trainer = judged_trainer(cfg, tiny_data, tmp_path / "run")
     batch = next(iter(trainer.sampler))
     ignore, extra = trainer.batch_masks(batch)
     assert extra is not None and extra.any() and not (ignore & extra).any() and not extra.diagonal().any()
@@ -254,7 +269,7 @@ def test_generative_judge_in_training_asks_the_server_once_per_pair(tiny_config,
                      "genfilt.guide_model": tiny_config.model.tower.text_model, "genfilt.prefilter_margin": 0.05,
                      "genfilt.base_url": server.url, "genfilt.model": "m", "genfilt.max_questions_per_batch": 4,
                      "genfilt.judge_prompt.user": "Title: {query} => {product}"}
-        trainer = Trainer(with_overrides(tiny_config, overrides), tiny_data, tmp_path / "run", progress=False)
+        trainer = judged_trainer(with_overrides(tiny_config, overrides), tiny_data, tmp_path / "run")
         result = trainer.fit()
         judge = trainer.negative_mask_fn.judge
         assert 0 < judge.stats.asked <= 4 * 2 * len(trainer.sampler)  # the per-batch budget holds

@@ -63,6 +63,19 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+STOREFRONT_HELP = (
+    "Which generated storefront: demo (clothing and electronics), home_books (home goods, books, memory cards; "
+    "Spanish), media_market (text-heavy media marketplace; French). docs/DEMO_DATA.md describes each."
+)
+
+
+def _check_storefront(name: str) -> None:
+    from .data.storefront import STOREFRONTS
+
+    if name not in STOREFRONTS:
+        _fail(f"unknown storefront {name!r}; known: {', '.join(STOREFRONTS)}")
+
+
 @app.command(epilog="Example: querylife demo --out runs/demo --products 3000 --seed 0")
 def demo(
     out: Annotated[Path, typer.Option(help="Output directory (data/ and report/ go inside).")] = Path("runs/demo"),
@@ -75,6 +88,7 @@ def demo(
     config: Annotated[Path | None, typer.Option(help="YAML/JSON experiment config.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Config override, e.g. --set train.lr=3e-4.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    storefront: Annotated[str, typer.Option(help=STOREFRONT_HELP)] = "demo",
 ) -> None:
     """Run the whole pipeline on the bundled demo storefront: generate, train, evaluate, report."""
     _quiet_transformers()
@@ -86,15 +100,27 @@ def demo(
     except ConfigError as err:
         _fail(str(err))
     chosen = _methods(methods)
+    _check_storefront(storefront)
     result = run_demo(
-        out, n_products=products, seed=seed, epochs=epochs, methods=chosen, config=cfg, progress=not quiet
+        out,
+        n_products=products,
+        seed=seed,
+        epochs=epochs,
+        methods=chosen,
+        config=cfg,
+        progress=not quiet,
+        storefront=storefront,
     )
     typer.echo(result.table)
     typer.echo(f"report: {result.report_dir / 'report.md'} (also report.json and PNG plots)")
     typer.echo(f"done in {result.seconds:.0f} s")
 
 
-@data_app.command("demo", epilog="Example: querylife data demo --out data/demo --seed 0 --products 3000")
+@data_app.command(
+    "demo",
+    epilog="Examples:\n\n  querylife data demo --out data/demo --seed 0 --products 3000\n\n"
+    "  querylife data demo --out data/home_books --storefront home_books",
+)
 def data_demo(
     out: Annotated[Path, typer.Option(help="Directory to write catalog.parquet, pairs.parquet, images/.")],
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
@@ -102,6 +128,7 @@ def data_demo(
     image_size: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
     overwrite: Annotated[bool, typer.Option(help="Regenerate even if the directory holds this storefront.")] = False,
     figures: Annotated[Path | None, typer.Option(help="Also write the docs' figures into this folder.")] = None,
+    storefront: Annotated[str, typer.Option(help=STOREFRONT_HELP)] = "demo",
 ) -> None:
     """Generate the procedural demo storefront (catalogue, rendered images, queries, graded labels)."""
     import time
@@ -109,16 +136,20 @@ def data_demo(
     from .data.storefront import DemoConfig, generate_demo, render_attribute_sheet, render_contact_sheet
 
     start = time.time()
-
+    _check_storefront(storefront)
+    config = DemoConfig(n_products=products, seed=seed, image_size=image_size, storefront=storefront)
     existed = (out / "meta.json").exists()
-    store = generate_demo(out, DemoConfig(n_products=products, seed=seed, image_size=image_size), overwrite=overwrite)
+    store = generate_demo(out, config, overwrite=overwrite)
     meta = json.loads(store.meta_path.read_text())
     reused = existed and not overwrite and store.meta_path.stat().st_mtime < start
     verb = "reused" if reused else "wrote"
     typer.echo(f"{verb} {store.catalog_path}, {store.pairs_path} and images/ ({json.dumps(meta.get('counts', {}))})")
     if figures is not None:
-        typer.echo(f"wrote {render_contact_sheet(store, figures / 'demo_examples.png')}")
-        typer.echo(f"wrote {render_attribute_sheet(figures / 'demo_attributes.png', size=image_size)}")
+        typer.echo(f"wrote {render_contact_sheet(store, figures / f'{storefront}_examples.png')}")
+        sheet = render_attribute_sheet(
+            figures / f"{storefront}_attributes.png", size=image_size, storefront=config.spec
+        )
+        typer.echo(f"wrote {sheet}")
 
 
 COLUMN_HELP = "Your column for one of our fields, e.g. --column image_path=img (repeatable; data.columns)."
@@ -266,6 +297,7 @@ def train(
 ) -> None:
     """Train a Query-LIFE model; the best checkpoint on dev NDCG@10 is written to OUT/best."""
     _quiet_transformers()
+    from .genfilt.training import judge_with_shared_tower
     from .towers import TowerLoadError
     from .train import Trainer
 
@@ -274,7 +306,9 @@ def train(
     if dataset.bad_rows is not None and dataset.bad_rows.total:
         typer.echo(dataset.bad_rows.summary())
     try:
-        result = Trainer(cfg, dataset, out, progress=not quiet).fit(resume=resume)
+        towers, judge = judge_with_shared_tower(cfg, dataset)
+        trainer = Trainer(cfg, dataset, out, towers=towers, negative_mask_fn=judge, progress=not quiet)
+        result = trainer.fit(resume=resume)
     except TowerLoadError as err:
         _fail(str(err))
     typer.echo(f"best epoch {result.best_epoch}: dev NDCG@10 {result.best_dev_ndcg:.4f}; checkpoint {out / 'best'}")

@@ -1,6 +1,12 @@
-"""Contrastive losses with negative masks.
+"""Contrastive losses with negative masks, from a batch's embeddings.
 
-All losses take a similarity matrix ``sim`` (Bq, Bp) whose diagonal holds the positive pairs (row i is query i,
+:func:`alignment_loss` is the training loss: it takes the batch's unit vectors (:class:`Embeddings`: queries,
+titles, images, product types, has-image) and its masks (:class:`BatchMasks`), builds the similarity matrices of the
+enabled terms itself (:func:`term_similarities`, the fused one through the model's ``Fusion``) and sums the terms
+(:func:`similarity_loss`). Taking embeddings rather than similarities is what lets the products of several
+processes join the batch in one place (:func:`gather_features`, the open_clip recipe).
+
+The term losses take a similarity matrix ``sim`` (Bq, Bp) whose diagonal holds the positive pairs (row i is query i,
 column i its labelled product) and an optional boolean ``ignore`` mask (Bq, Bp): ``True`` marks an off-diagonal
 entry that must not act as a negative (the same product listed twice, a known duplicate, a GenFilt-flagged false
 negative). A masked entry has no effect at all on the loss or on its gradients; the diagonal is never masked.
@@ -13,13 +19,20 @@ extra positive is ignored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
 from .compat import removed_options_validator
+
+if TYPE_CHECKING:
+    from .fusion import Fusion
+
+#: The alignment terms, in the order they are computed and summed.
+TERMS: tuple[str, ...] = ("query_fused", "query_title", "query_image", "title_image")
 
 
 class LossConfig(BaseModel):
@@ -50,10 +63,54 @@ class LossConfig(BaseModel):
 
 @dataclass
 class LossOutput:
-    """Total loss and its weighted parts (``parts`` values are detached, for logging)."""
+    """Total loss and its parts: ``parts`` maps each computed term (unweighted) and "total" to a detached float,
+    for logging."""
 
     total: torch.Tensor
     parts: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Embeddings:
+    """What the loss compares: a batch's unit vectors and its products' types.
+
+    ``q`` (Bq, D) queries (row i's positive is product column i); ``t``, ``v`` (Bp, D) titles and images, Bp >= Bq
+    (columns past Bq are extra negatives); ``v`` is zero where a product has no image; ``type_ids`` (Bp,) long;
+    ``has_image`` (Bp,) bool.
+
+    Example::
+
+        emb = model.embed(type_ids=..., has_image=..., query_features=..., title_features=..., images=...)
+        emb.q.shape  # (B, D)
+    """
+
+    q: torch.Tensor
+    t: torch.Tensor
+    v: torch.Tensor
+    type_ids: torch.Tensor
+    has_image: torch.Tensor
+
+
+@dataclass
+class BatchMasks:
+    """Which cells of a batch's score matrices are not negatives.
+
+    ``ignore`` (Bq, Bp) bool: cells left out of the query terms (the same product, labelled positives, judged false
+    negatives); ``product_ignore`` (Bp, Bp) bool: cells left out of the title-image term (the same product twice);
+    ``extra_positive`` (Bq, Bp) bool or None: cells that count as positives of their row. The diagonal is never
+    masked. Example: ``BatchMasks(ignore=same_product, product_ignore=same_rows)``.
+    """
+
+    ignore: torch.Tensor | None = None
+    product_ignore: torch.Tensor | None = None
+    extra_positive: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str) -> BatchMasks:
+        return replace(self, **{f.name: _to(getattr(self, f.name), device) for f in fields(self)})
+
+
+def _to(x: torch.Tensor | None, device) -> torch.Tensor | None:
+    return None if x is None else x.to(device)
 
 
 def _masked(sim: torch.Tensor, ignore: torch.Tensor | None) -> torch.Tensor:
@@ -132,7 +189,7 @@ def sigmoid_pairwise(
     return per_pair.sum() / n
 
 
-def alignment_loss(
+def similarity_loss(
     sims: dict[str, torch.Tensor],
     config: LossConfig,
     logit_scale: torch.Tensor,
@@ -141,7 +198,7 @@ def alignment_loss(
     product_ignore: torch.Tensor | None = None,
     extra_positive: torch.Tensor | None = None,
 ) -> LossOutput:
-    """Weighted sum of the enabled terms.
+    """Weighted sum of the enabled terms, from precomputed similarity matrices (:func:`alignment_loss` builds them).
 
     ``sims`` maps term name ("query_fused", "query_title", "query_image", "title_image") to its similarity matrix:
     (Bq, Bp) for the query terms, (Bp, Bp) for title-image; terms with weight 0 or absent are skipped. ``ignore``
@@ -150,7 +207,7 @@ def alignment_loss(
     """
     total = torch.zeros((), device=logit_scale.device)
     parts: dict[str, float] = {}
-    for name in ("query_fused", "query_title", "query_image", "title_image"):
+    for name in TERMS:
         weight = getattr(config, name)
         if weight == 0 or name not in sims:
             continue
@@ -167,3 +224,129 @@ def alignment_loss(
         parts[name] = float(term.detach())
     parts["total"] = float(total.detach())
     return LossOutput(total, parts)
+
+
+def term_similarities(emb: Embeddings, config: LossConfig, fusion: Fusion) -> dict[str, torch.Tensor]:
+    """The similarity matrices of the enabled terms: query-fused (Bq, Bp) through ``fusion``, query-title and
+    query-image (Bq, Bp), title-image (Bp, Bp). Terms with weight 0 are not computed."""
+    sims: dict[str, torch.Tensor] = {}
+    # Computed in TERMS order, as the model's forward always did: the backward pass then accumulates gradients in
+    # the same order and training stays bit for bit reproducible.
+    if config.query_fused:
+        sims["query_fused"] = fusion.pairwise(emb.q, emb.t, emb.v, emb.type_ids, emb.has_image).scores  # (Bq, Bp)
+    if config.query_title:
+        sims["query_title"] = emb.q @ emb.t.T  # (Bq, Bp)
+    if config.query_image:
+        sims["query_image"] = emb.q @ emb.v.T  # (Bq, Bp)
+    if config.title_image:
+        sims["title_image"] = emb.t @ emb.v.T  # (Bp, Bp)
+    return sims
+
+
+def alignment_loss(
+    emb: Embeddings,
+    masks: BatchMasks,
+    config: LossConfig,
+    fusion: Fusion,
+    logit_scale: torch.Tensor,
+    logit_bias: torch.Tensor | None = None,
+) -> LossOutput:
+    """Query-LIFE's training loss on a batch: the weighted enabled terms (query-fused, query-title, query-image,
+    title-image) over the similarities built from ``emb``, with ``masks``.
+
+    Example::
+
+        emb = model.embed(**inputs)
+        loss = alignment_loss(emb, BatchMasks(ignore=mask, product_ignore=same), cfg.loss, model.fusion,
+                              model.logit_scale, model.logit_bias)
+        loss.total.backward()
+    """
+    sims = term_similarities(emb, config, fusion)
+    return similarity_loss(
+        sims, config, logit_scale, logit_bias, masks.ignore, masks.product_ignore, masks.extra_positive
+    )
+
+
+# ---- several processes ----------------------------------------------------------------------------------------
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); (0, 1) unless torch.distributed is initialised."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class _AllGatherRows(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sums every rank's gradient and returns this rank's slice.
+
+    ``torch.distributed.nn.all_gather`` does this too but is deprecated (its replacement is private); gloo has no
+    reduce-scatter, so the backward is an all-reduce of the (world * B, D) gradient, then a slice.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        ctx.rank, ctx.rows = dist.get_rank(), x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts, dim=0)  # (world * B, ...)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)  # every rank's loss contributes to the gradient of every rank's rows
+        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+
+
+def all_gather_rows(x: torch.Tensor, *, with_grad: bool = True) -> torch.Tensor:
+    """Every rank's ``x`` (same shape on each rank) concatenated along dim 0 in rank order; ``x`` itself in a single
+    process.
+
+    ``with_grad``: gradients flow back to every rank's rows (each rank's rows get the sum over all ranks' losses);
+    else only to this rank's own rows (the others are received as constants, this rank's slice is ``x`` itself).
+    Tensors without gradients (ids, masks) are gathered as plain data.
+    """
+    import torch.distributed as dist
+
+    rank, world = _distributed()
+    if world == 1:
+        return x
+    if with_grad and x.requires_grad:
+        return _AllGatherRows.apply(x)
+    send = x.to(torch.uint8) if x.dtype == torch.bool else x  # gloo has no bool all_gather
+    parts = [torch.empty_like(send) for _ in range(world)]
+    dist.all_gather(parts, send.detach().contiguous())
+    parts = [p.to(x.dtype) for p in parts]
+    parts[rank] = x  # keeps this rank's gradient
+    return torch.cat(parts, dim=0)
+
+
+def gather_features(emb: Embeddings, *, local_loss: bool = True, gather_with_grad: bool = True) -> Embeddings:
+    """The batch of all ranks, as open_clip's ``gather_features`` builds it for a contrastive loss.
+
+    Product columns (``t``, ``v``, ``type_ids``, ``has_image``) of every rank are concatenated in rank order.
+    ``local_loss`` (the default): ``q`` stays this rank's own rows, so each rank computes the loss rows of its own
+    queries against all gathered products and memory stays linear in the per-rank batch; else ``q`` is gathered
+    too (every rank computes the whole matrix). ``gather_with_grad``: gradients flow to the other ranks' rows
+    (needed for the product -> query direction and the title-image term); else only to this rank's rows. Each rank
+    must pass tensors of the same shapes. In a single process (torch.distributed not initialised, or one rank)
+    ``emb`` is returned as it is.
+
+    Reference: open_clip (Ilharco et al. 2021), ``open_clip/loss.py``. Example::
+
+        emb = gather_features(model.embed(**inputs))  # q (B, D) local; t, v (world * Bp, D)
+    """
+    if _distributed()[1] == 1:
+        return emb
+    q = emb.q if local_loss else all_gather_rows(emb.q, with_grad=gather_with_grad)
+    return Embeddings(
+        q,
+        all_gather_rows(emb.t, with_grad=gather_with_grad),
+        all_gather_rows(emb.v, with_grad=gather_with_grad),
+        all_gather_rows(emb.type_ids, with_grad=False),
+        all_gather_rows(emb.has_image, with_grad=False),
+    )

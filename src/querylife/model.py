@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .fusion import Fusion, FusionConfig, FusionOutput
+from .losses import Embeddings
 from .towers import TextTower, TowerConfig, VisionTower, build_towers
 
 UNKNOWN_TYPE = "<unk>"
@@ -185,6 +186,27 @@ class QueryLifeModel(nn.Module):
         fn = self.fusion.pairwise if pairwise else self.fusion.paired
         return fn(q, t, v, type_ids, has_image)
 
+    def embed(
+        self,
+        *,
+        type_ids: torch.Tensor,
+        has_image: torch.Tensor,
+        queries: list[str] | None = None,
+        titles: list[str] | None = None,
+        images: torch.Tensor | None = None,
+        query_features: torch.Tensor | None = None,
+        title_features: torch.Tensor | None = None,
+        image_features: torch.Tensor | None = None,
+    ) -> Embeddings:
+        """The unit vectors of a batch (what the training loss compares): raw texts / pixels, or tower features where
+        they are cached. Queries (Bq,) and products (Bp,) may differ in number (extra negative columns)."""
+        qf = query_features if query_features is not None else self.text_features(queries, role="query")
+        tf = title_features if title_features is not None else self.text_features(titles)
+        vf = image_features if image_features is not None else self.image_features(images, has_image)
+        q, t = self.project_queries(qf), self.project_titles(tf)  # (Bq, D), (Bp, D)
+        v = self.project_images(vf, has_image)  # (Bp, D)
+        return Embeddings(q, t, v, type_ids, has_image.to(self.device))
+
     def forward(
         self,
         *,
@@ -198,11 +220,17 @@ class QueryLifeModel(nn.Module):
         image_features: torch.Tensor | None = None,
     ) -> QueryLifeOutput:
         """Encode a batch of B positive pairs and score every query against every product."""
-        qf = query_features if query_features is not None else self.text_features(queries, role="query")
-        tf = title_features if title_features is not None else self.text_features(titles)
-        vf = image_features if image_features is not None else self.image_features(images, has_image)
-        q, t = self.project_queries(qf), self.project_titles(tf)  # (B, D)
-        v = self.project_images(vf, has_image)  # (B, D)
+        emb = self.embed(
+            type_ids=type_ids,
+            has_image=has_image,
+            queries=queries,
+            titles=titles,
+            images=images,
+            query_features=query_features,
+            title_features=title_features,
+            image_features=image_features,
+        )
+        q, t, v = emb.q, emb.t, emb.v
         fused = self.score(q, t, v, type_ids, has_image, pairwise=True)
         sims = {"query_fused": fused.scores, "query_title": q @ t.T, "query_image": q @ v.T, "title_image": t @ v.T}
         return QueryLifeOutput(q, t, v, fused.scores, fused.image_weight, sims, self.logit_scale, self.logit_bias)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .config import ExperimentConfig, with_overrides
 from .data.prepare import prepare_from_config
-from .data.storefront import DemoConfig, generate_demo
+from .data.storefront import DEFAULT_STOREFRONT, DemoConfig, generate_demo
 from .evaluate import MethodRun
 from .methods import DEFAULT_METHODS, NEEDS_DESCRIBER, resolve_methods
 from .runinfo import command_line
@@ -37,8 +37,13 @@ def run_demo(
     n_boot: int | None = None,
     progress: bool = True,
     log=print,
+    storefront: str = DEFAULT_STOREFRONT,
 ) -> DemoResult:
-    """Generate (or reuse) the demo storefront in ``out_dir/data`` and write the report to ``out_dir/report``."""
+    """Generate (or reuse) the demo storefront in ``out_dir/data`` and write the report to ``out_dir/report``.
+
+    ``storefront`` names another generated storefront (``home_books``, ``media_market``: see
+    :mod:`querylife.data.storefront.registry`); the report groups its types as it does the demo's.
+    """
     start = time.time()
     methods = list(resolve_methods(methods))  # unknown names fail here, before any work
     out_dir = Path(out_dir)
@@ -47,8 +52,9 @@ def run_demo(
     if epochs is not None:
         overrides["train.epochs"] = epochs
     config = with_overrides(config, overrides)
-    log(f"1/3 demo storefront ({n_products} products, seed {seed}) in {out_dir / 'data'}")
-    store = generate_demo(out_dir / "data", DemoConfig(n_products=n_products, seed=seed), progress=progress)
+    store_config = DemoConfig(n_products=n_products, seed=seed, storefront=storefront)  # unknown names fail here
+    log(f"1/3 {storefront} storefront ({n_products} products, seed {seed}) in {out_dir / 'data'}")
+    store = generate_demo(out_dir / "data", store_config, progress=progress)
     config = with_overrides(config, store.config_overrides())  # split by intent (see DemoStorefront)
     data = prepare_from_config(config, progress=progress)
     sizes = ", ".join(f"{k} {v['query'].nunique()} queries / {len(v)} pairs" for k, v in data.splits.items())
@@ -71,7 +77,8 @@ def run_demo(
     groups = store.type_groups()
     suite.report(
         runs,
-        title="querylife demo: Query-LIFE vs baselines and ablations",
+        title="querylife demo: Query-LIFE vs baselines and ablations"
+        + ("" if storefront == DEFAULT_STOREFRONT else f" (storefront {storefront})"),
         command=command,
         notes=notes,
         type_groups=groups,

@@ -23,6 +23,7 @@ from .baselines import bm25_scores, zero_shot_scores
 from .config import ExperimentConfig, with_overrides
 from .data.prepare import Dataset
 from .evaluate import MethodRun, decide, evaluate_model, gate_weight_by_type, judge_results, metrics_by_group
+from .genfilt.training import judge_with_shared_tower
 from .methods import DEFAULT_METHODS, METHODS, MethodError, resolve_method, resolve_methods
 from .model import QueryLifeModel
 from .report import results_table_text, write_suite_report
@@ -93,12 +94,14 @@ class Suite:
             result, scored, _ = decide(dev, dev_s, test, test_s, self.n_boot, self.config.train.seed, self.decision)
             return MethodRun(method.name, method.description, result, time.time() - start, scored)
         cfg = with_overrides(self.config, dict(method.overrides))
+        towers, judge = judge_with_shared_tower(cfg, data, self._towers())  # the guide reuses the frozen tower
         trainer = Trainer(
             cfg,
             data,
             self.out_dir / "runs" / method.name,
             cache=self.cache,
-            towers=self._towers(),
+            towers=towers,
+            negative_mask_fn=judge,
             progress=self.progress,
         )
         trained = trainer.fit()

@@ -363,8 +363,26 @@ class TrunkCache:
 
 def build_towers(config: TowerConfig) -> tuple[TextTower, TextTower | None, VisionTower]:
     """Build (title tower, separate query tower or None when shared, vision tower)."""
+    text, query = _text_towers(config)
+    vision = VisionTower(config)
+    return text, query, vision
+
+
+def _text_towers(config: TowerConfig) -> tuple[TextTower, TextTower | None]:
     kwargs = dict(pooling=config.pooling, max_length=config.max_text_length, train_layers=config.train_text_layers)
     text = TextTower(config.text_model, **kwargs)
     query = TextTower(config.query_model, **kwargs) if config.query_model else None
-    vision = VisionTower(config)
-    return text, query, vision
+    return text, query
+
+
+def frozen_text_towers(config: TowerConfig) -> tuple[TextTower, TextTower | None, None] | None:
+    """The text towers built ahead of the model, to be shared (e.g. with a false-negative judge's guide model), when
+    they are frozen (``train_text_layers=0``); None when they train. The vision tower is left to the model, so that
+    its init follows the run's seed.
+
+    Example: ``Trainer(cfg, data, out, towers=frozen_text_towers(cfg.model.tower))``.
+    """
+    if config.train_text_layers != 0:
+        return None
+    text, query = _text_towers(config)
+    return text, query, None

@@ -1,4 +1,11 @@
-"""Single-process training loop: AdamW, warm-up + cosine, clipping, dev early stopping, atomic resumable checkpoints.
+"""Single-process training: one step (:meth:`Trainer.training_step`) and a loop around it (AdamW, warm-up + cosine,
+the gate hold, clipping, dev early stopping, atomic resumable checkpoints).
+
+The parts, each with one job: the batches of an epoch and their masks (:mod:`querylife.batches`), the model's
+inputs for a batch (:class:`BatchInputs`: cached frozen-tower features), one optimiser step (:class:`TrainStep` ->
+:class:`StepOutput`), the schedule and the gate hold (:mod:`querylife.schedule`), the resumable counters
+(:class:`TrainState`), the run directory's checkpoints (:class:`Checkpoints`). A false-negative judge is built by the
+caller (:func:`querylife.genfilt.training.build_negative_mask_fn`) and passed in.
 
 Example::
 
@@ -11,11 +18,9 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
+from .batches import EpochBatches, NegativeMaskFn, NegativeMasks, TrainBatch, TrainingPairs
 from .checkpoint import (
     atomic_write_dir,
     atomic_write_text,
@@ -33,16 +39,30 @@ from .checkpoint import (
     save_training_state,
 )
 from .config import ExperimentConfig
-from .data.prepare import Dataset, training_positive
-from .data.samplers import UniqueBatchSampler
-from .losses import alignment_loss
+from .data.prepare import Dataset
+from .losses import TERMS, LossConfig, alignment_loss
 from .metrics import per_query_metrics
-from .model import GATE_GROUPS, QueryLifeModel
+from .model import QueryLifeModel
+from .schedule import GateHold, cosine_with_warmup
 from .scoring import FeatureCache, score_pairs
 from .towers import TextTower, VisionTower
 
-# A hook that adds negatives to ignore for a batch: (queries, product rows) -> (B, B) bool. GenFilt plugs in here.
-NegativeMaskFn = Callable[[list[str], np.ndarray], torch.Tensor]
+__all__ = [
+    "BatchInputs",
+    "Checkpoints",
+    "NegativeMaskFn",
+    "StepOutput",
+    "TrainResult",
+    "TrainState",
+    "TrainStep",
+    "Trainer",
+    "TrainingInterrupted",
+    "cosine_with_warmup",
+    "dev_ndcg",
+    "model_card",
+    "resolve_device",
+    "seed_everything",
+]
 
 
 @dataclass
@@ -69,24 +89,271 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
 def dev_ndcg(model: QueryLifeModel, data: Dataset, pairs: pd.DataFrame, cache: FeatureCache, batch_size: int) -> float:
     """Mean NDCG@10 over the queries of ``pairs`` (the early-stopping criterion)."""
     scored = pairs.assign(score=score_pairs(model, data, pairs, cache, batch_size).score)
     return float(np.nanmean(per_query_metrics(scored)["ndcg@10"]))
 
 
+# ---- one step -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StepOutput:
+    """What one training step did.
+
+    ``total``: the loss; ``query_fused`` .. ``title_image``: each term's unweighted value (None: the term is off);
+    ``logit_scale``: 1 / temperature at the forward pass; ``rows`` B and ``columns`` Bp of the score matrix;
+    ``masked_negatives``: off-diagonal cells left out of the query terms; ``extra_positives``: cells a judge made
+    positives; ``gate_held``: the gate got no gradient; ``*_seconds``: model inputs, masks (judge included), and
+    forward + loss + backward + update.
+    """
+
+    step: int
+    total: float
+    query_fused: float | None
+    query_title: float | None
+    query_image: float | None
+    title_image: float | None
+    logit_scale: float
+    rows: int
+    columns: int
+    masked_negatives: int
+    extra_positives: int
+    gate_held: bool
+    data_seconds: float
+    mask_seconds: float
+    model_seconds: float
+
+    @property
+    def temperature(self) -> float:
+        return 1 / self.logit_scale
+
+    @property
+    def terms(self) -> dict[str, float]:
+        """The computed terms by name."""
+        return {n: v for n in TERMS if (v := getattr(self, n)) is not None}
+
+
+class BatchInputs:
+    """The model's keyword inputs for a batch: cached tower features where a tower is frozen (computed once here),
+    else raw texts / pixels (the small CNN always gets pixels); product types and has-image always."""
+
+    def __init__(
+        self,
+        model: QueryLifeModel,
+        data: Dataset,
+        pairs: TrainingPairs,
+        cache: FeatureCache,
+        device: torch.device,
+        *,
+        progress: bool = False,
+    ):
+        self.data, self.pairs, self.device = data, pairs, device
+        self.type_ids = model.type_ids(data.catalog["product_type"].tolist()).cpu()
+        self.title_feats = self.query_feats = None
+        if model.text_tower.frozen:
+            self.title_feats = cache.text(
+                model, data.product_texts(), progress=progress, desc="encoding titles (frozen tower, once)"
+            )
+        q_tower = model.query_tower or model.text_tower
+        if q_tower.frozen:
+            uniq = list(dict.fromkeys(pairs.queries))
+            feats = cache.text(model, uniq, role="query", progress=progress, desc="encoding queries (once)")
+            index = {q: i for i, q in enumerate(uniq)}
+            self.query_feats = feats[[index[q] for q in pairs.queries]]  # (n_train_pairs, d)
+        self.image_feats = None  # (n_products, d_v) for a frozen pretrained vision tower, encoded once
+        if cache.caches_images(model):
+            self.image_feats = cache.images(
+                model, data.images, data.has_image, progress=progress, desc="encoding images (frozen tower, once)"
+            )
+
+    def __call__(self, batch: TrainBatch) -> dict[str, Any]:
+        return self.for_rows(batch.index, batch.product_rows)
+
+    def for_rows(self, index: list[int], product_rows: np.ndarray) -> dict[str, Any]:
+        """Inputs for training pairs ``index`` (B) against catalogue rows ``product_rows`` (Bp)."""
+        rows = torch.from_numpy(product_rows)
+        dev = self.device
+        kwargs: dict[str, Any] = {
+            "type_ids": self.type_ids[rows].to(dev),
+            "has_image": self.data.has_image[rows].to(dev),
+        }
+        if self.query_feats is not None:
+            kwargs["query_features"] = self.query_feats[index].to(dev)
+        else:
+            kwargs["queries"] = [self.pairs.queries[i] for i in index]
+        if self.title_feats is not None:
+            kwargs["title_features"] = self.title_feats[rows].to(dev)
+        else:
+            kwargs["titles"] = self.data.product_texts(rows.numpy())
+        if self.image_feats is not None:
+            kwargs["image_features"] = self.image_feats[rows].to(dev)
+        else:
+            kwargs["images"] = self.data.images[rows].to(dev)
+        return kwargs
+
+
+class TrainStep:
+    """One optimiser step on one batch: inputs, masks, embeddings, loss, backward, the gate hold, clipping, the
+    optimiser and scheduler steps. Training and the benchmarks run this and nothing else.
+
+    Example::
+
+        out = step(batch, global_step=0)  # StepOutput: out.total, out.query_fused, out.masked_negatives, ...
+    """
+
+    def __init__(
+        self,
+        model: QueryLifeModel,
+        inputs: BatchInputs,
+        masks: NegativeMasks,
+        loss: LossConfig,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        hold: GateHold,
+        *,
+        grad_clip: float = 0.0,
+    ):
+        self.model, self.inputs, self.masks, self.loss = model, inputs, masks, loss
+        self.optimizer, self.scheduler, self.hold, self.grad_clip = optimizer, scheduler, hold, grad_clip
+
+    def __call__(self, batch: TrainBatch, global_step: int) -> StepOutput:
+        model = self.model
+        t0 = time.perf_counter()
+        inputs = self.inputs(batch)
+        t1 = time.perf_counter()
+        masks = self.masks(batch)  # (B, Bp) ignore / extra positives, (Bp, Bp) same product; CPU
+        masked = int(masks.ignore.sum() - masks.ignore.diagonal().sum())
+        extra = 0 if masks.extra_positive is None else int(masks.extra_positive.sum())
+        t2 = time.perf_counter()
+        emb = model.embed(**inputs)  # q (B, D); t, v (Bp, D)
+        scale = model.logit_scale
+        masks = masks.to(self.inputs.device)
+        loss = alignment_loss(emb, masks, self.loss, model.fusion, scale, model.logit_bias)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.total.backward()
+        self.hold.clear_gradients(self.optimizer, global_step)
+        if self.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        t3 = time.perf_counter()
+        parts = loss.parts
+        return StepOutput(
+            step=global_step,
+            total=parts["total"],
+            **{n: parts.get(n) for n in TERMS},
+            logit_scale=float(scale.detach()),
+            rows=batch.size,
+            columns=len(batch.product_rows),
+            masked_negatives=masked,
+            extra_positives=extra,
+            gate_held=self.hold.is_held(global_step),
+            data_seconds=t1 - t0,
+            mask_seconds=t2 - t1,
+            model_seconds=t3 - t2,
+        )
+
+
+# ---- the loop's state and checkpoints ---------------------------------------------------------------------------
+@dataclass
+class TrainState:
+    """The loop's resumable counters (saved in ``last/trainer_state.json``). ``loss_sum`` / ``loss_steps`` run over
+    the current epoch, so that a resumed epoch reports the loss of all its steps; ``stopped_early`` keeps
+    ``--resume`` of an early-stopped run from training on."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best_dev: float = -1.0
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    loss_sum: float = 0.0
+    loss_steps: int = 0
+    stopped_early: bool = False
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> TrainState:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in state.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def add_step(self, loss: float) -> None:
+        self.loss_sum += loss
+        self.loss_steps += 1
+        self.step_in_epoch += 1
+        self.global_step += 1
+
+    def observe_dev(self, score: float, has_dev: bool, patience: int) -> bool:
+        """Book the epoch's dev score and close the epoch; True when it is the best so far (or there is no dev)."""
+        best = score > self.best_dev or not has_dev
+        if best:
+            self.best_dev, self.best_epoch, self.bad_epochs = score, self.epoch + 1, 0
+        else:
+            self.bad_epochs += 1
+        self.epoch, self.step_in_epoch, self.loss_sum, self.loss_steps = self.epoch + 1, 0, 0.0, 0
+        self.stopped_early = bool(patience and self.bad_epochs >= patience)
+        return best
+
+
+class Checkpoints:
+    """A run directory: ``config.json``, ``best/`` (model + summary + card) and ``last/`` (+ optimiser, scheduler,
+    RNG and :class:`TrainState`), each written atomically; a half-written one is recovered on start."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+
+    @property
+    def last(self) -> Path:
+        return self.run_dir / "last"
+
+    def recover(self) -> None:
+        """Finish or roll back a checkpoint that a killed run left half-written."""
+        for name in ("last", "best"):
+            recover_dir(self.run_dir / name)
+
+    def write_config(self, config: ExperimentConfig) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(config.model_dump(mode="json"), indent=2) + "\n"
+        atomic_write_text(self.run_dir / "config.json", text)
+
+    def load_last(self, model, optimizer, scheduler) -> TrainState | None:
+        """The state of ``last/`` restored into model, optimiser, scheduler and RNG; None when there is none."""
+        if not self.last.exists():
+            return None
+        return TrainState.from_dict(load_training_state(self.last, model, optimizer, scheduler))
+
+    def save_last(self, model, optimizer, scheduler, state: TrainState) -> None:
+        atomic_write_dir(self.last, lambda tmp: save_training_state(tmp, model, optimizer, scheduler, state.to_dict()))
+
+    def save_best(self, model: QueryLifeModel, summary: dict[str, Any]) -> None:
+        def write(tmp: Path) -> None:
+            model.save_pretrained(tmp)
+            (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+            (tmp / "README.md").write_text(model_card(summary))
+
+        atomic_write_dir(self.run_dir / "best", write)
+
+    def best_weights(self) -> dict[str, torch.Tensor]:
+        return QueryLifeModel.from_pretrained(self.run_dir / "best").trainable_state_dict()
+
+
+# ---- the trainer ------------------------------------------------------------------------------------------------
 class Trainer:
-    """Trains a ``QueryLifeModel`` on a ``Dataset``'s train split, selecting on its dev split."""
+    """Trains a ``QueryLifeModel`` on a ``Dataset``'s train split, selecting on its dev split.
+
+    ``negative_mask_fn``: the false-negative judge (``train.false_negative_judge``), built by the caller with
+    :func:`querylife.genfilt.training.build_negative_mask_fn`; required when the config names one.
+
+    Example::
+
+        judge = build_negative_mask_fn(config, data, text_tower)  # None for false_negative_judge=none
+        trainer = Trainer(config, data, "runs/exp1", negative_mask_fn=judge)
+        out = trainer.training_step(next(trainer.batches.epoch(0)))  # one step by hand (benchmarks), or:
+        result = trainer.fit()
+    """
 
     def __init__(
         self,
@@ -100,134 +367,179 @@ class Trainer:
         progress: bool = True,
         max_steps: int | None = None,
     ):
+        tc = config.train
+        if negative_mask_fn is None and tc.false_negative_judge != "none":
+            raise ValueError(
+                f"train.false_negative_judge={tc.false_negative_judge!r} but no judge was passed: build it with "
+                "querylife.genfilt.training.build_negative_mask_fn(config, data, text_tower) and pass it as "
+                "Trainer(..., negative_mask_fn=...)"
+            )
         self.config = config
         self.data = data
         self.run_dir = Path(run_dir)
         self.cache = cache or FeatureCache()
         self.progress = progress
-        self.negative_mask_fn = negative_mask_fn
         self.max_steps = max_steps  # stop after this many optimiser steps (tests simulate a crash with it)
-        tc = config.train
         if tc.num_threads:
             torch.set_num_threads(tc.num_threads)
         self.device = resolve_device(tc.device)
+        # Seeded right before the trainable parts are built, so that a run's numbers do not depend on what ran before.
         seed_everything(tc.seed)
         model_cfg = config.model.model_copy(update={"product_types": data.product_types})
         self.model = QueryLifeModel(model_cfg, towers=towers).to(self.device)
-        train = data.splits["train"]
-        keep = training_positive(train, config.data.include_partial_positives)
-        self.train_pairs = train[keep].reset_index(drop=True)
-        if self.train_pairs.empty:
-            raise ValueError("the train split has no positive pairs to learn from")
-        self.queries = self.train_pairs["query"].tolist()
-        self.rows = data.rows(self.train_pairs["product_id"])
-        self.known_positive = set(zip(train.loc[keep, "query"], train.loc[keep, "product_id"], strict=True))
-        # Hard negatives: each query's own labelled non-positive candidates (e.g. partial matches), so that the
-        # batch also holds negatives of the query's type and not only the easy other-type ones.
-        negatives = train[~keep]
-        neg_rows = pd.Series(list(data.rows(negatives["product_id"])), index=negatives.index, dtype="int64")
-        pools = neg_rows.groupby(negatives["query"].to_numpy()).agg(lambda r: r.to_numpy())
-        empty = np.zeros(0, dtype=np.int64)
-        self.neg_pool = [pools.get(q, empty) for q in self.queries]
-        groups = data.catalog["group_id"] if "group_id" in data.catalog.columns else None
-        self.groups = None if groups is None else groups.fillna("").astype(str).to_numpy()
-        self.type_ids = self.model.type_ids(data.catalog["product_type"].tolist()).cpu()
-        if self.negative_mask_fn is None and config.train.false_negative_judge != "none":
-            from .genfilt.training import build_negative_mask_fn
-
-            self.negative_mask_fn = build_negative_mask_fn(config, data, self.model.text_tower)
-        self.sampler = UniqueBatchSampler(
-            self.queries, self.train_pairs["product_id"].tolist(), tc.batch_size, seed=tc.seed, drop_last=False
+        self.pairs = TrainingPairs(data, config.data.include_partial_positives)
+        self.batches = EpochBatches(data, self.pairs, tc.batch_size, seed=tc.seed, hard_negatives=tc.hard_negatives)
+        self.masks = NegativeMasks.for_training(config, data, self.pairs, negative_mask_fn)
+        self.inputs = BatchInputs(self.model, data, self.pairs, self.cache, self.device, progress=progress)
+        self.steps_per_epoch = len(self.batches)
+        self.total_steps = self.steps_per_epoch * tc.epochs
+        self.hold = GateHold.from_fraction(tc.gate_start_fraction, self.total_steps)
+        groups = self.model.parameter_groups(tc.lr, tc.weight_decay, tc.gate_lr_multiplier)
+        self.optimizer = torch.optim.AdamW(groups, lr=tc.lr)
+        factors = self.hold.lr_factors(self.optimizer, self.total_steps, tc.warmup_fraction)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factors)
+        self.step = TrainStep(
+            self.model, self.inputs, self.masks, config.loss, self.optimizer, self.scheduler, self.hold,
+            grad_clip=tc.grad_clip,
         )
-        self._prepare_features()
+        self.checkpoints = Checkpoints(self.run_dir)
+        self.state = TrainState()
 
-    # ---- inputs -----------------------------------------------------------------------------------------
-    def _prepare_features(self) -> None:
-        m = self.model
-        self.title_feats = self.query_feats = None
-        if m.text_tower.frozen:
-            self.title_feats = self.cache.text(
-                m, self.data.product_texts(), progress=self.progress, desc="encoding titles (frozen tower, once)"
-            )
-        q_tower = m.query_tower or m.text_tower
-        if q_tower.frozen:
-            uniq = list(dict.fromkeys(self.queries))
-            feats = self.cache.text(m, uniq, role="query", progress=self.progress, desc="encoding queries (once)")
-            index = {q: i for i, q in enumerate(uniq)}
-            self.query_feats = feats[[index[q] for q in self.queries]]  # (n_train_pairs, d)
-        self.image_feats = None  # (n_products, d_v) for a frozen pretrained vision tower, encoded once
-        if self.cache.caches_images(m):
-            self.image_feats = self.cache.images(
-                m, self.data.images, self.data.has_image, progress=self.progress, desc="encoding images (once)"
-            )
+    # ---- views kept for callers of the earlier API --------------------------------------------------------------
+    @property
+    def negative_mask_fn(self) -> NegativeMaskFn | None:
+        """The false-negative judge in use (None without one)."""
+        return self.masks.judge
+
+    @property
+    def sampler(self):
+        """The batch sampler (``len(trainer.sampler)``: steps per epoch)."""
+        return self.batches.sampler
+
+    @property
+    def queries(self) -> list[str]:
+        return self.pairs.queries
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self.pairs.rows
+
+    @property
+    def neg_pool(self) -> list[np.ndarray]:
+        return self.pairs.neg_pool
+
+    @property
+    def known_positive(self) -> set:
+        return self.pairs.known_positive
 
     def product_rows(self, batch: list[int], epoch: int, step: int) -> np.ndarray:
-        """Catalogue rows of the batch's products: its B positives, then up to ``hard_negatives`` per pair.
-
-        The draw is seeded by (seed, epoch, step), so a resumed run sees the same hard negatives.
-        """
-        rows = self.rows[batch]
-        k = self.config.train.hard_negatives
-        if k <= 0:
-            return rows
-        rng = np.random.default_rng([self.config.train.seed, epoch, step])
-        extra = [rng.choice(pool, size=min(k, len(pool)), replace=False) for pool in (self.neg_pool[i] for i in batch)]
-        return np.concatenate([rows, *extra]) if extra else rows
+        """Catalogue rows of sampler batch ``batch``'s columns (:meth:`EpochBatches.product_rows`)."""
+        return self.batches.product_rows(batch, epoch, step)
 
     def negative_mask(self, batch: list[int], product_rows: np.ndarray | None = None) -> torch.Tensor:
-        """(B, Bp) bool: columns that are not negatives for a row's query (never the diagonal): what the data says,
-        plus the false-negative judge's flags when ``train.false_negative_action`` is "drop"."""
+        """(B, Bp) bool: columns that are not negatives for a row's query (the diagonal included)."""
         return self.batch_masks(batch, product_rows)[0]
 
     def batch_masks(
         self, batch: list[int], product_rows: np.ndarray | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(ignore, extra_positive)``, both (B, Bp) bool; ``extra_positive`` is None unless the judge's flags
-        become positives (``train.false_negative_action="positive"``)."""
-        lc = self.config.loss
-        rows = self.rows[batch]
+        """``(ignore, extra_positive)`` of :meth:`NegativeMasks.query_masks` for sampler batch ``batch``."""
+        rows = self.pairs.rows[batch]
         cols = rows if product_rows is None else product_rows
-        queries = [self.queries[i] for i in batch]
-        pids = self.data.catalog["product_id"].to_numpy()[cols]
-        mask = torch.zeros(len(batch), len(cols), dtype=torch.bool)
-        if lc.mask_same_product:
-            mask |= torch.from_numpy(rows[:, None] == cols[None, :])
-        if lc.mask_labelled_positives:
-            known = [[(q, p) in self.known_positive for p in pids] for q in queries]
-            mask |= torch.tensor(known, dtype=torch.bool)
-        if lc.mask_same_group and self.groups is not None:
-            g, gc = self.groups[rows], self.groups[cols]
-            mask |= torch.from_numpy((g[:, None] == gc[None, :]) & (g[:, None] != ""))
-        if self.negative_mask_fn is None:
-            return mask, None
-        flagged = self.negative_mask_fn(queries, cols).to(torch.bool).cpu()
-        if self.config.train.false_negative_action == "positive":
-            return mask, flagged & ~mask
-        return mask | flagged, None
+        return self.masks.query_masks([self.pairs.queries[i] for i in batch], rows, cols)
 
-    def batch_inputs(self, batch: list[int], product_rows: np.ndarray) -> dict[str, Any]:
-        """The model's keyword inputs for a batch: cached tower features where frozen, else raw texts/pixels."""
-        rows = torch.from_numpy(product_rows)
-        dev = self.device
-        kwargs: dict[str, Any] = {
-            "type_ids": self.type_ids[rows].to(dev),
-            "has_image": self.data.has_image[rows].to(dev),
+    # ---- one step ---------------------------------------------------------------------------------------------
+    def training_step(self, batch: TrainBatch) -> StepOutput:
+        """One optimiser step on ``batch`` at the current global step (the gate hold and the schedule follow it)."""
+        out = self.step(batch, self.state.global_step)
+        self.state.add_step(out.total)
+        return out
+
+    # ---- the loop ---------------------------------------------------------------------------------------------
+    def fit(self, *, resume: bool = False) -> TrainResult:
+        """Train; with ``resume`` continue from ``run_dir/last`` (a killed run) if it exists."""
+        start_time = time.time()
+        self._begin(resume)
+        best_state = copy.deepcopy(self.model.trainable_state_dict()) if self.state.best_epoch < 0 else None
+        epochs = self.config.train.epochs
+        while self.state.epoch < epochs and not self.state.stopped_early:
+            self._train_epoch()
+            if self._end_epoch(start_time):
+                best_state = copy.deepcopy(self.model.trainable_state_dict())
+        if best_state is None:  # resumed after the best epoch: reload it from disk
+            best_state = self.checkpoints.best_weights()
+        self.model.load_state_dict(best_state, strict=False)
+        self.model.eval()
+        st = self.state
+        return TrainResult(self.model, self.run_dir, st.best_epoch, st.best_dev, st.history, time.time() - start_time)
+
+    def _begin(self, resume: bool) -> None:
+        """Recover half-written checkpoints, restore ``last/`` when resuming, write ``config.json``."""
+        ckpt = self.checkpoints
+        ckpt.recover()
+        if resume:
+            state = ckpt.load_last(self.model, self.optimizer, self.scheduler)
+            if state is not None:
+                self.state = state
+                print(f"resuming from {ckpt.last} at epoch {state.epoch + 1}, step {state.step_in_epoch}")
+            else:
+                print(f"nothing to resume in {self.run_dir}: starting a new run")
+        ckpt.write_config(self.config)
+
+    def _train_epoch(self) -> None:
+        tc, st = self.config.train, self.state
+        self.model.train()
+        bar = tqdm(
+            self.batches.epoch(st.epoch, st.step_in_epoch),
+            total=len(self.batches.sampler.batches(st.epoch)) - st.step_in_epoch,
+            desc=f"epoch {st.epoch + 1}/{tc.epochs}",
+            disable=not self.progress,
+            leave=False,
+        )
+        for batch in bar:
+            out = self.training_step(batch)
+            bar.set_postfix(loss=f"{out.total:.3f}", T=f"{out.temperature:.3f}")
+            if tc.save_every_steps and st.global_step % tc.save_every_steps == 0:
+                self.checkpoints.save_last(self.model, self.optimizer, self.scheduler, st)
+            if self.max_steps is not None and st.global_step >= self.max_steps:
+                raise TrainingInterrupted(st.global_step)
+
+    def evaluate_dev(self) -> float:
+        """Dev NDCG@10 of the model as it is (NaN without a dev split)."""
+        dev = self.data.splits["dev"]
+        if not len(dev):
+            return float("nan")
+        return dev_ndcg(self.model, self.data, dev, self.cache, self.config.train.eval_batch_size)
+
+    def _end_epoch(self, start_time: float) -> bool:
+        """Evaluate on dev, record the epoch, save ``best/`` if it is the best and ``last/``; True when best."""
+        tc, st = self.config.train, self.state
+        epoch = st.epoch
+        score = self.evaluate_dev()
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": st.loss_sum / max(1, st.loss_steps),
+            "dev_ndcg@10": score,
+            "temperature": 1 / float(self.model.logit_scale.detach()),
+            "seconds": round(time.time() - start_time, 2),
         }
-        if self.query_feats is not None:
-            kwargs["query_features"] = self.query_feats[batch].to(dev)
-        else:
-            kwargs["queries"] = [self.queries[i] for i in batch]
-        if self.title_feats is not None:
-            kwargs["title_features"] = self.title_feats[rows].to(dev)
-        else:
-            kwargs["titles"] = self.data.product_texts(rows.numpy())
-        if self.image_feats is not None:
-            kwargs["image_features"] = self.image_feats[rows].to(dev)
-        else:
-            kwargs["images"] = self.data.images[rows].to(dev)
-        return kwargs
+        if self.hold.held_parameters(self.optimizer):  # gated modes: whether this epoch's weights include gate training
+            record["gate_trained"] = st.global_step > self.hold.start_step
+        if hasattr(self.negative_mask_fn, "epoch_stats"):
+            record["false_negatives"] = self.negative_mask_fn.epoch_stats()
+        st.history.append(record)
+        if self.progress:
+            fn = record.get("false_negatives")
+            masked = f"  masked {fn['masked_negatives']} negatives ({fn['judge']})" if fn else ""
+            print(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  dev NDCG@10 {score:.4f}{masked}")
+        best = st.observe_dev(score, bool(len(self.data.splits["dev"])), tc.patience)
+        if best:
+            self.checkpoints.save_best(self.model, self._summary(epoch + 1, score, st.history))
+        self.checkpoints.save_last(self.model, self.optimizer, self.scheduler, st)
+        if st.stopped_early and self.progress:
+            print(f"early stopping: no dev gain in {tc.patience} epochs (best epoch {st.best_epoch})")
+        return best
 
-    # ---- checkpoints ------------------------------------------------------------------------------------
     def _summary(self, best_epoch: int, best_dev: float, history: list[dict]) -> dict[str, Any]:
         d = self.data
         return {
@@ -245,152 +557,6 @@ class Trainer:
             },
             "config": self.config.model_dump(mode="json"),
         }
-
-    def _save_best(self, summary: dict[str, Any]) -> None:
-        def write(tmp: Path) -> None:
-            self.model.save_pretrained(tmp)
-            (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-            (tmp / "README.md").write_text(model_card(summary))
-
-        atomic_write_dir(self.run_dir / "best", write)
-
-    def _save_last(self, optimizer, scheduler, state: dict[str, Any]) -> None:
-        atomic_write_dir(
-            self.run_dir / "last", lambda tmp: save_training_state(tmp, self.model, optimizer, scheduler, state)
-        )
-
-    @staticmethod
-    def _lr_factors(
-        optimizer: torch.optim.Optimizer, total: int, warmup_fraction: float, gate_start: int
-    ) -> list[Callable[[int], float]]:
-        """One schedule per parameter group: warm-up + cosine for all; the gate groups (:data:`GATE_GROUPS`) get
-        factor 0 before step ``gate_start`` (held at their init, i.e. mean fusion) and their own warm-up + cosine
-        over the remaining steps."""
-        main = cosine_with_warmup(total, int(warmup_fraction * total))
-        late = cosine_with_warmup(total - gate_start, int(warmup_fraction * (total - gate_start)))
-
-        def gate(step: int) -> float:
-            return 0.0 if step < gate_start else late(step - gate_start)
-
-        return [gate if gate_start and g.get("name") in GATE_GROUPS else main for g in optimizer.param_groups]
-
-    # ---- loop -------------------------------------------------------------------------------------------
-    def fit(self, *, resume: bool = False) -> TrainResult:
-        """Train; with ``resume`` continue from ``run_dir/last`` (a killed run) if it exists."""
-        tc, model = self.config.train, self.model
-        start_time = time.time()
-        optimizer = torch.optim.AdamW(model.parameter_groups(tc.lr, tc.weight_decay, tc.gate_lr_multiplier), lr=tc.lr)
-        steps_per_epoch = len(self.sampler)
-        total = steps_per_epoch * tc.epochs
-        gate_start = int(tc.gate_start_fraction * total)  # steps before it the gate is held (no lr, no gradient)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, self._lr_factors(optimizer, total, tc.warmup_fraction, gate_start)
-        )
-        held = [p for g in optimizer.param_groups if g.get("name") in GATE_GROUPS for p in g["params"]]
-        state = {
-            "epoch": 0,
-            "step_in_epoch": 0,
-            "global_step": 0,
-            "best_dev": -1.0,
-            "best_epoch": -1,
-            "bad_epochs": 0,
-            "history": [],
-        }
-        last = self.run_dir / "last"
-        for name in ("last", "best"):
-            recover_dir(self.run_dir / name)
-        if resume and last.exists():
-            state = load_training_state(last, model, optimizer, scheduler)
-            print(f"resuming from {last} at epoch {state['epoch'] + 1}, step {state['step_in_epoch']}")
-        elif resume:
-            print(f"nothing to resume in {self.run_dir}: starting a new run")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(
-            self.run_dir / "config.json", json.dumps(self.config.model_dump(mode="json"), indent=2) + "\n"
-        )
-        best_state = copy.deepcopy(model.trainable_state_dict()) if state["best_epoch"] < 0 else None
-        dev = self.data.splits["dev"]
-        while state["epoch"] < tc.epochs and not state.get("stopped_early"):
-            epoch = state["epoch"]
-            self.sampler.set_epoch(epoch)
-            batches = list(self.sampler)
-            model.train()
-            bar = tqdm(
-                batches[state["step_in_epoch"] :],
-                desc=f"epoch {epoch + 1}/{tc.epochs}",
-                disable=not self.progress,
-                leave=False,
-            )
-            # Running sums live in the checkpointed state so a resumed epoch reports the loss of all its steps.
-            for batch in bar:
-                prod_rows = self.product_rows(batch, epoch, state["step_in_epoch"])
-                out = self.model(**self.batch_inputs(batch, prod_rows))
-                mask, extra = self.batch_masks(batch, prod_rows)  # (B, Bp) each
-                mask = mask.to(self.device)
-                extra = None if extra is None else extra.to(self.device)
-                same = torch.from_numpy(prod_rows[:, None] == prod_rows[None, :]).to(self.device)  # (Bp, Bp)
-                loss = alignment_loss(
-                    out.sims, self.config.loss, out.logit_scale, out.logit_bias, mask, same, extra_positive=extra
-                )
-                optimizer.zero_grad(set_to_none=True)
-                loss.total.backward()
-                if state["global_step"] < gate_start:
-                    # Held gate: no gradient at all, so that it neither enters the clipping norm nor fills AdamW's
-                    # moments; until the gate starts, training is exactly mean fusion's.
-                    for p in held:
-                        p.grad = None
-                if tc.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                state["loss_sum"] = state.get("loss_sum", 0.0) + loss.parts["total"]
-                state["loss_steps"] = state.get("loss_steps", 0) + 1
-                state["step_in_epoch"] += 1
-                state["global_step"] += 1
-                bar.set_postfix(loss=f"{loss.parts['total']:.3f}", T=f"{1 / float(out.logit_scale.detach()):.3f}")
-                if tc.save_every_steps and state["global_step"] % tc.save_every_steps == 0:
-                    self._save_last(optimizer, scheduler, state)
-                if self.max_steps is not None and state["global_step"] >= self.max_steps:
-                    raise TrainingInterrupted(state["global_step"])
-            score = dev_ndcg(model, self.data, dev, self.cache, tc.eval_batch_size) if len(dev) else float("nan")
-            record = {
-                "epoch": epoch + 1,
-                "train_loss": state.get("loss_sum", 0.0) / max(1, state.get("loss_steps", 0)),
-                "dev_ndcg@10": score,
-                "temperature": 1 / float(model.logit_scale.detach()),
-                "seconds": round(time.time() - start_time, 2),
-            }
-            if held:  # gated modes: whether this epoch's weights include any gate training
-                record["gate_trained"] = state["global_step"] > gate_start
-            if hasattr(self.negative_mask_fn, "epoch_stats"):
-                record["false_negatives"] = self.negative_mask_fn.epoch_stats()
-            state["history"].append(record)
-            if self.progress:
-                fn = record.get("false_negatives")
-                masked = f"  masked {fn['masked_negatives']} negatives ({fn['judge']})" if fn else ""
-                print(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  dev NDCG@10 {score:.4f}{masked}")
-            if score > state["best_dev"] or not len(dev):
-                state.update(best_dev=score, best_epoch=epoch + 1, bad_epochs=0)
-                best_state = copy.deepcopy(model.trainable_state_dict())
-                self._save_best(self._summary(epoch + 1, score, state["history"]))
-            else:
-                state["bad_epochs"] += 1
-            state.update(epoch=epoch + 1, step_in_epoch=0, loss_sum=0.0, loss_steps=0)
-            # Recorded in the checkpoint so that --resume of an early-stopped run does not train on.
-            state["stopped_early"] = bool(tc.patience and state["bad_epochs"] >= tc.patience)
-            self._save_last(optimizer, scheduler, state)
-            if state["stopped_early"]:
-                if self.progress:
-                    print(f"early stopping: no dev gain in {tc.patience} epochs (best epoch {state['best_epoch']})")
-                break
-        if best_state is None:  # resumed after the best epoch: reload it from disk
-            best = QueryLifeModel.from_pretrained(self.run_dir / "best").trainable_state_dict()
-            best_state = best
-        model.load_state_dict(best_state, strict=False)
-        model.eval()
-        return TrainResult(
-            model, self.run_dir, state["best_epoch"], state["best_dev"], state["history"], time.time() - start_time
-        )
 
 
 class TrainingInterrupted(RuntimeError):

@@ -6,9 +6,8 @@ scored pair by pair. Only off-positive pairs count: (query i, product j) with j 
 
 Example::
 
-    catalog, pairs = pd.read_parquet("demo/catalog.parquet"), pd.read_parquet("demo/pairs.parquet")
-    truth = known_equivalents(catalog, pairs)
-    batches = sample_batches(train_pairs, batch_size=64, n_batches=50, seed=0)
+    truth = known_equivalents(data.catalog, data.pairs)
+    batches = sample_batches(data, config, n_batches=50)  # the batches training sees
     table = evaluate_judges({"title": DuplicateTitleJudge(catalog), "guide": GuideModelJudge(...)}, batches, truth)
 """
 
@@ -21,10 +20,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..data.samplers import UniqueBatchSampler
+from ..batches import EpochBatches, TrainBatch
+from ..data.prepare import Dataset
 from .judges import Judge
 
-__all__ = ["KnownEquivalents", "evaluate_judge", "evaluate_judges", "known_equivalents", "sample_batches"]
+__all__ = [
+    "KnownEquivalents",
+    "evaluate_judge",
+    "evaluate_judges",
+    "judge_batch",
+    "known_equivalents",
+    "sample_batches",
+]
 
 Batch = tuple[list[str], list[str], list[str]]  # (queries, product_ids = columns, positive_ids = one per query)
 Truth = Callable[[str, str, str], bool]
@@ -145,37 +152,28 @@ def evaluate_judges(judges: Mapping[str, Judge], batches: Iterable[Batch], truth
     return pd.DataFrame(rows)
 
 
-def sample_batches(
-    train_pairs: pd.DataFrame,
-    batch_size: int,
-    n_batches: int,
-    seed: int = 0,
-    sampler_cls: type = UniqueBatchSampler,
-) -> list[Batch]:
-    """Training batches as the trainer builds them: positive pairs packed by ``sampler_cls`` (default
-    :class:`~querylife.data.samplers.UniqueBatchSampler`: no query or product twice in a batch).
+def judge_batch(batch: TrainBatch) -> Batch:
+    """A training batch as a judge sees it: ``(queries, product_ids of every column, positive_ids)``."""
+    return list(batch.queries), list(batch.product_ids), list(batch.positive_ids)
 
-    Each batch is ``(queries, product_ids, positive_ids)`` with ``product_ids == positive_ids`` (Bp = B: the
-    in-batch negatives are the other rows' positives). Epochs 0, 1, ... are drawn until ``n_batches`` batches
-    exist; batches of one row (no negatives) are skipped.
+
+def sample_batches(data: Dataset, config, n_batches: int, *, seed: int | None = None) -> list[Batch]:
+    """The first ``n_batches`` batches training sees (:func:`querylife.batches.epoch_batches`: epochs 0, 1, ... of
+    ``config.train``'s batch size, seed and hard negatives, over the positives training learns from), as judge
+    batches ``(queries, product_ids, positive_ids)``: the columns are the rows' positives, then their hard negatives.
+
+    Batches without an off-positive column (a single pair, no hard negative) are skipped: they hold nothing to judge.
+    ``seed`` replaces ``config.train.seed``.
     """
     if n_batches < 1:
         return []
-    pos = train_pairs[positive_flags(train_pairs)].reset_index(drop=True)
-    queries = pos["query"].astype(str).tolist()
-    pids = pos["product_id"].astype(str).tolist()
-    if len(pos) < 2:
-        return []
-    sampler = sampler_cls(queries, pids, batch_size, seed=seed, drop_last=False)
+    plan = EpochBatches.from_config(data, config, seed=seed)
     out: list[Batch] = []
     epoch = 0
     while len(out) < n_batches:
-        sampler.set_epoch(epoch)
-        got = [b for b in sampler if len(b) >= 2]
+        got = [b for b in plan.epoch(epoch) if len(b.product_rows) >= 2]
         if not got:
             break
-        for b in got[: n_batches - len(out)]:
-            cols = [pids[i] for i in b]
-            out.append(([queries[i] for i in b], cols, list(cols)))
+        out += [judge_batch(b) for b in got[: n_batches - len(out)]]
         epoch += 1
     return out

@@ -66,16 +66,15 @@ class JudgeQuality:
 def compare_judges(
     config, data: Dataset, *, cache: str | None = None, describer: str | None = None, n_batches: int = 40
 ) -> JudgeComparison:
-    """Precision and recall of each judge's mask against known equivalents, on training batches.
+    """Precision and recall of each judge's mask against known equivalents, on the first ``n_batches`` batches
+    training sees (hard negatives included).
 
     Known equivalents: products of the same ``group_id`` and products labelled positive for the same query.
     Judges: duplicate title and the GIST-style guide always; with ``cache`` (generated descriptions) the GenFilt
     similarity judge; with ``cache`` and ``genfilt.model`` also the generative judge. Raises FileNotFoundError /
     ValueError for missing descriptions, :class:`~querylife.genfilt.base.DescribeError` for an unreachable model.
     """
-    train = data.splits["train"]
-    positives = train[train["positive"]]
-    sampled = sample_batches(positives, config.train.batch_size, n_batches, seed=config.train.seed)
+    sampled = sample_batches(data, config, n_batches)  # exactly the batches training sees
     truth = known_equivalents(data.catalog, data.pairs)
     kinds = {"duplicate_title": "duplicate_title", "gist_guide": "guide"}
     source = "none (no --cache given)"
@@ -106,7 +105,7 @@ def judge_quality(
         return JudgeQuality({}, 0, config.train.batch_size)
     encoder = guide_encoder(config, text_tower)  # one for every judge: each distinct text is embedded once
     train = data.splits["train"]
-    batches = sample_batches(train[train["positive"]], config.train.batch_size, n_batches, seed=config.train.seed)
+    batches = sample_batches(data, config, n_batches)
     truth = known_equivalents(data.catalog, train)
     entries = {}
     for name, kind in kinds.items():

@@ -274,6 +274,25 @@ def build_negative_mask_fn(config, data: Dataset, text_tower=None) -> JudgeMask 
     )
 
 
+def judge_with_shared_tower(config, data: Dataset, towers=None):
+    """``(towers, judge)`` for a :class:`~querylife.train.Trainer`: the configured false-negative judge (None for
+    "none") and the text towers its guide shares with the model (``towers``, else the config's frozen text towers,
+    built once; None when they train or no judge is configured).
+
+    Example::
+
+        towers, judge = judge_with_shared_tower(cfg, data)
+        Trainer(cfg, data, "runs/exp1", towers=towers, negative_mask_fn=judge).fit()
+    """
+    if config.train.false_negative_judge == "none":
+        return towers, None
+    if towers is None:
+        from ..towers import frozen_text_towers
+
+        towers = frozen_text_towers(config.model.tower)
+    return towers, build_negative_mask_fn(config, data, towers[0] if towers else None)
+
+
 def judge_training_batches(
     config,
     data: Dataset,
@@ -283,11 +302,11 @@ def judge_training_batches(
     progress: bool = True,
     judge: Judge | None = None,
 ):
-    """Run a judge over the training batches the trainer will see (same sampler, seed and epochs).
+    """Run a judge over the training batches the trainer will see (:class:`querylife.batches.EpochBatches`: same
+    sampler, seed, epochs and hard negatives).
 
     Used by ``querylife genfilt judge``: it shows what a judge would remove before any training, and for the
     generative judge it fills the answer cache offline, so that training afterwards only reads answers.
-    Hard negatives (``train.hard_negatives``) are drawn per step during training and are not judged here.
 
     Returns ``(flagged, summary)``: one row per flagged pair (``epoch``, ``query``, ``positive_id``,
     ``product_id``, ``truth``: "group" / "label" / "" from the known equivalents, ``protected``: a labelled
@@ -296,7 +315,7 @@ def judge_training_batches(
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from ..data.samplers import UniqueBatchSampler
+    from ..batches import EpochBatches
 
     kind = kind or config.train.false_negative_judge
     judge = judge or build_judge(config, data, kind=kind)
@@ -304,30 +323,23 @@ def judge_training_batches(
         raise ValueError("no judge: pass --judge (duplicate_title, guide, descriptions or generative)")
     tc = config.train
     train = data.splits["train"]
-    pos = train[training_positive(train, config.data.include_partial_positives)].reset_index(drop=True)
-    queries = pos["query"].astype(str).tolist()
-    pids = pos["product_id"].astype(str).tolist()
     truth = known_equivalents(data.catalog, train)
     negatives = labelled_negative_pairs(data, "train", config.data.include_partial_positives)
     protect = protected_pairs(config, data)
-    sampler = UniqueBatchSampler(queries, pids, tc.batch_size, seed=tc.seed, drop_last=False)
     n_epochs = tc.epochs if epochs is None else epochs
-    plan = []
-    for epoch in range(n_epochs):
-        sampler.set_epoch(epoch)
-        plan += [(epoch, b) for b in sampler if len(b) >= 2]
+    plan = [b for b in EpochBatches.from_config(data, config).steps(n_epochs) if len(b.product_rows) >= 2]
     rows, pairs = [], 0
-    for epoch, batch in tqdm(plan, desc=f"judging ({kind})", disable=not progress):
-        qs, cols = [queries[i] for i in batch], [pids[i] for i in batch]
-        mask = np.asarray(judge.mask(qs, cols, cols), dtype=bool)
-        pairs += len(qs) * (len(cols) - 1)
+    for batch in tqdm(plan, desc=f"judging ({kind})", disable=not progress):
+        qs, cols, positives = batch.queries, batch.product_ids, batch.positive_ids
+        mask = np.asarray(judge.mask(qs, cols, positives), dtype=bool)
+        pairs += len(qs) * len(cols) - len(qs)
         for i, j in zip(*np.nonzero(mask), strict=True):
-            reason = truth.reason(qs[i], cols[i], cols[j]) or ""
+            reason = truth.reason(qs[i], positives[i], cols[j]) or ""
             rows.append(
                 {
-                    "epoch": epoch + 1,
+                    "epoch": batch.epoch + 1,
                     "query": qs[i],
-                    "positive_id": cols[i],
+                    "positive_id": positives[i],
                     "product_id": cols[j],
                     "truth": reason,
                     "labelled_negative": (qs[i], cols[j]) in negatives,

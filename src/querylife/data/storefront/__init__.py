@@ -17,7 +17,8 @@ Layout: the storefront is data (:mod:`.spec` the schema, :mod:`.clothing_electro
 the generator reads it in :mod:`.catalog` (listings, :mod:`.titles`), :mod:`.queries` and :mod:`.labels`; photos
 are drawn by :mod:`.render` from :mod:`.shapes`; :mod:`.writer` and :mod:`.generate` write a storefront
 atomically, :mod:`.meta` describes it; :mod:`.figures` makes the docs' figures. A second storefront is a second
-:class:`StorefrontSpec`, not a copy of the generator.
+:class:`StorefrontSpec`, not a copy of the generator: :mod:`.registry` names them (``demo``, :mod:`.home_books`,
+:mod:`.media_market`), and ``DemoConfig(storefront=NAME)`` picks one.
 """
 
 from __future__ import annotations
@@ -26,26 +27,36 @@ from .clothing_electronics import CLOTHING_ELECTRONICS
 from .config import DemoConfig, DemoStorefront
 from .figures import render_attribute_sheet, render_contact_sheet
 from .generate import generate_demo
+from .home_books import HOME_BOOKS
+from .media_market import MEDIA_MARKET
 from .meta import GENERATOR_VERSION
+from .registry import DEFAULT_STOREFRONT, STOREFRONTS, storefront_spec
 from .render import render_product_image
-from .spec import Palette, ProductTypeSpec, StorefrontSpec, Vocabulary
+from .spec import Language, Palette, ProductTypeSpec, StorefrontSpec, TypeWords, Vocabulary
 
 __all__ = [
     "CLOTHING_ELECTRONICS",
+    "DEFAULT_STOREFRONT",
     "GENERATOR_VERSION",
+    "HOME_BOOKS",
     "IMAGE_INFORMATIVE_TYPES",
+    "MEDIA_MARKET",
     "PRODUCT_TYPES",
+    "STOREFRONTS",
     "TITLE_INFORMATIVE_TYPES",
     "DemoConfig",
     "DemoStorefront",
+    "Language",
     "Palette",
     "ProductTypeSpec",
     "StorefrontSpec",
+    "TypeWords",
     "Vocabulary",
     "generate_demo",
     "render_attribute_sheet",
     "render_contact_sheet",
     "render_product_image",
+    "storefront_spec",
 ]
 
 # The demo storefront's types, by name and by the modality that carries their searched attributes.

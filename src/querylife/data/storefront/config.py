@@ -7,9 +7,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .clothing_electronics import CLOTHING_ELECTRONICS
+from .registry import DEFAULT_STOREFRONT, storefront_spec
+from .spec import StorefrontSpec
 
-__all__ = ["DemoConfig", "DemoStorefront"]
+__all__ = ["DEFAULT_STOREFRONT", "DemoConfig", "DemoStorefront"]
 
 
 @dataclass
@@ -40,13 +41,15 @@ class DemoConfig:
     title_decoy_rate: float = 0.3
     # Gaussian pixel noise, standard deviation range on the 0-255 scale, drawn per listing photo.
     noise_std: tuple[float, float] = (2.0, 7.0)
+    # Which storefront (a name in .registry.STOREFRONTS): its product types, words, languages, missing photos.
+    storefront: str = DEFAULT_STOREFRONT
 
     def __post_init__(self) -> None:
         # Tuples arrive as lists when a config is read back from JSON.
         self.irrelevant_share = tuple(self.irrelevant_share)  # type: ignore[assignment]
         self.exact_share = tuple(self.exact_share)  # type: ignore[assignment]
         self.noise_std = tuple(self.noise_std)  # type: ignore[assignment]
-        n_types = len(CLOTHING_ELECTRONICS.product_types)
+        n_types = len(self.spec.product_types)  # also refuses an unknown storefront
         if self.n_products < 8 * n_types:
             raise ValueError(f"n_products must be >= {8 * n_types}, got {self.n_products}")
         if not 16 <= self.image_size <= 1024:
@@ -67,9 +70,21 @@ class DemoConfig:
     def effective_n_queries(self) -> int:
         return self.n_queries or max(8, self.n_products // 5)
 
+    @property
+    def spec(self) -> StorefrontSpec:
+        """The storefront definition this config generates."""
+        return storefront_spec(self.storefront)
+
     def to_json(self) -> dict[str, Any]:
-        """The config as plain JSON types (tuples become lists), as stored in meta.json."""
-        return json.loads(json.dumps(asdict(self)))
+        """The config as plain JSON types (tuples become lists), as stored in meta.json.
+
+        The default storefront's name is left out, so the demo's meta.json (and cache key) is what it was before
+        storefronts had names.
+        """
+        out = json.loads(json.dumps(asdict(self)))
+        if out["storefront"] == DEFAULT_STOREFRONT:
+            del out["storefront"]
+        return out
 
 
 @dataclass
@@ -92,12 +107,16 @@ class DemoStorefront:
         return json.loads(self.meta_path.read_text())
 
     def type_groups(self) -> dict[str, list[str]]:
-        """Product types grouped by the modality that carries most of their attributes (for reports)."""
+        """Product types grouped by the modality that carries most of their attributes (for reports):
+        ``image-informative``, ``title-informative`` and, where the storefront has any, ``mixed``."""
         meta = self.meta()
-        return {
+        groups = {
             "image-informative": meta["image_informative_types"],
             "title-informative": meta["title_informative_types"],
         }
+        if meta.get("mixed_types"):
+            groups["mixed"] = meta["mixed_types"]
+        return groups
 
     def config_overrides(self) -> dict[str, str]:
         """Config overrides that point an experiment at this storefront, split by intent: the storefront phrases

@@ -15,7 +15,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .clothing_electronics import CLOTHING_ELECTRONICS
 from .config import DemoConfig, DemoStorefront
 from .meta import GENERATOR_NAME, GENERATOR_VERSION
 from .writer import write_storefront
@@ -70,6 +69,7 @@ def generate_demo(
 
         store = generate_demo("demo_data", DemoConfig(n_products=3000, seed=0))
         catalog = pandas.read_parquet(store.catalog_path)
+        other = generate_demo("home_data", DemoConfig(storefront="home_books"))  # see .registry
     """
     config = config or DemoConfig()
     out = Path(out_dir).expanduser().absolute()
@@ -88,7 +88,7 @@ def generate_demo(
     _remove_stale_temp_dirs(out.parent, out.name)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
-        write_storefront(tmp, config, CLOTHING_ELECTRONICS, progress)
+        write_storefront(tmp, config, config.spec, progress)
         if out.exists():
             if not overwrite and _is_current(out, config):
                 return store  # another process finished the same storefront first

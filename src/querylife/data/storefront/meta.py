@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .catalog import Listing
-from .config import DemoConfig
+from .config import DEFAULT_STOREFRONT, DemoConfig
 from .labels import LABELS
 from .queries import Query
 from .spec import StorefrontSpec
@@ -46,10 +46,12 @@ def build_meta(
         rows = [li for li in listings if li.product_type == t]
         drawn = spec.product_types[t].image_attributes
         mention[t] = round(
-            sum(mentions(spec, li.title, [li.attributes[a] for a in drawn]) for li in rows) / len(rows), 4
+            sum(mentions(spec.in_language(li.language), li.title, [li.attributes[a] for a in drawn]) for li in rows)
+            / len(rows),
+            4,
         )
     n_pairs = max(1, len(pairs))
-    return {
+    meta = {
         "generator": GENERATOR_NAME,
         "generator_version": GENERATOR_VERSION,
         "config": config.to_json(),
@@ -58,7 +60,7 @@ def build_meta(
             "groups": len(group_sizes),
             "queries": len(queries),
             "pairs": len(pairs),
-            "images": len(listings),
+            "images": sum(li.has_image for li in listings),
         },
         "files": {
             "catalog": "catalog.parquet",
@@ -99,4 +101,33 @@ def build_meta(
             "group_size_counts": {str(n): sum(1 for s in group_sizes.values() if s == n) for n in (1, 2, 3)},
             "queries_with_duplicate_candidates": q_with_dup,
         },
+    }
+    if spec.mixed_types:
+        meta["mixed_types"] = spec.mixed_types
+    if config.storefront != DEFAULT_STOREFRONT:  # the demo's meta.json stays as it was before storefronts had names
+        meta["storefront"] = _storefront_meta(config.storefront, spec, listings, queries)
+    return meta
+
+
+def _storefront_meta(name: str, spec: StorefrontSpec, listings: list[Listing], queries: list[Query]) -> dict[str, Any]:
+    """What a named storefront is made of: styles per type, languages, missing photos."""
+
+    def count(values: list[str]) -> dict[str, int]:
+        return {code: values.count(code) for code in spec.language_codes}
+
+    return {
+        "name": name,
+        "description": spec.description,
+        "types": {
+            t: {"informative": s.informative, "title_style": s.title_kind, "image_style": s.image_style}
+            for t, s in spec.product_types.items()
+        },
+        "mixed_types": spec.mixed_types,
+        "shared_icon_types": spec.shared_icon_types,
+        "missing_image_rate": spec.missing_image_rate,
+        "listings_without_image": sum(not li.has_image for li in listings),
+        "title_languages": count([li.language for li in listings]),
+        "query_languages": count([q.language for q in queries]),
+        "title_drop_rate": spec.title_drop_rate,
+        "title_typo_rate": spec.title_typo_rate,
     }

@@ -18,10 +18,13 @@ from PIL import Image, ImageDraw
 from . import streams
 from .clothing_electronics import CLOTHING_ELECTRONICS
 from .shapes import DRAWINGS, Point, shade
+from .shapes_home_media import HOME_MEDIA_DRAWINGS
 from .spec import StorefrontSpec
 from .streams import pick
 
-__all__ = ["item_look", "photo_shot", "render_image", "render_product_image"]
+__all__ = ["item_look", "photo_shot", "render_icon", "render_image", "render_product_image"]
+
+_DRAWINGS = {**DRAWINGS, **HOME_MEDIA_DRAWINGS}
 
 
 def item_look(spec: StorefrontSpec, ptype: str, attrs: Mapping[str, str], rng: np.random.Generator) -> dict[str, Any]:
@@ -35,7 +38,8 @@ def item_look(spec: StorefrontSpec, ptype: str, attrs: Mapping[str, str], rng: n
         if tspec.drawing_name == "handbag":  # straps in leather tones or the bag's own darker shade
             accent_choices = ((60, 40, 30), (150, 110, 70), tuple(shade(main, 0.55)))  # type: ignore[assignment]
     else:
-        device = palette.colour_rgb[attrs["colour"]] if "colour" in attrs else pick(rng, palette.device_rgb)
+        drawn_colour = "colour" in attrs and "colour" in tspec.image_attributes
+        device = palette.colour_rgb[attrs["colour"]] if drawn_colour else pick(rng, palette.device_rgb)
         main = np.array(device, dtype=float) + rng.uniform(-10, 10, size=3)
         ink = main
         accent_choices = ((60, 200, 90), (80, 160, 255), (255, 255, 255))
@@ -81,7 +85,7 @@ def render_image(
     """Draw one listing photo as an (size, size, 3) uint8 array. Pure function of its arguments."""
     ss = max(1, math.ceil(128 / size))  # supersample small images so that edges and patterns anti-alias
     big = size * ss
-    parts = DRAWINGS[spec.product_types[ptype].drawing_name](attrs, look)
+    parts = _DRAWINGS[spec.product_types[ptype].drawing_name](attrs, look)
     pts_all = np.array([p for part in parts for p in part.points])
     lo, hi = pts_all.min(axis=0), pts_all.max(axis=0)
     centre0 = (lo + hi) / 2
@@ -170,6 +174,16 @@ def render_image(
     noise_rng = np.random.default_rng(photo["noise_seed"])
     out += noise_rng.normal(0.0, photo["noise_std"], size=out.shape).astype(np.float32)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def render_icon(spec: StorefrontSpec, ptype: str, variant: int, seed: int, size: int) -> np.ndarray:
+    """Stock picture ``variant`` of a shared-icon type: drawn from nothing but the type, the variant and the seed,
+    without pixel noise, and shown unchanged by every listing that uses it (so it says nothing about attributes)."""
+    index = 1 + list(spec.product_types).index(ptype) * 64 + variant  # index 0 is the listings' icon draws
+    gen = streams.rng(seed, streams.ICON, index)
+    look = item_look(spec, ptype, {}, gen)
+    shot = photo_shot(gen, (0.0, 0.0))
+    return render_image(spec, ptype, {}, look, shot, size)
 
 
 def render_product_image(

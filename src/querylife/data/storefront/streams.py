@@ -11,9 +11,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CATALOG", "ITEM_LOOK", "PHOTO", "QUERIES", "pick", "rng"]
+__all__ = ["CATALOG", "ICON", "IMAGE_PRESENCE", "ITEM_LOOK", "LANGUAGE", "PHOTO", "QUERIES", "pick", "rng"]
 
 CATALOG, QUERIES, ITEM_LOOK, PHOTO = range(4)
+# Streams of the features the demo storefront does not use (second languages, missing photos, shared stock icons):
+# kept apart so that adding them to a storefront never moves a draw of the four above.
+LANGUAGE, IMAGE_PRESENCE, ICON = range(4, 7)
 
 
 def rng(seed: int, stream: int, index: int = 0) -> np.random.Generator:

@@ -6,6 +6,7 @@ directory and the rename that make the whole storefront appear atomically.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from pathlib import Path
@@ -21,7 +22,7 @@ from .config import DemoConfig
 from .labels import build_pairs
 from .meta import build_meta
 from .queries import build_queries
-from .render import item_look, photo_shot, render_image
+from .render import item_look, photo_shot, render_icon, render_image
 from .spec import StorefrontSpec
 
 __all__ = ["write_storefront"]
@@ -29,7 +30,7 @@ __all__ = ["write_storefront"]
 log = logging.getLogger(__name__)
 
 
-def _write_parquet(path: Path, columns: dict[str, list[str]]) -> None:
+def _write_parquet(path: Path, columns: dict[str, list[str | None]]) -> None:
     table = pa.table({k: pa.array(v, type=pa.string()) for k, v in columns.items()})
     pq.write_table(table, path, compression="zstd")
 
@@ -50,11 +51,23 @@ def write_storefront(out: Path, config: DemoConfig, spec: StorefrontSpec, progre
     images = out / "images"
     images.mkdir()
     look_group, look = -1, {}
+    icons: dict[tuple[str, int], bytes] = {}  # encoded once, written for every listing that shows it
     # Photos are rendered in group order so that the rng streams never depend on the id shuffle.
     order = sorted(range(len(listings)), key=lambda i: (listings[i].group, listings[i].copy))
     bar = tqdm(order, total=len(order), desc="Rendering demo images", unit="img", disable=not progress)
     for i in bar:
         li = listings[i]
+        if not li.has_image:
+            continue
+        if spec.product_types[li.product_type].image_style == "shared_icon":
+            key = (li.product_type, li.icon)
+            if key not in icons:
+                buf = io.BytesIO()
+                icon = render_icon(spec, li.product_type, li.icon, config.seed, config.image_size)
+                Image.fromarray(icon).save(buf, format="PNG", compress_level=6)
+                icons[key] = buf.getvalue()
+            (images / f"{li.product_id}.png").write_bytes(icons[key])
+            continue
         if li.group != look_group:
             look_group = li.group
             look_rng = streams.rng(config.seed, streams.ITEM_LOOK, li.group)
@@ -70,11 +83,12 @@ def write_storefront(out: Path, config: DemoConfig, spec: StorefrontSpec, progre
         {
             "product_id": [li.product_id for li in rows],
             "title": [li.title for li in rows],
-            "image_path": [f"images/{li.product_id}.png" for li in rows],
+            "image_path": [f"images/{li.product_id}.png" if li.has_image else None for li in rows],
             "product_type": [li.product_type for li in rows],
             "attributes": [json.dumps(li.attributes) for li in rows],
             "group_id": [f"g{li.group:06d}" for li in rows],
             "seller": [li.seller for li in rows],
+            **({"language": [li.language for li in rows]} if spec.languages else {}),
         },
     )
     # "intent" lets data.split_by=intent keep every phrasing of a test meaning out of training.
@@ -94,6 +108,7 @@ def write_storefront(out: Path, config: DemoConfig, spec: StorefrontSpec, progre
             "query": [q.text for q in queries],
             "product_type": [q.product_type for q in queries],
             "attributes": [json.dumps(q.attributes) for q in queries],
+            **({"language": [q.language for q in queries]} if spec.languages else {}),
         },
     )
     meta = build_meta(config, spec, listings, queries, pairs, attempts)
