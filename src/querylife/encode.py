@@ -209,12 +209,14 @@ def encode_product_rows(
     cache: Any = None,
     batch_size: int = 512,
     progress: bool = False,
+    image_features: Callable[[], torch.Tensor] | None = None,
 ) -> ProductVectors:
     """Encode N products (text, type, images) into the model's space, in chunks of ``batch_size``.
 
     ``images(start, stop)``: the uint8 images (stop - start, 3, S, S) of products ``start:stop`` (decoded on
     demand, so that only a chunk's images are ever held). ``cache``: a :class:`~querylife.scoring.FeatureCache`
-    for frozen text towers (a fresh one when None).
+    for frozen text towers (a fresh one when None). ``image_features``: when given, returns the vision tower's
+    features (N, d_v) of all N products (a frozen tower's cached features); only the image head then runs.
     """
     from .scoring import FeatureCache
 
@@ -226,9 +228,13 @@ def encode_product_rows(
         tf = cache.text(model, texts, batch_size=batch_size, progress=progress)
         t = torch.cat([model.project_titles(c) for c in tf.split(batch_size)]) if n else tf  # (N, D)
         v_parts = []
+        vf = image_features() if image_features is not None else None  # (N, d_v)
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
-            v_parts.append(model.encode_images(images(start, stop), has_image[start:stop]).cpu())  # (b, D)
+            if vf is not None:
+                v_parts.append(model.project_images(vf[start:stop], has_image[start:stop]).cpu())  # (b, D)
+            else:
+                v_parts.append(model.encode_images(images(start, stop), has_image[start:stop]).cpu())  # (b, D)
         v = torch.cat(v_parts) if v_parts else torch.empty(0, model.config.embed_dim)
         types = model.type_ids(product_types)
     finally:

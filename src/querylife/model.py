@@ -237,12 +237,14 @@ class QueryLifeModel(nn.Module):
 
     # ---- persistence ------------------------------------------------------------------------------------
     def _frozen_prefixes(self) -> list[str]:
-        """Frozen pretrained towers are not copied into checkpoints: config.json names their source."""
+        """Frozen pretrained towers are not copied into checkpoints: config.json names their source. Of a partly
+        trained EfficientNet-Lite only the trained blocks are saved."""
         out = []
-        for name in ("text_tower", "query_tower", "vision_tower"):
+        for name in ("text_tower", "query_tower"):
             tower = getattr(self, name)
-            if tower is not None and tower.frozen and getattr(tower, "name", "small_cnn") != "small_cnn":
+            if tower is not None and tower.frozen:
                 out.append(name + ".")
+        out += [f"vision_tower.{p}" for p in self.vision_tower.frozen_state_prefixes()]
         return out
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

