@@ -45,3 +45,27 @@ class StoredProducts:
             return np.fromiter((self.row_of[p] for p in product_ids), dtype=np.int64)
         except KeyError as err:
             raise KeyError(f"product_id {err.args[0]!r} is not in the store") from None
+
+    def select(self, rows) -> StoredProducts:
+        """The products at ``rows`` (a new StoredProducts, row-aligned with ``rows``)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        idx = torch.from_numpy(rows)
+        return StoredProducts(
+            product_ids=[self.product_ids[r] for r in rows], titles=[self.titles[r] for r in rows],
+            product_types=[self.product_types[r] for r in rows], t=self.t[idx], v=self.v[idx],
+            has_image=self.has_image[idx], type_ids=self.type_ids[idx], index_vectors=self.index_vectors[idx],
+        )
+
+    @staticmethod
+    def concat(parts: list[StoredProducts]) -> StoredProducts:
+        """Row-wise concatenation (the order of ``parts``)."""
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        return StoredProducts(
+            product_ids=[p for part in parts for p in part.product_ids],
+            titles=[p for part in parts for p in part.titles],
+            product_types=[p for part in parts for p in part.product_types],
+            t=torch.cat([p.t for p in parts]), v=torch.cat([p.v for p in parts]),
+            has_image=torch.cat([p.has_image for p in parts]), type_ids=torch.cat([p.type_ids for p in parts]),
+            index_vectors=torch.cat([p.index_vectors for p in parts]),
+        )
