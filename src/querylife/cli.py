@@ -339,6 +339,53 @@ def calibrate(
 
 
 @app.command(
+    epilog="Examples:\n\n  querylife serve --checkpoint runs/exp1/best --store runs/exp1/store\n\n"
+    "  QUERYLIFE_API_KEY=... querylife serve --checkpoint runs/exp1/best --store runs/exp1/store --host 0.0.0.0 "
+    "--port 8080 --api-key-env QUERYLIFE_API_KEY --workers 2 --set max_candidates=500",
+)
+def serve(
+    checkpoint: Annotated[Path, typer.Option(help="Trained checkpoint dir (calibrator.json inside gives decisions).")],
+    store: Annotated[Path, typer.Option(help="Embedding store written by `querylife embed` (and its index).")],
+    host: Annotated[str, typer.Option(help="Interface to listen on (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes (each loads the model and the store).")] = 1,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Environment variable holding the API key (the key never goes on the command "
+                                      "line); clients send Authorization: Bearer KEY or X-API-Key: KEY.")
+    ] = None,
+    serve_config: Annotated[Path | None, typer.Option(help="YAML/JSON service settings (limits, batcher).")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Service setting, e.g. --set max_candidates=500.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve relevance, search and embeddings over HTTP (FastAPI + uvicorn; docs/SERVING.md).
+
+    POST /v1/relevance, /v1/search, /v1/embed; GET /healthz, /readyz, /metrics; the API at /docs.
+    """
+    from .serve.config import load_serve_config
+    from .serve.run import serve as run_server
+    from .suite import check_checkpoint_dir
+
+    try:
+        check_checkpoint_dir(checkpoint)
+    except MethodError as err:
+        _fail(str(err))
+    if not store.exists():
+        _fail(f"{store}: no such embedding store (write one with `querylife embed --checkpoint {checkpoint} ...`)")
+    if workers < 1:
+        _fail(f"--workers must be at least 1, got {workers}")
+    try:
+        settings = load_serve_config(serve_config, set_ or [])
+        if api_key_env:
+            settings = settings.model_copy(update={"api_key_env": api_key_env})
+        _quiet_transformers()
+        run_server(checkpoint, store, settings, host=host, port=port, workers=workers, log_level=log_level)
+    except ValueError as err:
+        _fail(str(err))
+
+
+@app.command(
     "eval",
     epilog="Examples:\n\n  querylife eval --checkpoint runs/exp1/best --catalog data/demo/catalog.parquet "
     "--pairs data/demo/pairs.parquet --out runs/exp1/eval\n\n  querylife eval --suite --catalog "
