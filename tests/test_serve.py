@@ -28,7 +28,7 @@ import uvicorn
 from PIL import Image
 from store_helpers import make_checkpoint
 
-from querylife.calibrate import calibrate_model, load_calibrator, weights_digest
+from querylife.calibrate import calibrate_model, load_calibrator
 from querylife.config import EvalConfig
 from querylife.data.prepare import prepare_dataset
 from querylife.encode import Catalogue, iter_product_batches
@@ -38,7 +38,7 @@ from querylife.search import Searcher
 from querylife.serve import ServeConfig, Service, create_app
 from querylife.serve.batcher import QueryBatcher
 from querylife.serve.config import BatcherConfig, load_serve_config
-from querylife.store import StoredProducts
+from querylife.store import StoredProducts, checkpoint_hash
 
 
 @contextmanager
@@ -89,7 +89,7 @@ def stored(checkpoint, dataset) -> StoredProducts:
 def make_service(checkpoint, stored, settings: ServeConfig, *, calibrated: bool = True) -> Service:
     model = QueryLifeModel.from_pretrained(checkpoint)
     cal, note = load_calibrator(checkpoint) if calibrated else (None, "no calibrator.json")
-    info = {"checkpoint": str(checkpoint), "weights_sha256": weights_digest(checkpoint)}
+    info = {"checkpoint": str(checkpoint), "checkpoint_sha256": checkpoint_hash(checkpoint)}
     return Service(Searcher(model, stored), settings, calibrator=cal, calibrator_note=note, info=info)
 
 
@@ -139,7 +139,7 @@ def test_served_scores_equal_eval_scores(client, checkpoint, dataset):
         np.testing.assert_allclose([x["probability"] for x in body["results"]], prob, atol=1e-5)
         assert [x["relevant"] for x in body["results"]] == (prob >= cal.threshold).tolist()
         assert body["threshold"] == pytest.approx(cal.threshold)
-        assert body["model"] == weights_digest(checkpoint)[:16]
+        assert body["model"] == checkpoint_hash(checkpoint)[:16]
 
 
 def test_inline_products_score_like_stored_ones(client, dataset, tiny_store):
@@ -195,7 +195,7 @@ def test_health_ready_metrics_and_openapi(client, checkpoint, stored):
     assert ready.status_code == 200
     info = ready.json()
     assert info["ready"] and info["calibrator"] is True and info["store_products"] == len(stored)
-    assert info["weights_sha256"] == weights_digest(checkpoint) and info["limits"]["max_candidates"] == 40
+    assert info["checkpoint_sha256"] == checkpoint_hash(checkpoint) and info["limits"]["max_candidates"] == 40
     client.post("/v1/relevance", json={"query": "x", "product_ids": ["nope"]})
     text = client.get("/metrics").text
     for name in ("querylife_requests_total", "querylife_request_duration_seconds_bucket",

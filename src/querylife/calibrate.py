@@ -3,8 +3,9 @@
 ``querylife eval`` fits a :class:`~querylife.relevance.RelevanceCalibrator` on dev for every method
 (:func:`querylife.evaluate.decide`), but a served model needs the same decision without the data: this module
 scores a dataset's dev split with a checkpoint, fits the calibrator with the config's ``eval`` settings exactly
-as ``eval`` does, and writes it (plain JSON, atomically) into the checkpoint directory, tied to the weights it
-was fitted for by their SHA-256. ``querylife train`` calls it on ``OUT/best``; ``querylife calibrate`` refits it.
+as ``eval`` does, and writes it (plain JSON, atomically) into the checkpoint directory, tied to the checkpoint it
+was fitted for by its SHA-256 (``store.checkpoint_hash``, as the embedding store names its owner).
+``querylife train`` calls it on ``OUT/best``; ``querylife calibrate`` refits it.
 
 Example::
 
@@ -15,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +25,10 @@ import numpy as np
 
 from .atomic import atomic_write_text
 from .data.prepare import Dataset
-from .model import WEIGHTS_NAME, QueryLifeModel
+from .model import QueryLifeModel
 from .relevance import RelevanceCalibrator
 from .scoring import FeatureCache, score_pairs
+from .store import checkpoint_hash
 
 __all__ = [
     "CALIBRATOR_NAME",
@@ -36,7 +37,6 @@ __all__ = [
     "calibrate_model",
     "decision_settings",
     "load_calibrator",
-    "weights_digest",
 ]
 
 CALIBRATOR_NAME = "calibrator.json"
@@ -50,15 +50,6 @@ def decision_settings(eval_config) -> dict[str, Any]:
         "threshold_rule": eval_config.threshold_rule,
         "target_precision": eval_config.target_precision,
     }
-
-
-def weights_digest(checkpoint: str | Path) -> str:
-    """SHA-256 of the checkpoint's ``model.safetensors``: names the exact weights a calibrator was fitted for."""
-    h = hashlib.sha256()
-    with open(Path(checkpoint) / WEIGHTS_NAME, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
@@ -113,7 +104,7 @@ def calibrate_model(
         return CalibrationResult(None, None, len(dev), reason)
     cal = RelevanceCalibrator(**decision_settings(eval_config)).fit(scores, dev["positive"].to_numpy())
     payload = cal.to_dict()
-    payload["fitted_for"] = {"weights_sha256": weights_digest(checkpoint), "dev_pairs": int(len(dev))}
+    payload["fitted_for"] = {"checkpoint_sha256": checkpoint_hash(checkpoint), "dev_pairs": int(len(dev))}
     atomic_write_text(target, json.dumps(payload, indent=2) + "\n")
     return CalibrationResult(cal, target, len(dev))
 
@@ -128,7 +119,7 @@ def calibrate_checkpoint(
 
 def load_calibrator(checkpoint: str | Path) -> tuple[RelevanceCalibrator | None, str]:
     """The checkpoint's calibrator and a note: ``(None, why)`` when there is none, it cannot be read, or it was
-    fitted for other weights (the checkpoint was retrained in place after calibrating)."""
+    fitted for another checkpoint (it was retrained in place after calibrating)."""
     path = Path(checkpoint) / CALIBRATOR_NAME
     if not path.is_file():
         return None, f"{path} is missing: run `querylife calibrate --checkpoint {checkpoint}`"
@@ -137,7 +128,7 @@ def load_calibrator(checkpoint: str | Path) -> tuple[RelevanceCalibrator | None,
         cal = RelevanceCalibrator.from_dict(payload)
     except (OSError, ValueError, TypeError) as err:
         return None, f"{path}: cannot read the calibrator: {err}"
-    fitted = (payload.get("fitted_for") or {}).get("weights_sha256")
-    if fitted is not None and fitted != weights_digest(checkpoint):
+    fitted = (payload.get("fitted_for") or {}).get("checkpoint_sha256")
+    if fitted is not None and fitted != checkpoint_hash(checkpoint):
         return None, f"{path} was fitted for other weights (the checkpoint changed since): recalibrate it"
     return cal, f"{path} ({cal.method}, {cal.threshold_rule}, threshold {cal.threshold:.4f})"

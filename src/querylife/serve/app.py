@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import math
 import os
 import threading
@@ -54,7 +55,7 @@ from .service import BadInput, Scored, Service, UnknownProducts
 
 __all__ = ["create_app"]
 
-_OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/redoc")
+_log = logging.getLogger("uvicorn.error")  # uvicorn's own logger: shown at its log level
 
 
 class _Capacity:
@@ -292,10 +293,17 @@ def create_app(
         if loader is not None and rt.service is None:
 
             async def load() -> None:
+                started = time.perf_counter()
                 try:
                     rt.attach(await asyncio.get_running_loop().run_in_executor(rt.pool, loader))
-                except Exception as err:  # reported by /readyz and every /v1 answer
+                except Exception as err:  # reported by /readyz, every /v1 answer and the log
                     rt.load_error = f"{type(err).__name__}: {err}"
+                    _log.error("querylife serve: cannot load the model: %s", rt.load_error)
+                    return
+                info = rt.service.info
+                _log.warning("querylife serve: ready in %.1f s: %s products, index %s, calibrator %s",
+                             time.perf_counter() - started, info.get("store_products"), info.get("index"),
+                             "yes" if info.get("calibrator") else f"no ({info.get('calibrator_note')})")
 
             task = asyncio.create_task(load())
         yield

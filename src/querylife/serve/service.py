@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..calibrate import load_calibrator, weights_digest
+from ..calibrate import load_calibrator
 from ..data.images import ImageDataError, decode_image_bytes
 from ..model import QueryLifeModel
 from ..relevance import RelevanceCalibrator
@@ -82,7 +82,8 @@ def decode_inline_image(text: str, size: int, settings: ServeConfig, loc: tuple)
 class Service:
     """A loaded model + store + index + calibrator; every method is blocking (run it off the event loop).
 
-    ``info`` (for /readyz) names the checkpoint, its weights' SHA-256, the store size and the calibrator.
+    ``info`` (for /readyz) names the checkpoint and its SHA-256 (``store.checkpoint_hash``), the store size, the
+    index and the calibrator.
     """
 
     def __init__(
@@ -102,12 +103,12 @@ class Service:
             "calibrator": calibrator is not None,
             "calibrator_note": calibrator_note,
             "store_products": len(searcher.products),
-            "index": type(searcher.index).__name__ if searcher.index is not None else None,
+            "index": "given" if searcher.index is not None else "none (exhaustive search)",
             "embed_dim": self.model.config.embed_dim,
             "fusion": self.model.config.fusion.mode,
             **(info or {}),
         }
-        self.model_id = str(self.info.get("weights_sha256", "unknown"))[:16]
+        self.model_id = str(self.info.get("checkpoint_sha256", "unknown"))[:16]
         tower = self.model.config.tower
         self.image_size = int(tower.image_size or tower.small_cnn.image_size)
 
@@ -181,26 +182,28 @@ class Service:
 
 
 def load_service(checkpoint: str | Path, store: str | Path, settings: ServeConfig) -> Service:
-    """Load the checkpoint, the embedding store and its index (when one was built) and the calibrator.
+    """Load the checkpoint, its embedding store, the store's index (exhaustive search when none was built) and the
+    calibrator.
 
     Raises:
-        FileNotFoundError / ValueError: naming the checkpoint or store that cannot be used (e.g. a store embedded
-            with another checkpoint).
+        StoreError / ProductIndexError / FileNotFoundError / ValueError: naming the checkpoint, store or index that
+            cannot be used: an incomplete or damaged store, a store embedded with another checkpoint, a stale index.
     """
-    from ..embedding_store import EmbeddingStore
+    from ..index import INDEX_MANIFEST, ProductIndex
+    from ..store import EmbeddingStore, StoreError, checkpoint_hash
 
     checkpoint, store = Path(checkpoint), Path(store)
-    model = QueryLifeModel.from_pretrained(checkpoint)
+    digest = checkpoint_hash(checkpoint)
     opened = EmbeddingStore.open(store)
+    if opened.checkpoint_sha256 != digest:
+        raise StoreError(f"{store} was embedded with checkpoint {opened.checkpoint_path} (sha256 "
+                         f"{opened.checkpoint_sha256[:12]}), not {checkpoint} ({digest[:12]}): its vectors do not "
+                         f"belong to this model; run `querylife embed --checkpoint {checkpoint} ...`")
+    model = QueryLifeModel.from_pretrained(checkpoint)
     products = opened.load()
-    index = None
-    try:
-        from ..index import ProductIndex
-
-        index = ProductIndex.load(store)
-    except FileNotFoundError:
-        index = None  # no index built: exhaustive search (fine for small catalogues)
+    index = ProductIndex.load(store, store=opened) if (store / INDEX_MANIFEST).is_file() else None
     searcher = Searcher(model, products, index)
     calibrator, note = load_calibrator(checkpoint)
-    info = {"checkpoint": str(checkpoint), "weights_sha256": weights_digest(checkpoint), "store": str(store)}
+    info = {"checkpoint": str(checkpoint), "checkpoint_sha256": digest, "store": str(store),
+            "index": index.kind if index is not None else "none (exhaustive search)"}
     return Service(searcher, settings, calibrator=calibrator, calibrator_note=note, info=info)
