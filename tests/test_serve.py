@@ -433,3 +433,31 @@ def test_serve_config_refuses_unknown_keys(tmp_path):
     assert cfg.max_candidates == 7 and cfg.batcher.max_wait_ms == 1 and cfg.batcher.enabled is False
     with pytest.raises(ValueError, match="batcher.max_batch"):
         load_serve_config(path, ["batcher.max_batch=0"])
+
+
+def test_load_service_over_an_embedded_store_and_index(checkpoint, dataset, tiny_store, tiny_text_model_dir,
+                                                        tmp_path):
+    from querylife.config import DataConfig
+    from querylife.encode import load_catalogue
+    from querylife.index import build_index
+    from querylife.serve import load_service
+    from querylife.store import StoreError, embed_catalogue
+
+    store = tmp_path / "store"
+    catalogue = load_catalogue(DataConfig(catalog=str(tiny_store.catalog_path)))
+    embed_catalogue(checkpoint, catalogue, store, batch_size=64, progress=False)
+    exhaustive = load_service(checkpoint, store, ServeConfig())
+    assert exhaustive.searcher.index is None and "exhaustive" in exhaustive.info["index"]
+    build_index(store)
+    service = load_service(checkpoint, store, ServeConfig())
+    assert service.info["index"] == "flat" and service.info["checkpoint_sha256"] == checkpoint_hash(checkpoint)
+    assert service.info["store_products"] == len(dataset.catalog) and service.calibrator is not None
+    test = dataset.splits["test"]
+    pairs = test[test["query"] == test["query"].iloc[0]]
+    q = service.searcher.encode_queries([pairs["query"].iloc[0]])[0]
+    got = service.score_stored(q, pairs["product_id"].tolist(), skip_unknown=False)
+    expect = score_pairs(QueryLifeModel.from_pretrained(checkpoint), dataset, pairs, FeatureCache())
+    np.testing.assert_allclose(got.scores, expect.score, atol=1e-5)
+    other = make_checkpoint(tiny_text_model_dir, tmp_path / "other", dataset.product_types, seed=1)
+    with pytest.raises(StoreError, match="not .*other"):
+        load_service(other, store, ServeConfig())
