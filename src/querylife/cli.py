@@ -607,13 +607,13 @@ def embed(
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Embed a catalogue with a checkpoint into an embedding store (resumable; --update for changes)."""
+    if bool(catalog) == bool(data):
+        _fail("give --catalog FILE or --data PATH (one of them)")
     _quiet_transformers()
     from .data.errors import DataError
     from .encode import load_catalogue
     from .store import StoreError, embed_catalogue
 
-    if bool(catalog) == bool(data):
-        _fail("give --catalog FILE or --data PATH (one of them)")
     extra = [f"data.{key}={value}" for key, value in (("catalog", catalog), ("path", data), ("format", format_))
              if value]
     extra += ["data.pairs=null", "data.path=null" if catalog else "data.catalog=null"]
