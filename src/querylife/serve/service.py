@@ -106,6 +106,7 @@ class Service:
             "index": "given" if searcher.index is not None else "none (exhaustive search)",
             "embed_dim": self.model.config.embed_dim,
             "fusion": self.model.config.fusion.mode,
+            "query_encoder": "pytorch" if searcher.query_encoder == searcher._torch_queries else "custom",
             **(info or {}),
         }
         self.model_id = str(self.info.get("checkpoint_sha256", "unknown"))[:16]
