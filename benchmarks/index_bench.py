@@ -183,7 +183,6 @@ def main() -> None:
         table,
         "",
         *([f"Not run: {'; '.join(skipped)}.", ""] if skipped else []),
-        "",
         "Build: `querylife.index`'s builder with `IndexConfig` defaults; the search parameter varies on the same "
         "built index (the first value of each is the default).",
         "",
