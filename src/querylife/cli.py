@@ -503,6 +503,163 @@ def export_onnx(
     )
 
 
+def _checkpoint_text_fields(checkpoint: Path) -> tuple[str, ...] | None:
+    """The data.text_fields the checkpoint was trained with (its summary.json), if it says."""
+    try:
+        summary = json.loads((checkpoint / "summary.json").read_text(encoding="utf-8"))
+        fields = summary["config"]["data"]["text_fields"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return tuple(fields) if isinstance(fields, list) and fields else None
+
+
+@app.command(
+    epilog="Examples:\n\n  querylife embed --checkpoint runs/exp1/best --catalog data/demo/catalog.parquet "
+    "--out store\n\n  querylife embed --checkpoint runs/exp1/best --catalog data/demo/catalog.parquet "
+    "--out store --update",
+)
+def embed(
+    checkpoint: Annotated[Path, typer.Option(help="Trained checkpoint directory (model.safetensors + config.json).")],
+    out: Annotated[Path, typer.Option(help="Store directory (manifest.json + Parquet shards).")],
+    catalog: Annotated[Path | None, typer.Option(help="Catalogue file (Parquet, CSV or JSONL).")] = None,
+    data: Annotated[Path | None, typer.Option(help="A data set folder or file: its catalogue is embedded.")] = None,
+    format_: Annotated[str | None, typer.Option("--format", help="auto|querylife|crowdflower|esci|wands")] = None,
+    update: Annotated[bool, typer.Option(help="Re-embed only new or changed products; drop removed ones.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Products per encoder batch (images decoded per batch).")] = 256,
+    shard_size: Annotated[int, typer.Option(help="Products per Parquet shard.")] = 10_000,
+    column: Annotated[list[str] | None, typer.Option("--column", help=COLUMN_HELP)] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML/JSON experiment config (its data section).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Config override, e.g. --set data.skip_bad_rows=true.")
+                    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Embed a catalogue with a checkpoint into an embedding store (resumable; --update for changes)."""
+    _quiet_transformers()
+    from .data.errors import DataError
+    from .encode import load_catalogue
+    from .store import StoreError, embed_catalogue
+
+    if bool(catalog) == bool(data):
+        _fail("give --catalog FILE or --data PATH (one of them)")
+    extra = [f"data.{key}={value}" for key, value in (("catalog", catalog), ("path", data), ("format", format_))
+             if value]
+    extra += ["data.pairs=null", "data.path=null" if catalog else "data.catalog=null"]
+    cfg = _config(config, set_, column, extra)
+    fields = cfg.data.text_fields
+    if tuple(fields) == ("title",):  # the default: use what the model was trained on
+        fields = _checkpoint_text_fields(checkpoint) or fields
+    try:
+        catalogue = load_catalogue(cfg.data, text_fields=fields, progress=not quiet)
+        catalogue.notes.emit(lambda line: typer.secho(line, err=True))
+        result = embed_catalogue(
+            checkpoint, catalogue, out, update=update, batch_size=batch_size, shard_size=shard_size,
+            skip_bad=cfg.data.skip_bad_rows, progress=not quiet, log=lambda line: typer.echo(line, err=True),
+        )
+    except (DataError, StoreError, FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    if catalogue.bad_rows is not None and catalogue.bad_rows.total:
+        typer.echo(catalogue.bad_rows.summary())
+    typer.echo(result.summary())
+
+
+def _index_params(params: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in params or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--param {item!r}: write KEY=VALUE, e.g. --param nprobe=64")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@app.command(
+    epilog="Examples:\n\n  querylife index store\n\n"
+    "  querylife index store --kind ivf --param nlist=1024 --param nprobe=32",
+)
+def index(
+    store: Annotated[Path, typer.Argument(help="Store directory written by `querylife embed`.")],
+    kind: Annotated[str | None, typer.Option(help="auto | flat | ivf | hnsw (auto: exact below the threshold).")
+                    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="IndexConfig setting KEY=VALUE, e.g. exact_threshold=50000, nlist, nprobe, "
+                                     "hnsw_m, hnsw_ef_search, recall_k (repeatable)."),
+    ] = None,
+) -> None:
+    """Build the FAISS index over a store's index vectors; print recall@k against exact search."""
+    from pydantic import ValidationError
+
+    from .index import IndexConfig, build_index
+    from .store import StoreError
+
+    values: dict[str, object] = dict(_index_params(param))
+    if kind:
+        values["kind"] = kind
+    try:
+        cfg = IndexConfig.model_validate(values)
+    except ValidationError as err:
+        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()))
+    try:
+        build = build_index(store, cfg)
+    except StoreError as err:
+        _fail(str(err))
+    typer.echo(build.summary())
+
+
+@app.command(
+    epilog='Example: querylife search store "red striped sofa" --k 10',
+)
+def search(
+    store: Annotated[Path, typer.Argument(help="Store directory written by `querylife embed`.")],
+    query: Annotated[str, typer.Argument(help="The search query.")],
+    k: Annotated[int, typer.Option(help="Results to show.")] = 10,
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default: the one named in the store).")
+                          ] = None,
+    candidates: Annotated[int | None, typer.Option(help="ANN candidates re-scored (default max(10 k, 100)).")
+                          ] = None,
+    exact: Annotated[bool, typer.Option(help="Score every product (no index).")] = False,
+) -> None:
+    """Top-k products for a query: ANN candidates re-scored with the query-aware gate; a table."""
+    _quiet_transformers()
+    from .model import QueryLifeModel
+    from .search import Searcher
+    from .store import EmbeddingStore, StoreError, checkpoint_hash
+
+    if k <= 0:
+        _fail(f"--k must be positive, got {k}")
+    try:
+        opened = EmbeddingStore.open(store)
+        path = checkpoint or opened.checkpoint_path
+        sha = checkpoint_hash(path)
+        if sha != opened.checkpoint_sha256:
+            _fail(f"{store} holds vectors of checkpoint {opened.checkpoint_sha256} ({opened.checkpoint_path}), "
+                  f"not of {sha} ({path})")
+        products = opened.load()
+        index_ = None
+        if not exact and (store / "index.json").exists():
+            from .index import ProductIndex
+
+            index_ = ProductIndex.load(store, store=opened)
+        elif not exact:
+            typer.secho(f"note: no index in {store} (`querylife index {store}`): scoring every product", err=True)
+        model = QueryLifeModel.from_pretrained(path)
+    except (StoreError, FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    hits = Searcher(model, products, index_).search(query, k=k, candidates=candidates)
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{query!r}: top {len(hits)} of {len(products)}", box=box.SIMPLE)
+    for name, justify in (("rank", "right"), ("product_id", "left"), ("title", "left"), ("type", "left"),
+                          ("score", "right"), ("image weight", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for h in hits:
+        weight = "-" if h.image_weight != h.image_weight else f"{h.image_weight:.2f}"  # NaN: no gate (concat)
+        table.add_row(str(h.rank), h.product_id, h.title, h.product_type, f"{h.score:.4f}", weight)
+    Console(no_color=True, highlight=False, soft_wrap=False).print(table)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -10,6 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data.prepare import Dataset
+from .encode import ProductVectors, encode_product_rows
 from .model import QueryLifeModel
 
 
@@ -59,16 +60,6 @@ def _batched(fn, items, batch_size: int, progress: bool, desc: str) -> torch.Ten
     return torch.cat(out) if out else torch.empty(0)
 
 
-@dataclass
-class ProductVectors:
-    """Projected product vectors for catalogue rows: t, v (N, D), has_image (N,), type_ids (N,)."""
-
-    t: torch.Tensor
-    v: torch.Tensor
-    has_image: torch.Tensor
-    type_ids: torch.Tensor
-
-
 @torch.no_grad()
 def encode_products(
     model: QueryLifeModel,
@@ -78,23 +69,21 @@ def encode_products(
     batch_size: int = 512,
     progress: bool = False,
 ) -> ProductVectors:
-    """Encode catalogue ``rows`` (titles and images) into the model's space."""
-    cache = cache or FeatureCache()
-    was_training = model.training
-    model.eval()
-    try:
-        tf = cache.text(model, data.product_texts(rows), batch_size=batch_size, progress=progress)
-        t = torch.cat([model.project_titles(c) for c in tf.split(batch_size)]) if len(rows) else tf
-        has = data.has_image[rows]
-        v_parts = []
-        for start in range(0, len(rows), batch_size):
-            sub = rows[start : start + batch_size]
-            v_parts.append(model.encode_images(data.images[sub], data.has_image[sub]).cpu())
-        v = torch.cat(v_parts) if v_parts else torch.empty(0, model.config.embed_dim)
-        types = model.type_ids(data.catalog["product_type"].iloc[rows].tolist())
-    finally:
-        model.train(was_training)
-    return ProductVectors(t.cpu(), v, has, types.cpu())
+    """Encode catalogue ``rows`` (titles and images) into the model's space.
+
+    The batch step is :func:`querylife.encode.encode_product_rows`, the one ``querylife embed`` and the service
+    use; here over the dataset's already decoded images.
+    """
+    return encode_product_rows(
+        model,
+        data.product_texts(rows),
+        data.catalog["product_type"].iloc[rows].tolist(),
+        data.has_image[rows],
+        lambda start, stop: data.images[rows[start:stop]],
+        cache=cache,
+        batch_size=batch_size,
+        progress=progress,
+    )
 
 
 @torch.no_grad()

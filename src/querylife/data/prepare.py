@@ -30,6 +30,7 @@ from .titles import MAX_TITLE_CHARS
 __all__ = [
     "Dataset",
     "assign_query_types",
+    "join_text_fields",
     "load_data",
     "prepare_dataset",
     "prepare_from_config",
@@ -75,11 +76,18 @@ class Dataset:
 
     def product_texts(self, rows: np.ndarray | None = None) -> list[str]:
         """The text fed to the title tower: the configured fields joined (empty fields dropped)."""
-        cat = self.catalog if rows is None else self.catalog.iloc[rows]
-        if self.text_fields == ("title",):
-            return cat["title"].tolist()
-        cols = [cat[f].fillna("").astype(str) for f in self.text_fields]
-        return [" | ".join(p for p in parts if p.strip()) for parts in zip(*cols, strict=True)]
+        return join_text_fields(self.catalog if rows is None else self.catalog.iloc[rows], self.text_fields)
+
+
+def join_text_fields(catalog: pd.DataFrame, text_fields: tuple[str, ...] = ("title",)) -> list[str]:
+    """The product text of each catalogue row: ``text_fields`` joined with " | " (empty fields dropped).
+
+    Example: ``join_text_fields(catalog, ("title", "brand"))`` -> ``["Red dress | Acme", ...]``.
+    """
+    if tuple(text_fields) == ("title",):
+        return catalog["title"].tolist()
+    cols = [catalog[f].fillna("").astype(str) for f in text_fields]
+    return [" | ".join(p for p in parts if p.strip()) for parts in zip(*cols, strict=True)]
 
 
 def training_positive(pairs: pd.DataFrame, include_partial: bool = False) -> pd.Series:

@@ -1,0 +1,164 @@
+"""Relevance and search over stored product vectors: the query is encoded once, the model's own fusion does the rest.
+
+``Searcher.relevance`` scores a query against given stored rows with ``QueryLifeModel.score(..., pairwise=False)``
+in one batched call: the same function ``querylife eval`` scores labelled pairs with
+(:func:`querylife.scoring.score_pairs`), so a served score equals the evaluated one. ``Searcher.search`` retrieves
+candidates from the ANN index (inner product of the query vector with the type-only fused index vectors,
+``Fusion.index_vectors``) and re-scores them with the query-aware gate; without an index it scores every product.
+
+Example::
+
+    searcher = Searcher(model, EmbeddingStore.open("store").load(), ProductIndex.load("store"))
+    for hit in searcher.search("red striped sofa", k=10):
+        print(hit.rank, hit.product_id, hit.title, round(hit.score, 3), round(hit.image_weight, 2))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from .model import QueryLifeModel
+from .store import StoredProducts
+
+if TYPE_CHECKING:  # faiss is an optional dependency (the serve extra)
+    from .index import ProductIndex
+
+__all__ = ["Hit", "Relevance", "Searcher", "default_candidates"]
+
+QueryEncoder = Callable[[list[str]], torch.Tensor]
+
+
+def default_candidates(k: int) -> int:
+    """How many ANN candidates ``search`` re-scores by default: max(10 k, 100)."""
+    return max(10 * k, 100)
+
+
+@dataclass
+class Relevance:
+    """Scores of one query against stored rows, row-aligned: ``scores`` and the gate's ``image_weight`` (NaN for
+    the concat fusion, which has no gate)."""
+
+    rows: np.ndarray  # (n,) int64 rows of the StoredProducts
+    scores: np.ndarray  # (n,) float32
+    image_weight: np.ndarray  # (n,) float32
+
+
+@dataclass
+class Hit:
+    """One search result; ``retrieval_score`` is the ANN inner product (NaN when no index was used)."""
+
+    rank: int
+    row: int
+    product_id: str
+    title: str
+    product_type: str
+    score: float
+    image_weight: float
+    retrieval_score: float
+
+
+class Searcher:
+    """Query-time scoring over a :class:`~querylife.store.StoredProducts`.
+
+    Args:
+        model: the checkpoint the products were embedded with (put in eval mode here).
+        products: the stored vectors (``EmbeddingStore.load()``).
+        index: an ANN index over ``products.index_vectors`` (``ProductIndex.load``); None: exhaustive search.
+        query_encoder: ``list[str] -> (B, D)`` projected unit query vectors (e.g. an ONNX runtime session);
+            default ``model.encode_queries`` without gradients.
+        chunk_size: rows per fused-scoring call in exhaustive search (bounds memory).
+    """
+
+    def __init__(
+        self,
+        model: QueryLifeModel,
+        products: StoredProducts,
+        index: ProductIndex | None = None,
+        query_encoder: QueryEncoder | None = None,
+        *,
+        chunk_size: int = 65536,
+    ) -> None:
+        self.model = model.eval()
+        self.products = products
+        self.index = index
+        self.query_encoder = query_encoder or self._torch_queries
+        self.chunk_size = chunk_size
+        if products.t.shape[-1] != model.config.embed_dim:
+            raise ValueError(f"the stored vectors have dimension {products.t.shape[-1]}, the model "
+                             f"{model.config.embed_dim}: they were embedded with another checkpoint")
+        if index is not None and index.size != len(products):
+            raise ValueError(f"the index holds {index.size} vectors, the store {len(products)} products: "
+                             "rebuild it with `querylife index STORE`")
+
+    @torch.no_grad()
+    def _torch_queries(self, queries: list[str]) -> torch.Tensor:
+        return self.model.encode_queries(queries).float().cpu()  # (B, D)
+
+    def encode_queries(self, queries: list[str]) -> torch.Tensor:
+        """Projected unit query vectors (B, D) float32 on the CPU."""
+        q = self.query_encoder(list(queries))
+        return torch.as_tensor(q, dtype=torch.float32).cpu()
+
+    @torch.no_grad()
+    def score_vectors(self, q: torch.Tensor, products: StoredProducts, rows: np.ndarray | None = None) -> Relevance:
+        """Scores of one query vector ``q`` (D,) against ``rows`` of ``products`` (all when None), in one call."""
+        rows = np.arange(len(products), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+        dev = self.model.device
+        idx = torch.from_numpy(rows)
+        q = q.reshape(1, -1).to(dev)  # (1, D)
+        out = self.model.score(
+            q.expand(len(rows), -1),  # (n, D)
+            products.t[idx].to(dev),
+            products.v[idx].to(dev),
+            products.type_ids[idx].to(dev),
+            products.has_image[idx].to(dev),
+            pairwise=False,
+        )
+        scores = out.scores.float().cpu().numpy()
+        weight = (out.image_weight.float().cpu().numpy() if out.image_weight is not None
+                  else np.full(len(rows), np.nan, dtype=np.float32))
+        return Relevance(rows, scores, weight)
+
+    def relevance(self, query: str | torch.Tensor, rows: Sequence[int] | np.ndarray) -> Relevance:
+        """Fused scores and image weights of ``query`` (text, or its (D,) vector) against stored ``rows``."""
+        q = self.encode_queries([query])[0] if isinstance(query, str) else query
+        return self.score_vectors(q, self.products, np.asarray(rows, dtype=np.int64))
+
+    def relevance_ids(self, query: str | torch.Tensor, product_ids: Sequence[str]) -> Relevance:
+        """:meth:`relevance` by product id (KeyError naming the first id not in the store)."""
+        return self.relevance(query, self.products.rows(product_ids))
+
+    def search(self, query: str | torch.Tensor, k: int = 10, candidates: int | None = None) -> list[Hit]:
+        """Top ``k`` products for ``query``: ANN top ``candidates`` (default max(10 k, 100)) re-scored with the
+        query-aware gate; every product is scored when there is no index."""
+        if k <= 0:
+            raise ValueError(f"k must be positive, got {k}")
+        q = self.encode_queries([query])[0] if isinstance(query, str) else query  # (D,)
+        n = len(self.products)
+        if n == 0:
+            return []
+        if self.index is not None:
+            m = min(n, max(k, candidates if candidates is not None else default_candidates(k)))
+            ann_scores, ann_rows = self.index.search(q.reshape(1, -1).numpy().astype(np.float32), m)
+            keep = ann_rows[0] >= 0
+            rows, retrieval = ann_rows[0][keep].astype(np.int64), ann_scores[0][keep]
+            rel = self.score_vectors(q, self.products, rows)
+        else:
+            parts = [self.score_vectors(q, self.products, np.arange(s, min(s + self.chunk_size, n)))
+                     for s in range(0, n, self.chunk_size)]
+            rel = Relevance(np.concatenate([p.rows for p in parts]), np.concatenate([p.scores for p in parts]),
+                            np.concatenate([p.image_weight for p in parts]))
+            retrieval = np.full(len(rel.rows), np.nan, dtype=np.float32)
+        top = np.argsort(-rel.scores, kind="stable")[:k]
+        p = self.products
+        return [
+            Hit(rank=i + 1, row=int(rel.rows[j]), product_id=p.product_ids[rel.rows[j]], title=p.titles[rel.rows[j]],
+                product_type=p.product_types[rel.rows[j]], score=float(rel.scores[j]),
+                image_weight=float(rel.image_weight[j]), retrieval_score=float(retrieval[j]))
+            for i, j in enumerate(top)
+        ]
