@@ -20,6 +20,7 @@ from querylife.onnx_export import (  # noqa: E402
     parity,
     quiet_export,
 )
+from querylife.store import checkpoint_hash  # noqa: E402
 from querylife.towers import SmallCNNConfig, TowerConfig  # noqa: E402
 
 QUERIES = [
@@ -99,6 +100,7 @@ def test_export_writes_tokenizer_metadata_and_checkpoint_digest(exported, checkp
     encoder = OnnxQueryEncoder(exported.path)
     assert encoder.metadata["max_length"] == "48" and encoder.metadata["pooling"] == "mean"
     assert encoder.input_names == ["input_ids", "token_type_ids", "attention_mask"]
+    assert encoder.checkpoint_sha256 == checkpoint_hash(checkpoint)  # what an embedding store's manifest records
     encoder.check_checkpoint(checkpoint)  # same weights: no error
     other = tmp_path / "other"
     QueryLifeModel.from_pretrained(checkpoint).save_pretrained(other)

@@ -19,7 +19,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -36,7 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .atomic import atomic_write_bytes
-from .model import CONFIG_NAME, WEIGHTS_NAME, QueryLifeModel
+from .model import QueryLifeModel
+from .store import checkpoint_hash
 from .towers import TextTower, _features
 
 __all__ = [
@@ -44,7 +44,6 @@ __all__ = [
     "ExportResult",
     "OnnxQueryEncoder",
     "QueryTowerModule",
-    "checkpoint_digest",
     "export_query_encoder",
     "parity",
     "quiet_export",
@@ -118,17 +117,6 @@ def query_tower_module(model: QueryLifeModel) -> tuple[QueryTowerModule, TextTow
     head = model.query_proj if model.query_proj is not None else model.title_proj
     names = list(tower.tokenize(["a"]).keys())
     return QueryTowerModule(tower, head, names).eval(), tower
-
-
-def checkpoint_digest(directory: str | Path) -> str:
-    """SHA-256 over a checkpoint's ``config.json`` and ``model.safetensors``: names the weights a graph came from."""
-    digest = hashlib.sha256()
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
-        digest.update(name.encode())
-        with open(Path(directory) / name, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -215,7 +203,7 @@ def export_query_encoder(
         model = checkpoint
     else:
         model = QueryLifeModel.from_pretrained(checkpoint)
-        digest = checkpoint_digest(checkpoint)
+        digest = checkpoint_hash(checkpoint)
     was_training = model.training
     model.eval()
     out = Path(out)
@@ -333,10 +321,11 @@ class OnnxQueryEncoder:
     __call__ = encode
 
     def check_checkpoint(self, checkpoint: str | Path) -> None:
-        """Raise ``ValueError`` unless this graph was exported from ``checkpoint`` (same config and weights)."""
+        """Raise ``ValueError`` unless this graph was exported from ``checkpoint`` (same config and weights; the
+        hash is :func:`querylife.store.checkpoint_hash`, the one an embedding store's manifest records)."""
         if self.checkpoint_sha256 is None:
             raise ValueError(f"{self.path} does not record the checkpoint it came from; export it again")
-        actual = checkpoint_digest(checkpoint)
+        actual = checkpoint_hash(checkpoint)
         if actual != self.checkpoint_sha256:
             raise ValueError(
                 f"{self.path} was exported from another checkpoint (sha256 {self.checkpoint_sha256[:12]}, "
