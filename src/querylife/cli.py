@@ -274,6 +274,115 @@ def train(
         typer.echo(dataset.bad_rows.summary())
     result = Trainer(cfg, dataset, out, progress=not quiet).fit(resume=resume)
     typer.echo(f"best epoch {result.best_epoch}: dev NDCG@10 {result.best_dev_ndcg:.4f}; checkpoint {out / 'best'}")
+    _calibrate_best(result.model, dataset, cfg, out / "best")
+
+
+def _calibrate_best(model, dataset, cfg, checkpoint: Path) -> None:
+    """The served decision: calibrator.json fitted on dev beside the best weights (querylife.calibrate)."""
+    from .calibrate import calibrate_model
+
+    calibration = calibrate_model(model, dataset, cfg.eval, checkpoint, batch_size=cfg.train.eval_batch_size)
+    typer.echo(calibration.summary())
+
+
+@app.command(
+    epilog="Examples:\n\n  querylife calibrate --checkpoint runs/exp1/best\n\n  querylife calibrate --checkpoint "
+    "runs/exp1/best --catalog data/demo/catalog.parquet --pairs data/demo/pairs.parquet "
+    "--set eval.threshold_rule=target_precision --set eval.target_precision=0.95",
+)
+def calibrate(
+    checkpoint: Annotated[Path, typer.Option(help="Trained checkpoint dir; calibrator.json is written into it.")],
+    config: Annotated[
+        Path | None, typer.Option(help="YAML/JSON experiment config (default: the one the checkpoint trained with).")
+    ] = None,
+    catalog: Annotated[Path | None, typer.Option(help="Catalogue file (default: the training data).")] = None,
+    pairs: Annotated[Path | None, typer.Option(help="Labelled pairs file (default: the training data).")] = None,
+    data: Annotated[Path | None, typer.Option(help="A public data set (CrowdFlower CSV, ESCI/WANDS dir).")] = None,
+    format_: Annotated[str | None, typer.Option("--format", help="auto|querylife|crowdflower|esci|wands")] = None,
+    column: Annotated[list[str] | None, typer.Option("--column", help=COLUMN_HELP)] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Config override, e.g. --set eval.calibration=isotonic.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Fit the relevance decision (calibrated probability + threshold) on the dev split, as `eval` does, and save it
+    as CHECKPOINT/calibrator.json for `serve`.
+
+    The split and eval settings default to those the checkpoint was trained with (its summary.json), so dev is the
+    dev split training early-stopped on; --config replaces them, --set overrides single keys.
+    """
+    _quiet_transformers()
+    import tempfile
+
+    from .calibrate import calibrate_checkpoint
+    from .suite import check_checkpoint_dir
+
+    try:
+        check_checkpoint_dir(checkpoint)
+    except MethodError as err:
+        _fail(str(err))
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = checkpoint / "summary.json"
+        if config is None and summary.is_file():
+            trained_with = json.loads(summary.read_text()).get("config")
+            if isinstance(trained_with, dict):
+                config = Path(tmp) / "trained_with.json"
+                config.write_text(json.dumps(trained_with))
+        cfg = _load(config, set_, catalog, pairs, data, format_, column)
+    dataset = _dataset(cfg, progress=not quiet)
+    try:
+        result = calibrate_checkpoint(checkpoint, dataset, cfg.eval, batch_size=cfg.train.eval_batch_size)
+    except (FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    typer.echo(result.summary())
+    raise typer.Exit(0 if result.calibrator is not None else 1)
+
+
+@app.command(
+    epilog="Examples:\n\n  querylife serve --checkpoint runs/exp1/best --store runs/exp1/store\n\n"
+    "  QUERYLIFE_API_KEY=... querylife serve --checkpoint runs/exp1/best --store runs/exp1/store --host 0.0.0.0 "
+    "--port 8080 --api-key-env QUERYLIFE_API_KEY --workers 2 --set max_candidates=500",
+)
+def serve(
+    checkpoint: Annotated[Path, typer.Option(help="Trained checkpoint dir (calibrator.json inside gives decisions).")],
+    store: Annotated[Path, typer.Option(help="Embedding store written by `querylife embed` (and its index).")],
+    host: Annotated[str, typer.Option(help="Interface to listen on (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes (each loads the model and the store).")] = 1,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Environment variable holding the API key (the key never goes on the command "
+                                      "line); clients send Authorization: Bearer KEY or X-API-Key: KEY.")
+    ] = None,
+    serve_config: Annotated[Path | None, typer.Option(help="YAML/JSON service settings (limits, batcher).")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Service setting, e.g. --set max_candidates=500.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve relevance, search and embeddings over HTTP (FastAPI + uvicorn; docs/SERVING.md).
+
+    POST /v1/relevance, /v1/search, /v1/embed; GET /healthz, /readyz, /metrics; the API at /docs.
+    """
+    from .serve.config import load_serve_config
+    from .serve.run import serve as run_server
+    from .suite import check_checkpoint_dir
+
+    try:
+        check_checkpoint_dir(checkpoint)
+    except MethodError as err:
+        _fail(str(err))
+    if not store.exists():
+        _fail(f"{store}: no such embedding store (write one with `querylife embed --checkpoint {checkpoint} ...`)")
+    if workers < 1:
+        _fail(f"--workers must be at least 1, got {workers}")
+    try:
+        settings = load_serve_config(serve_config, set_ or [])
+        if api_key_env:
+            settings = settings.model_copy(update={"api_key_env": api_key_env})
+        _quiet_transformers()
+        run_server(checkpoint, store, settings, host=host, port=port, workers=workers, log_level=log_level)
+    except ValueError as err:
+        _fail(str(err))
 
 
 @app.command(

@@ -18,15 +18,15 @@ from PIL import Image, ImageOps
 
 from .errors import BadRows, DataError
 
-__all__ = ["ImageDataError", "load_image", "load_images", "to_float", "check_image"]
+__all__ = ["ImageDataError", "check_image", "decode_image_bytes", "load_image", "load_images", "to_float"]
 
 # Below this many images a thread pool costs more than it saves.
 _POOL_MIN = 32
 
 
 class ImageDataError(DataError):
-    """An image that cannot be used; ``kind`` is ``"missing"`` (no such file) or ``"corrupt"`` (empty,
-    truncated, not an image, unreadable)."""
+    """An image that cannot be used; ``kind`` is ``"missing"`` (no such file), ``"corrupt"`` (empty,
+    truncated, not an image, unreadable) or ``"too_large"`` (over a pixel limit)."""
 
     def __init__(self, message: str, *, kind: str, file: str | None = None, field: str | None = None) -> None:
         self.kind = kind
@@ -82,21 +82,71 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img
 
 
-def _decode(path: str | os.PathLike, size: int) -> np.ndarray:
-    p = os.fspath(path)
-    img = _open(p, draft=size)
+def _square_rgb(img: Image.Image, size: int, file: str | None) -> np.ndarray:
+    """A decoded image -> ``(size, size, 3)`` uint8: orientation, transparency on white, centre crop, resize."""
     try:
         rgb = _to_rgb(img)
         out = ImageOps.fit(rgb, (size, size), method=Image.Resampling.BICUBIC, centering=(0.5, 0.5))
         arr = np.array(out, dtype=np.uint8)  # writable copy: torch.from_numpy warns on read-only arrays
     except Exception as e:
         msg = f"cannot convert image: {type(e).__name__}: {e}"
-        raise ImageDataError(msg, kind="corrupt", file=p) from None
+        raise ImageDataError(msg, kind="corrupt", file=file) from None
     finally:
         img.close()
     if arr.shape != (size, size, 3):  # defensive: odd modes (e.g. 16-bit) must not slip through silently
-        raise ImageDataError(f"unexpected decoded shape {arr.shape}", kind="corrupt", file=p)
+        raise ImageDataError(f"unexpected decoded shape {arr.shape}", kind="corrupt", file=file)
     return arr
+
+
+def _decode(path: str | os.PathLike, size: int) -> np.ndarray:
+    p = os.fspath(path)
+    return _square_rgb(_open(p, draft=size), size, p)
+
+
+def decode_image_bytes(data: bytes, size: int, *, max_pixels: int) -> np.ndarray:
+    """Decode an encoded image held in memory (e.g. sent to the service) exactly as :func:`load_image` decodes a
+    file: ``(size, size, 3)`` uint8 RGB.
+
+    ``max_pixels`` guards against decompression bombs: the declared width x height is read from the header and
+    refused before any pixel is decoded (a few hundred bytes of PNG can declare a 100,000 x 100,000 image).
+
+    Example::
+
+        arr = decode_image_bytes(open("photo.jpg", "rb").read(), 224, max_pixels=40_000_000)   # (224, 224, 3)
+
+    Raises:
+        ImageDataError: ``kind="corrupt"`` for empty, truncated or non-image bytes; ``kind="too_large"`` over
+            ``max_pixels``.
+    """
+    import io
+
+    if size <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    if not data:
+        raise ImageDataError("image is empty (0 bytes)", kind="corrupt")
+    try:
+        img = Image.open(io.BytesIO(data))
+    except Image.UnidentifiedImageError:
+        raise ImageDataError("not an image PIL can read", kind="corrupt") from None
+    except Image.DecompressionBombError as e:  # PIL's own guard (twice Image.MAX_IMAGE_PIXELS)
+        raise ImageDataError(f"image too large: {e}", kind="too_large") from None
+    except Exception as e:
+        raise ImageDataError(f"cannot read image: {type(e).__name__}: {e}", kind="corrupt") from None
+    width, height = img.size
+    if width * height > max_pixels:
+        img.close()
+        raise ImageDataError(
+            f"image declares {width} x {height} = {width * height} pixels, over the limit of {max_pixels}",
+            kind="too_large",
+        )
+    try:
+        if img.format == "JPEG":
+            img.draft("RGB", (size, size))
+        img.load()
+    except Exception as e:  # truncated data, bad CRC, ...
+        img.close()
+        raise ImageDataError(f"cannot decode image: {type(e).__name__}: {e}", kind="corrupt") from None
+    return _square_rgb(img, size, None)
 
 
 def load_image(path: str | os.PathLike, size: int) -> np.ndarray:

@@ -1,0 +1,68 @@
+"""Run the service with uvicorn: one process, or several workers (each loads the model and the store).
+
+Workers are separate processes started by uvicorn from an import string, so the checkpoint, store and settings
+reach them through one environment variable (:data:`SPEC_ENV`, JSON; it holds paths and limits, never the API key,
+which each worker reads from the variable ``api_key_env`` names).
+
+Example::
+
+    serve("runs/exp1/best", "runs/exp1/store", ServeConfig(), host="127.0.0.1", port=8000, workers=2)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .config import ServeConfig
+
+__all__ = ["SPEC_ENV", "app_from_env", "configure_process", "serve"]
+
+SPEC_ENV = "QUERYLIFE_SERVE_SPEC"
+
+
+def configure_process(settings: ServeConfig, workers: int = 1) -> int:
+    """Process-wide settings for a serving process: torch threads (the CPU count shared between workers unless
+    ``torch_threads`` says) and PIL's own decompression-bomb limit; returns the torch thread count."""
+    import torch
+    from PIL import Image
+
+    threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // max(1, workers))
+    torch.set_num_threads(threads)
+    Image.MAX_IMAGE_PIXELS = settings.max_image_pixels  # PIL refuses past twice this, even outside our check
+    return threads
+
+
+def app_from_env():
+    """uvicorn factory for worker processes: the app described by :data:`SPEC_ENV`."""
+    from .app import create_app
+    from .service import load_service
+
+    spec = json.loads(os.environ[SPEC_ENV])
+    settings = ServeConfig.model_validate(spec["settings"])
+    configure_process(settings, spec.get("workers", 1))
+    return create_app(settings, loader=lambda: load_service(spec["checkpoint"], spec["store"], settings))
+
+
+def serve(
+    checkpoint: str | Path,
+    store: str | Path,
+    settings: ServeConfig,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    log_level: str = "info",
+) -> None:
+    """Serve until interrupted. The model loads in the background: /healthz answers at once, /readyz when loaded."""
+    import uvicorn
+
+    from .app import _api_key
+
+    _api_key(settings)  # fail before starting anything when the key variable is empty
+    spec = {"checkpoint": str(checkpoint), "store": str(store), "settings": settings.model_dump(mode="json"),
+            "workers": workers}
+    os.environ[SPEC_ENV] = json.dumps(spec)
+    uvicorn.run("querylife.serve.run:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level=log_level, timeout_graceful_shutdown=5)
