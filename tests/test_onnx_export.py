@@ -102,11 +102,14 @@ def test_export_writes_tokenizer_metadata_and_checkpoint_digest(exported, checkp
     assert encoder.input_names == ["input_ids", "token_type_ids", "attention_mask"]
     assert encoder.checkpoint_sha256 == checkpoint_hash(checkpoint)  # what an embedding store's manifest records
     encoder.check_checkpoint(checkpoint)  # same weights: no error
+    assert OnnxQueryEncoder.for_checkpoint(exported.path, checkpoint, intra_op_threads=2).dim == 16
     other = tmp_path / "other"
     QueryLifeModel.from_pretrained(checkpoint).save_pretrained(other)
     (other / "config.json").write_text((other / "config.json").read_text().replace('"embed_dim": 16', '"embed_dim":16'))
     with pytest.raises(ValueError, match="exported from another checkpoint"):
         encoder.check_checkpoint(other)
+    with pytest.raises(ValueError, match="run querylife export-onnx --checkpoint"):
+        OnnxQueryEncoder.for_checkpoint(exported.path, other)
 
 
 def test_shared_title_head_and_cls_pooling(tiny_text_model_dir, tmp_path):

@@ -320,6 +320,21 @@ class OnnxQueryEncoder:
 
     __call__ = encode
 
+    @classmethod
+    def for_checkpoint(
+        cls, path: str | Path, checkpoint: str | Path, *, intra_op_threads: int = 1
+    ) -> OnnxQueryEncoder:
+        """Open ``path`` and check that it was exported from ``checkpoint`` (what a service loading both needs).
+
+        Example::
+
+            encoder = OnnxQueryEncoder.for_checkpoint("runs/exp1/best/onnx/query_encoder.onnx", "runs/exp1/best")
+            searcher = Searcher(model, products, index, query_encoder=encoder)
+        """
+        encoder = cls(path, intra_op_threads=intra_op_threads)
+        encoder.check_checkpoint(checkpoint)
+        return encoder
+
     def check_checkpoint(self, checkpoint: str | Path) -> None:
         """Raise ``ValueError`` unless this graph was exported from ``checkpoint`` (same config and weights; the
         hash is :func:`querylife.store.checkpoint_hash`, the one an embedding store's manifest records)."""
