@@ -13,8 +13,9 @@ queries in turn. The query cache is off (``batcher.cache_size=0``) so every requ
 client-side p50 / p95 / p99 latency, requests/s, errors.
 
 The floor: the bare query-tower forward for one query (``model.encode_queries`` / the ONNX session), in the
-benchmark process with the same thread count, and service time / floor (p50 at concurrency 1 over the floor's
-p50). In-process ``Searcher.relevance`` (encode + fused scoring of the candidates, no HTTP) splits the rest.
+benchmark process with the same thread count just before each server starts, and service time / floor (p50 at
+concurrency 1 over the floor's p50). In-process ``Searcher.relevance`` (encode + fused scoring of the candidates,
+no HTTP) splits the rest.
 
 The load generator runs on the same 2 cores as the server (no other machine here): at concurrency 8 it competes
 with the server for CPU, so requests/s is a lower bound.
@@ -219,47 +220,54 @@ def timed(fn, n: int) -> list[float]:
     return out
 
 
-@torch.no_grad()
-def floors(paths: dict[str, Path], queries: list[str], ids_all: list[str], candidates: list[int], threads: int,
-           n: int) -> dict:
-    """Bare query-tower forward (PyTorch, ONNX) for one query, and in-process encode + score of candidates."""
-    from querylife.index import ProductIndex
-    from querylife.model import QueryLifeModel
-    from querylife.onnx_export import OnnxQueryEncoder
-    from querylife.search import Searcher
-    from querylife.store import EmbeddingStore
+class Floors:
+    """The bare query-tower forward for one query and in-process ``Searcher.relevance`` (encode + fused scoring of
+    the candidates, no HTTP), in the benchmark process with the server's thread count."""
 
-    torch.set_num_threads(threads)
-    model = QueryLifeModel.from_pretrained(paths["checkpoint"])
-    onnx = OnnxQueryEncoder(paths["onnx"], intra_op_threads=threads)
-    products = EmbeddingStore.open(paths["store"]).load()
-    index = ProductIndex.load(paths["store"])
-    encoders = {"pytorch": lambda qs: model.encode_queries(qs).float(), "onnx": onnx}
-    qi = iter(range(10**9))
+    def __init__(self, paths: dict[str, Path], threads: int) -> None:
+        from querylife.index import ProductIndex
+        from querylife.model import QueryLifeModel
+        from querylife.onnx_export import OnnxQueryEncoder
+        from querylife.store import EmbeddingStore
 
-    def next_query() -> list[str]:
-        return [queries[next(qi) % len(queries)]]
+        torch.set_num_threads(threads)
+        self.model = QueryLifeModel.from_pretrained(paths["checkpoint"])
+        self.encoders = {
+            "pytorch": lambda qs: self.model.encode_queries(qs).float(),
+            "onnx": OnnxQueryEncoder(paths["onnx"], intra_op_threads=threads),
+        }
+        self.products = EmbeddingStore.open(paths["store"]).load()
+        self.index = ProductIndex.load(paths["store"])
 
-    out: dict = {}
-    rng = random.Random(0)
-    for name, enc in encoders.items():
+    @torch.no_grad()
+    def measure(self, encoder: str, queries: list[str], candidates: list[int], n: int) -> dict[str, dict]:
+        from querylife.search import Searcher
+
+        enc = self.encoders[encoder]
+        qi = iter(range(10**9))
+
+        def next_query() -> list[str]:
+            return [queries[next(qi) % len(queries)]]
+
+        def stats(lat: list[float]) -> dict[str, float]:
+            ms = np.asarray(lat) * 1000
+            return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+
         for _ in range(10):
             enc(next_query())
-        lat = np.asarray(timed(lambda enc=enc: enc(next_query()), n)) * 1000
-        out[f"{name} query forward"] = {"p50_ms": float(np.percentile(lat, 50)),
-                                        "p99_ms": float(np.percentile(lat, 99))}
-        searcher = Searcher(model, products, index, query_encoder=enc)
+        out = {"query forward": stats(timed(lambda: enc(next_query()), n))}
+        searcher = Searcher(self.model, self.products, self.index, query_encoder=enc)
+        rng = random.Random(0)
+        ids = self.products.product_ids
         for c in candidates:
-            rows = [products.rows(rng.sample(ids_all, c)) for _ in range(64)]
+            rows = [self.products.rows(rng.sample(ids, c)) for _ in range(64)]
             ri = iter(range(10**9))
 
-            def one(s=searcher, rows=rows, ri=ri) -> None:
-                s.relevance(next_query()[0], rows[next(ri) % 64])
+            def one(rows=rows, ri=ri) -> None:
+                searcher.relevance(next_query()[0], rows[next(ri) % 64])
 
-            lat = np.asarray(timed(one, n)) * 1000
-            out[f"{name} in-process relevance x{c}"] = {"p50_ms": float(np.percentile(lat, 50)),
-                                                      "p99_ms": float(np.percentile(lat, 99))}
-    return out
+            out[f"in-process relevance x{c}"] = stats(timed(one, n))
+        return out
 
 
 def main() -> None:
@@ -299,8 +307,17 @@ def main() -> None:
 
     cells = []
     launchers = {}
+    floor_runs = []
+    measure_floor = Floors(paths, args.threads)
     for encoder in args.encoders:
         for batching in args.batching:
+            # The floor just before this server's cells (the machine's load drifts: a floor from another minute
+            # would make a poor ratio); the benchmark process is idle while the server runs.
+            floor = measure_floor.measure(encoder, queries, args.candidates, args.floor_repeats)
+            floor_runs.append({"encoder": encoder, "batching": batching, **floor})
+            for k, v in floor.items():
+                print(f"floor before {encoder} / batching {batching}: {k}: p50 {v['p50_ms']:.2f} ms, "
+                      f"p99 {v['p99_ms']:.2f} ms", flush=True)
             port = free_port()
             cmd, launcher = server_command(paths, encoder, batching == "on", args.threads, port, native_onnx)
             launchers[encoder] = launcher
@@ -313,7 +330,8 @@ def main() -> None:
                         stats = asyncio.run(drive(url, queries, ids, n_cand, conc, args.duration, args.warmup,
                                                   seed=len(cells)))
                         cell = {"encoder": encoder, "batching": batching, "candidates": n_cand,
-                                "concurrency": conc, **stats}
+                                "concurrency": conc, **stats,
+                                "floor_p50_ms": floor["query forward"]["p50_ms"]}
                         cells.append(cell)
                         print(f"{encoder:7s} batching {batching:3s} x{n_cand:<5d} c={conc}: p50 {stats['p50_ms']:.1f} "
                               f"p95 {stats['p95_ms']:.1f} p99 {stats['p99_ms']:.1f} ms, {stats['rps']:.0f} req/s, "
@@ -324,16 +342,9 @@ def main() -> None:
                     proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-    floor = floors(paths, queries, ids, args.candidates, args.threads, args.floor_repeats)
-    for k, v in floor.items():
-        print(f"{k}: p50 {v['p50_ms']:.2f} ms, p99 {v['p99_ms']:.2f} ms")
     load_end = os.getloadavg()
-
-    def floor_of(encoder: str) -> float:
-        return floor[f"{encoder} query forward"]["p50_ms"]
-
     for c in cells:
-        c["p50_over_floor"] = c["p50_ms"] / floor_of(c["encoder"]) if c["concurrency"] == 1 else None
+        c["p50_over_floor"] = c["p50_ms"] / c["floor_p50_ms"] if c["concurrency"] == 1 else None
 
     # The issue's targets, on the x1,000 cells.
     def best(encoder: str, conc: int, key: str, low: bool) -> dict | None:
@@ -374,19 +385,22 @@ def main() -> None:
         md_table(["encoder", "micro-batching", "candidates", "concurrency", "p50 (ms)", "p95 (ms)", "p99 (ms)",
                   "req/s", "errors", "p50 / floor"], rows),
         "",
-        "## Floors (in the benchmark process, one query, no HTTP)",
+        "## Floors (in the benchmark process just before each server's cells, one query, no HTTP)",
         "",
-        md_table(["operation", "p50 (ms)", "p99 (ms)"],
-                 [[k, f"{v['p50_ms']:.2f}", f"{v['p99_ms']:.2f}"] for k, v in floor.items()]),
+        md_table(["encoder", "before the server with batching", "operation", "p50 (ms)", "p99 (ms)"],
+                 [[f["encoder"], f["batching"], k, f"{v['p50_ms']:.2f}", f"{v['p99_ms']:.2f}"]
+                  for f in floor_runs for k, v in f.items() if isinstance(v, dict)]),
         "",
-        "p50 / floor: the service's p50 at concurrency 1 over the bare query-tower forward's p50 (same encoder).",
+        "p50 / floor: the service's p50 at concurrency 1 over the bare query-tower forward's p50 measured just "
+        "before that server (same encoder). In-process relevance minus the forward is the fused scoring of the "
+        "candidates; service p50 minus in-process relevance is HTTP, JSON and validation.",
         "",
         "## Targets (issue 11)",
         "",
         md_table(["target", "measured", "verdict"], targets),
     ]
     payload = {**meta, "args": vars(args), "load_avg_start": load_start, "load_avg_end": load_end,
-               "launchers": launchers, "cells": cells, "floors": floor, "targets": targets}
+               "launchers": launchers, "cells": cells, "floors": floor_runs, "targets": targets}
     path = write_results(args.out, args.stem, md, payload)
     print(f"results: {path}")
 
