@@ -132,8 +132,45 @@ def main() -> None:
 
     faiss.omp_set_num_threads(args.threads)
     load = os.getloadavg()
+    meta = {"command": command_line(), "machine": machine_info(["faiss-cpu", "numpy"])}
     results: list[dict] = []
     skipped: list[str] = []
+
+    def write(done: bool) -> Path:
+        """The results so far (after each data set and size: a long run stopped midway keeps what it measured)."""
+        table = md_table(
+            ["data", "vectors", "index", "build (s)", f"recall@{args.k}", "p50 (ms)", "p99 (ms)", "batched (ms/q)",
+             "parameters"],
+            [
+                [r["data"], f"{r['n']:,}", r["kind"], f"{r['build_s']:.2f}", f"{r['recall']:.4f}",
+                 f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}", f"{r['batch_ms_per_query']:.3f}",
+                 ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "exact"]
+                for r in results
+            ],
+        )
+        md = [
+            "# ANN index: build time, recall and query latency",
+            "",
+            *run_header(meta),
+            f"Load average at start (1/5/15 min): {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} "
+            f"(the machine is shared; latencies are upper bounds)  ",
+            f"FAISS threads: {args.threads}; dimension {args.dim}; {args.queries} held-out queries; k = {args.k}; "
+            f"clustered data: {args.clusters} Gaussian blobs.",
+            "",
+            table,
+            "",
+            *([f"Not run: {'; '.join(skipped)}.", ""] if skipped else []),
+            *([] if done else ["**Partial results: the run was still going (or was stopped) after these rows.**", ""]),
+            "Build: `querylife.index`'s builder with `IndexConfig` defaults; the search parameter varies on the same "
+            "built index (the first value of each is the default).",
+            "",
+            "recall@k: mean over queries of |approximate top k ∩ exact top k| / k. Latency: one query per call "
+            "(p50 / p99 over the queries); batched: all queries in one call, per query.",
+        ]
+        path = write_results(args.out, args.stem, md, {**meta, "args": vars(args), "load_avg": load,
+                                                       "results": results, "skipped": skipped})
+        return path
+
     for data in args.data:
         for n in args.sizes:
             vectors, queries = make_vectors(data, n, args.queries, args.dim, args.clusters, args.seed)
@@ -159,39 +196,9 @@ def main() -> None:
                           flush=True)
                 del index
             del vectors, queries
+            write(done=False)
 
-    meta = {"command": command_line(), "machine": machine_info(["faiss-cpu", "numpy"])}
-    table = md_table(
-        ["data", "vectors", "index", "build (s)", f"recall@{args.k}", "p50 (ms)", "p99 (ms)", "batched (ms/q)",
-         "parameters"],
-        [
-            [r["data"], f"{r['n']:,}", r["kind"], f"{r['build_s']:.2f}", f"{r['recall']:.4f}", f"{r['p50_ms']:.3f}",
-             f"{r['p99_ms']:.3f}", f"{r['batch_ms_per_query']:.3f}",
-             ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "exact"]
-            for r in results
-        ],
-    )
-    md = [
-        "# ANN index: build time, recall and query latency",
-        "",
-        *run_header(meta),
-        f"Load average at start (1/5/15 min): {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} "
-        f"(the machine is shared; latencies are upper bounds)  ",
-        f"FAISS threads: {args.threads}; dimension {args.dim}; {args.queries} held-out queries; k = {args.k}; "
-        f"clustered data: {args.clusters} Gaussian blobs.",
-        "",
-        table,
-        "",
-        *([f"Not run: {'; '.join(skipped)}.", ""] if skipped else []),
-        "Build: `querylife.index`'s builder with `IndexConfig` defaults; the search parameter varies on the same "
-        "built index (the first value of each is the default).",
-        "",
-        "recall@k: mean over queries of |approximate top k ∩ exact top k| / k. Latency: one query per call "
-        "(p50 / p99 over the queries); batched: all queries in one call, per query.",
-    ]
-    path = write_results(args.out, args.stem, md, {**meta, "args": vars(args), "load_avg": load,
-                                                   "results": results, "skipped": skipped})
-    print(f"results: {path}")
+    print(f"results: {write(done=True)}")
 
 
 if __name__ == "__main__":
