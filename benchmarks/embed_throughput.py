@@ -205,44 +205,19 @@ def run_memory(script: Path, ckpt: Path, catalog: Path, args) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--products", type=int, default=3000, help="catalogue size for the throughput runs")
-    parser.add_argument("--memory-sizes", type=int, nargs=2, default=[5000, 20000])
-    parser.add_argument("--batch-size", type=int, default=256, help="the store's default")
-    parser.add_argument("--shard-size", type=int, default=10_000, help="the store's default")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (same for every variant)")
-    parser.add_argument("--work", default="runs/bench_embed")
-    parser.add_argument("--out", default="benchmarks/results")
-    parser.add_argument("--stem", default="embed_throughput")
-    parser.add_argument("--worker-memory", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
-    parser.add_argument("--catalog", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker_memory:
-        memory_worker(args)
-        return
-
+def throughput(args, ckpt: Path, model, base: Path) -> tuple[dict, dict, dict]:
+    """Round-robin timings of the five variants; products/s and per-repeat ratios (mean ± std)."""
     from sentence_transformers import SentenceTransformer
 
-    from querylife.model import QueryLifeModel
     from querylife.towers import bundled_minilm_path
 
-    quiet_transformers()
-    torch.set_num_threads(args.threads)
-    load_start = os.getloadavg()
-    work = Path(args.work)
-    base = demo_catalog(work)
-    ckpt = make_checkpoint(work, base)
-    model = QueryLifeModel.from_pretrained(ckpt)
+    n = args.products
     cat_img = catalogue_of(scaled_catalog(base, args.products))
     cat_txt = catalogue_of(scaled_catalog(base, args.products, images=False))
     batches_img = predecoded_batches(model, cat_img, args.batch_size)
     batches_txt = [(t, i, h) for t, i, h in predecoded_batches(model, cat_txt, args.batch_size)]
     st = SentenceTransformer(str(bundled_minilm_path()), device="cpu")
     st.max_seq_length = model.text_tower.max_length  # the same truncation as the tower
-    n = args.products
 
     variants = {
         "store (text + images)": lambda: time_store(ckpt, model, cat_img, args.batch_size, args.shard_size),
@@ -273,7 +248,44 @@ def main() -> None:
     }
     for k, v in ratios.items():
         print(f"{k}: {v['mean']:.3f} ± {v['std']:.3f}")
+    return times, rate, ratios
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--products", type=int, default=3000, help="catalogue size for the throughput runs")
+    parser.add_argument("--memory-sizes", type=int, nargs=2, default=[5000, 20000])
+    parser.add_argument("--batch-size", type=int, default=256, help="the store's default")
+    parser.add_argument("--shard-size", type=int, default=10_000, help="the store's default")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (same for every variant)")
+    parser.add_argument("--work", default="runs/bench_embed")
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--stem", default="embed_throughput")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak-memory runs")
+    parser.add_argument("--worker-memory", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
+    parser.add_argument("--catalog", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker_memory:
+        memory_worker(args)
+        return
+
+    from querylife.model import QueryLifeModel
+
+    quiet_transformers()
+    torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()
+    work = Path(args.work)
+    base = demo_catalog(work)
+    ckpt = make_checkpoint(work, base)
+    model = QueryLifeModel.from_pretrained(ckpt)
+    times: dict[str, list[float]] = {}
+    rate: dict[str, dict[str, float]] = {}
+    ratios: dict[str, dict[str, float]] = {}
+    n = args.products
+    if not args.memory_only:
+        times, rate, ratios = throughput(args, ckpt, model, base)
     memory = []
     for size in args.memory_sizes:
         row = run_memory(Path(__file__).resolve(), ckpt, scaled_catalog(base, size), args)
@@ -294,14 +306,15 @@ def main() -> None:
         f"{model.config.embed_dim}); torch threads {args.threads}; batch size {args.batch_size}; shard size "
         f"{args.shard_size}; {args.repeats} repeats (mean ± std), after one warm-up pass.",
         "",
-        f"## Throughput ({n:,} products of the demo storefront)",
-        "",
-        md_table(["variant", "products / s"],
-                 [[k, f"{v['mean']:.0f} ± {v['std']:.0f}"] for k, v in rate.items()]),
-        "",
-        md_table(["ratio of throughputs", "value"],
-                 [[k, f"{v['mean']:.3f} ± {v['std']:.3f}"] for k, v in ratios.items()]),
-        "",
+        *([] if args.memory_only else [
+            f"## Throughput ({n:,} products of the demo storefront)",
+            "",
+            md_table(["variant", "products / s"], [[k, f"{v['mean']:.0f} ± {v['std']:.0f}"] for k, v in rate.items()]),
+            "",
+            md_table(["ratio of throughputs", "value"],
+                     [[k, f"{v['mean']:.3f} ± {v['std']:.3f}"] for k, v in ratios.items()]),
+            "",
+        ]),
         "## Peak memory of one `embed` run (fresh process per size)",
         "",
         md_table(["products", "seconds", "RSS before (MB)", "RSS peak (MB)", "RSS growth (MB)",
@@ -312,8 +325,12 @@ def main() -> None:
         f"Growth at {large['products']:,} vs {small['products']:,} products: RSS "
         f"{large['rss_growth_mb'] / max(small['rss_growth_mb'], 1e-9):.2f}x, tracemalloc "
         f"{large['tracemalloc_peak_mb'] / max(small['tracemalloc_peak_mb'], 1e-9):.2f}x for "
-        f"{large['products'] / small['products']:.1f}x the products (a shard of up to {args.shard_size:,} products "
-        "is held before it is written, so memory is bounded by the shard size, not the catalogue).",
+        f"{large['products'] / small['products']:.1f}x the products. `embed` holds up to --shard-size "
+        f"({args.shard_size:,}) products' vectors before it writes a shard, so peak memory can grow with the "
+        "catalogue up to that size and should stay flat past it (compare sizes on the same side of it).",
+        *(["", "A ratio above 1 for store / bare towers is machine noise (the variants of a repeat run one after "
+             "the other on a shared machine), not a store faster than its own towers."]
+          if any(v["mean"] > 1 for k, v in ratios.items() if k.startswith("store / bare")) else []),
     ]
     payload = {**meta, "args": vars(args), "load_avg_start": load_start, "load_avg_end": load_end,
                "seconds": times, "products_per_s": rate, "ratios": ratios, "memory": memory}
