@@ -73,3 +73,21 @@ def test_missing_or_stale_calibrator_is_refused_with_a_reason(checkpoint, tmp_pa
     (copy / CALIBRATOR_NAME).write_text("{not json")
     cal, note = load_calibrator(copy)
     assert cal is None and "cannot read" in note
+
+
+@pytest.mark.slow  # four CLI processes: ~8 s each on a busy 2-core machine
+def test_cli_refuses_what_it_cannot_use(checkpoint, tmp_path):
+    from test_cli import cli, show
+
+    _, _, directory = checkpoint
+    proc = cli("calibrate", "--checkpoint", tmp_path / "nope", cwd=tmp_path)
+    assert proc.returncode == 2 and "not a querylife checkpoint" in proc.stderr, show(proc)
+    proc = cli("serve", "--checkpoint", directory, "--store", tmp_path / "no-store", cwd=tmp_path)
+    assert proc.returncode == 2 and "no such embedding store" in proc.stderr, show(proc)
+    (tmp_path / "store").mkdir()
+    proc = cli("serve", "--checkpoint", directory, "--store", tmp_path / "store", "--api-key-env", "QL_UNSET_KEY_VAR",
+               cwd=tmp_path)
+    assert proc.returncode == 2 and "QL_UNSET_KEY_VAR" in proc.stderr and "command line" in proc.stderr, show(proc)
+    proc = cli("serve", "--checkpoint", directory, "--store", tmp_path / "store", "--set", "max_candidatez=1",
+               cwd=tmp_path)
+    assert proc.returncode == 2 and "max_candidatez" in proc.stderr, show(proc)

@@ -461,3 +461,12 @@ def test_load_service_over_an_embedded_store_and_index(checkpoint, dataset, tiny
     other = make_checkpoint(tiny_text_model_dir, tmp_path / "other", dataset.product_types, seed=1)
     with pytest.raises(StoreError, match="not .*other"):
         load_service(other, store, ServeConfig())
+
+
+def test_empty_and_all_unknown_candidate_lists(client):
+    r = client.post("/v1/relevance", json={"query": "red dress", "product_ids": []})
+    assert r.status_code == 200 and r.json()["results"] == []
+    r = client.post("/v1/relevance", json={"query": "red dress", "product_ids": ["zz"], "unknown_ids": "skip"})
+    assert r.status_code == 200 and r.json()["results"] == [] and r.json()["unknown_product_ids"] == ["zz"]
+    assert client.get("/v1/relevance").status_code == 405
+    assert client.post("/v1/nothing", json={}).status_code == 404

@@ -254,3 +254,26 @@ def test_stale_or_missing_index_is_refused(built, checkpoint, model, catalog_fil
     embed_catalogue(checkpoint, _catalogue(path), store, update=True, model=model, progress=False)
     with pytest.raises(ProductIndexError, match="rebuild"):
         ProductIndex.load(store)
+
+
+def test_unreadable_image_names_row_and_product_or_is_skipped(checkpoint, model, catalog_file, tmp_path):
+    from querylife.data.errors import DataError
+
+    cat = pd.read_parquet(catalog_file)
+    row = int(np.flatnonzero(cat["image_path"].notna().to_numpy())[7])
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png")
+    cat.loc[row, "image_path"] = str(bad)
+    path = tmp_path / "catalog.parquet"
+    cat.to_parquet(path)
+    with pytest.raises(DataError) as err:
+        embed_catalogue(checkpoint, _catalogue(path), tmp_path / "s1", batch_size=16, model=model, progress=False)
+    text = str(err.value)
+    assert str(bad) in text and f"row {row + 1}" in text and cat.loc[row, "product_id"] in text, text
+    catalogue = load_catalogue(DataConfig(catalog=str(path), skip_bad_rows=True))
+    embed_catalogue(checkpoint, catalogue, tmp_path / "s2", batch_size=16, skip_bad=True, model=model,
+                    progress=False)
+    products = EmbeddingStore.open(tmp_path / "s2").load()
+    r = products.rows([cat.loc[row, "product_id"]])[0]
+    assert not bool(products.has_image[r]) and float(products.v[r].abs().sum()) == 0.0
+    assert catalogue.bad_rows is not None and catalogue.bad_rows.total == 1

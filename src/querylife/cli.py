@@ -358,6 +358,9 @@ def serve(
         list[str] | None, typer.Option("--set", help="Service setting, e.g. --set max_candidates=500.")
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    onnx: Annotated[
+        Path | None, typer.Option(help="ONNX query encoder from `querylife export-onnx` (queries via onnxruntime).")
+    ] = None,
 ) -> None:
     """Serve relevance, search and embeddings over HTTP (FastAPI + uvicorn; docs/SERVING.md).
 
@@ -375,12 +378,15 @@ def serve(
         _fail(f"{store}: no such embedding store (write one with `querylife embed --checkpoint {checkpoint} ...`)")
     if workers < 1:
         _fail(f"--workers must be at least 1, got {workers}")
+    if onnx is not None and not onnx.is_file():
+        _fail(f"--onnx {onnx}: no such file (write it with `querylife export-onnx --checkpoint {checkpoint}`)")
     try:
         settings = load_serve_config(serve_config, set_ or [])
         if api_key_env:
             settings = settings.model_copy(update={"api_key_env": api_key_env})
         _quiet_transformers()
-        run_server(checkpoint, store, settings, host=host, port=port, workers=workers, log_level=log_level)
+        run_server(checkpoint, store, settings, host=host, port=port, workers=workers, log_level=log_level,
+                   onnx=onnx)
     except ValueError as err:
         _fail(str(err))
 
@@ -643,13 +649,13 @@ def embed(
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Embed a catalogue with a checkpoint into an embedding store (resumable; --update for changes)."""
+    if bool(catalog) == bool(data):
+        _fail("give --catalog FILE or --data PATH (one of them)")
     _quiet_transformers()
     from .data.errors import DataError
     from .encode import load_catalogue
     from .store import StoreError, embed_catalogue
 
-    if bool(catalog) == bool(data):
-        _fail("give --catalog FILE or --data PATH (one of them)")
     extra = [f"data.{key}={value}" for key, value in (("catalog", catalog), ("path", data), ("format", format_))
              if value]
     extra += ["data.pairs=null", "data.path=null" if catalog else "data.catalog=null"]

@@ -282,21 +282,30 @@ def iter_product_batches(
     product without an image (counted in ``catalogue.bad_rows``) instead of raising a ``DataError`` that names
     the file, catalogue row and product.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from .scoring import FeatureCache
 
     rows = np.arange(len(catalogue), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
     size = image_size or image_size_of(model)
     table = catalogue.table
-    for start in range(0, len(rows), batch_size):
-        sub = rows[start : start + batch_size]
-        images, has = _decode_batch(catalogue, sub, size, skip_bad)  # (b, 3, S, S) uint8, (b,)
-        texts = [catalogue.texts[r] for r in sub]
-        types = table["product_type"].iloc[sub].tolist()
-        vec = encode_product_rows(model, texts, types, has, lambda a, b, im=images: im[a:b], cache=FeatureCache(),
-                                  batch_size=batch_size)
-        products = StoredProducts(
-            product_ids=table["product_id"].iloc[sub].tolist(), titles=table["title"].iloc[sub].tolist(),
-            product_types=types, t=vec.t, v=vec.v, has_image=vec.has_image.bool(), type_ids=vec.type_ids,
-            index_vectors=index_vectors_of(model, vec),
-        )
-        yield ProductBatch(sub, products)
+    starts = list(range(0, len(rows), batch_size))
+    # The next batch's images are decoded while this one is encoded (PIL and torch both release the GIL), so
+    # at most two batches of images are held.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
+        pending = pool.submit(_decode_batch, catalogue, rows[:batch_size], size, skip_bad) if starts else None
+        for start in starts:
+            sub = rows[start : start + batch_size]
+            images, has = pending.result()  # (b, 3, S, S) uint8, (b,)
+            nxt = rows[start + batch_size : start + 2 * batch_size]
+            pending = pool.submit(_decode_batch, catalogue, nxt, size, skip_bad) if len(nxt) else None
+            texts = [catalogue.texts[r] for r in sub]
+            types = table["product_type"].iloc[sub].tolist()
+            vec = encode_product_rows(model, texts, types, has, lambda a, b, im=images: im[a:b],
+                                      cache=FeatureCache(), batch_size=batch_size)
+            products = StoredProducts(
+                product_ids=table["product_id"].iloc[sub].tolist(), titles=table["title"].iloc[sub].tolist(),
+                product_types=types, t=vec.t, v=vec.v, has_image=vec.has_image.bool(), type_ids=vec.type_ids,
+                index_vectors=index_vectors_of(model, vec),
+            )
+            yield ProductBatch(sub, products)

@@ -41,8 +41,19 @@ def app_from_env():
 
     spec = json.loads(os.environ[SPEC_ENV])
     settings = ServeConfig.model_validate(spec["settings"])
-    configure_process(settings, spec.get("workers", 1))
-    return create_app(settings, loader=lambda: load_service(spec["checkpoint"], spec["store"], settings))
+    threads = configure_process(settings, spec.get("workers", 1))
+
+    def load():
+        encoder = None
+        if spec.get("onnx"):
+            from ..onnx_export import OnnxQueryEncoder  # the onnx extra
+
+            encoder = OnnxQueryEncoder.for_checkpoint(spec["onnx"], spec["checkpoint"], intra_op_threads=threads)
+        service = load_service(spec["checkpoint"], spec["store"], settings, query_encoder=encoder)
+        service.info["query_encoder"] = f"onnxruntime ({spec['onnx']})" if encoder is not None else "pytorch"
+        return service
+
+    return create_app(settings, loader=load)
 
 
 def serve(
@@ -54,15 +65,18 @@ def serve(
     port: int = 8000,
     workers: int = 1,
     log_level: str = "info",
+    onnx: str | Path | None = None,
 ) -> None:
-    """Serve until interrupted. The model loads in the background: /healthz answers at once, /readyz when loaded."""
+    """Serve until interrupted. The model loads in the background: /healthz answers at once, /readyz when loaded.
+    ``onnx``: the query encoder exported by ``querylife export-onnx`` (checked to come from ``checkpoint``) encodes
+    the queries with onnxruntime instead of PyTorch."""
     import uvicorn
 
     from .app import _api_key
 
     _api_key(settings)  # fail before starting anything when the key variable is empty
     spec = {"checkpoint": str(checkpoint), "store": str(store), "settings": settings.model_dump(mode="json"),
-            "workers": workers}
+            "workers": workers, "onnx": str(onnx) if onnx else None}
     os.environ[SPEC_ENV] = json.dumps(spec)
     uvicorn.run("querylife.serve.run:app_from_env", factory=True, host=host, port=port, workers=workers,
                 log_level=log_level, timeout_graceful_shutdown=5)

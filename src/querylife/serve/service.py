@@ -106,6 +106,7 @@ class Service:
             "index": "given" if searcher.index is not None else "none (exhaustive search)",
             "embed_dim": self.model.config.embed_dim,
             "fusion": self.model.config.fusion.mode,
+            "query_encoder": "pytorch" if searcher.query_encoder == searcher._torch_queries else "custom",
             **(info or {}),
         }
         self.model_id = str(self.info.get("checkpoint_sha256", "unknown"))[:16]
@@ -181,9 +182,12 @@ class Service:
         return self.searcher.products.select(self.searcher.products.rows(product_ids))
 
 
-def load_service(checkpoint: str | Path, store: str | Path, settings: ServeConfig) -> Service:
+def load_service(
+    checkpoint: str | Path, store: str | Path, settings: ServeConfig, *, query_encoder=None
+) -> Service:
     """Load the checkpoint, its embedding store, the store's index (exhaustive search when none was built) and the
-    calibrator.
+    calibrator. ``query_encoder``: ``list[str] -> (B, D)`` instead of the PyTorch query tower (e.g. onnxruntime),
+    passed to :class:`~querylife.search.Searcher`.
 
     Raises:
         StoreError / ProductIndexError / FileNotFoundError / ValueError: naming the checkpoint, store or index that
@@ -202,7 +206,7 @@ def load_service(checkpoint: str | Path, store: str | Path, settings: ServeConfi
     model = QueryLifeModel.from_pretrained(checkpoint)
     products = opened.load()
     index = ProductIndex.load(store, store=opened) if (store / INDEX_MANIFEST).is_file() else None
-    searcher = Searcher(model, products, index)
+    searcher = Searcher(model, products, index, query_encoder)
     calibrator, note = load_calibrator(checkpoint)
     info = {"checkpoint": str(checkpoint), "checkpoint_sha256": digest, "store": str(store),
             "index": index.kind if index is not None else "none (exhaustive search)"}
