@@ -7,9 +7,10 @@ index vectors. Two distributions:
 * clustered: a mixture of ``--clusters`` Gaussian blobs (products of one type sit together, as in a real store).
 
 Queries are held-out draws from the same distribution (not vectors of the index). For each size and kind the
-index is built with ``querylife.index``'s own builder and ``IndexConfig`` defaults (IVF: nlist = 4 sqrt(N),
-nprobe 32; HNSW: M 32, efConstruction 80, efSearch 128); recall@k is measured against the exact index on the same
-vectors, and latency one query at a time (what a search request does) plus a batch of all queries.
+index is built with ``querylife.index``'s own builder and ``IndexConfig`` defaults (IVF: nlist = 4 sqrt(N);
+HNSW: M 32, efConstruction 80); the search breadth (IVF nprobe, HNSW efSearch) is tried at the default and 4 times
+it on the same built index. recall@k is measured against the exact index on the same vectors, and latency one
+query at a time (what a search request does) plus a batch of all queries.
 
 Run:  python benchmarks/index_bench.py --sizes 100000 1000000 --out benchmarks/results
 Smoke: python benchmarks/index_bench.py --sizes 5000 --queries 50 --out /tmp/index_bench
@@ -118,8 +119,10 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--clusters", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1, help="FAISS OpenMP threads (1: one request's share)")
-    parser.add_argument("--nprobe", type=int, nargs="+", default=[32, 128], help="IVF lists searched (32: default)")
-    parser.add_argument("--ef-search", type=int, nargs="+", default=[128, 512], help="HNSW breadth (128: default)")
+    parser.add_argument("--nprobe", type=int, nargs="+", default=None,
+                        help="IVF lists searched (default: IndexConfig's and 4 times it)")
+    parser.add_argument("--ef-search", type=int, nargs="+", default=None,
+                        help="HNSW search breadth (default: IndexConfig's and 4 times it)")
     parser.add_argument("--hnsw-max-size", type=int, default=None, help="skip HNSW above this many vectors")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results")
@@ -131,6 +134,9 @@ def main() -> None:
     from querylife import index as index_mod
 
     faiss.omp_set_num_threads(args.threads)
+    defaults = index_mod.IndexConfig()
+    args.nprobe = args.nprobe or [defaults.nprobe, 4 * defaults.nprobe]
+    args.ef_search = args.ef_search or [defaults.hnsw_ef_search, 4 * defaults.hnsw_ef_search]
     load = os.getloadavg()
     meta = {"command": command_line(), "machine": machine_info(["faiss-cpu", "numpy"])}
     results: list[dict] = []
