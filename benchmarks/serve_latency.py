@@ -20,10 +20,6 @@ no HTTP) splits the rest.
 The load generator runs on the same 2 cores as the server (no other machine here): at concurrency 8 it competes
 with the server for CPU, so requests/s is a lower bound.
 
-If ``querylife serve`` has no ``--onnx`` option, the ONNX server is started by this script's ``--worker-serve``
-mode: the same ``create_app`` + ``load_service`` as ``querylife serve`` with the searcher's query encoder set to
-the ONNX one (named in the results).
-
 Run:  python benchmarks/serve_latency.py --out benchmarks/results
 Smoke: python benchmarks/serve_latency.py --duration 2 --warmup 1 --candidates 100 --concurrency 1 --out /tmp/sl
 """
@@ -95,52 +91,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def cli_has_onnx() -> bool:
-    done = subprocess.run([sys.executable, "-m", "querylife.cli", "serve", "--help"], capture_output=True, text=True,
-                          check=False)
-    return "--onnx" in done.stdout
-
-
-def server_command(paths: dict[str, Path], encoder: str, batching: bool, threads: int, port: int,
-                   native_onnx: bool) -> tuple[list[str], str]:
+def server_command(paths: dict[str, Path], encoder: str, batching: bool, threads: int, port: int) -> list[str]:
     sets = [f"batcher.enabled={str(batching).lower()}", "batcher.cache_size=0", f"torch_threads={threads}",
             "max_inflight=64"]
-    if encoder == "onnx" and not native_onnx:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker-serve", "--port", str(port),
-               "--threads", str(threads), "--checkpoint", str(paths["checkpoint"]), "--store", str(paths["store"]),
-               "--onnx", str(paths["onnx"]), *[a for s in sets for a in ("--set", s)]]
-        return cmd, ("benchmarks/serve_latency.py --worker-serve (querylife serve's create_app + load_service, "
-                     "ONNX query encoder)")
     cmd = [sys.executable, "-m", "querylife.cli", "serve", "--checkpoint", str(paths["checkpoint"]), "--store",
            str(paths["store"]), "--port", str(port), "--log-level", "warning", *[a for s in sets for a in ("--set", s)]]
     if encoder == "onnx":
         cmd += ["--onnx", str(paths["onnx"])]
-    return cmd, "querylife serve"
-
-
-def worker_serve(args) -> None:
-    """The ONNX server when ``querylife serve`` has no --onnx: querylife serve's own app, ONNX query encoder."""
-    import uvicorn
-
-    from querylife.onnx_export import OnnxQueryEncoder
-    from querylife.serve.app import create_app
-    from querylife.serve.config import load_serve_config
-    from querylife.serve.run import configure_process
-    from querylife.serve.service import load_service
-
-    quiet_transformers()
-    settings = load_serve_config(None, args.set or [])
-    configure_process(settings)
-
-    def loader():
-        service = load_service(args.checkpoint, args.store, settings)
-        service.searcher.query_encoder = OnnxQueryEncoder.for_checkpoint(
-            args.onnx, args.checkpoint, intra_op_threads=args.threads
-        )
-        service.info["query_encoder"] = f"onnx: {args.onnx}"
-        return service
-
-    uvicorn.run(create_app(settings, loader=loader), host="127.0.0.1", port=args.port, log_level="warning")
+    return cmd
 
 
 def wait_ready(proc: subprocess.Popen, url: str, timeout: float = 300.0) -> None:
@@ -284,16 +242,7 @@ def main() -> None:
     parser.add_argument("--work", default="runs/bench")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--stem", default="serve_latency")
-    parser.add_argument("--worker-serve", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
-    parser.add_argument("--store", help=argparse.SUPPRESS)
-    parser.add_argument("--onnx", help=argparse.SUPPRESS)
-    parser.add_argument("--set", action="append", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker_serve:
-        worker_serve(args)
-        return
 
     quiet_transformers()
     load_start = os.getloadavg()
@@ -302,11 +251,9 @@ def main() -> None:
     from querylife.store import EmbeddingStore
 
     ids = EmbeddingStore.open(paths["store"]).load().product_ids
-    native_onnx = cli_has_onnx()
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
 
     cells = []
-    launchers = {}
     floor_runs = []
     measure_floor = Floors(paths, args.threads)
     for encoder in args.encoders:
@@ -319,8 +266,7 @@ def main() -> None:
                 print(f"floor before {encoder} / batching {batching}: {k}: p50 {v['p50_ms']:.2f} ms, "
                       f"p99 {v['p99_ms']:.2f} ms", flush=True)
             port = free_port()
-            cmd, launcher = server_command(paths, encoder, batching == "on", args.threads, port, native_onnx)
-            launchers[encoder] = launcher
+            cmd = server_command(paths, encoder, batching == "on", args.threads, port)
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
             url = f"http://127.0.0.1:{port}"
             try:
@@ -377,8 +323,7 @@ def main() -> None:
         "bounds  ",
         f"Model: untrained checkpoint (all-MiniLM-L6-v2 query tower, frozen; small CNN vision tower; embed_dim 256); "
         f"store of {len(ids):,} demo products, exact index. Server: 1 worker, {args.threads} torch / onnxruntime "
-        f"threads, query cache off. PyTorch server: {launchers.get('pytorch', '–')}; ONNX server: "
-        f"{launchers.get('onnx', '–')}.  ",
+        f"threads, query cache off; `querylife serve` (ONNX: `--onnx`, the graph of `querylife export-onnx`).  ",
         f"Each cell: {args.warmup:g} s warm-up, then {args.duration:g} s measured; closed-loop httpx clients; random "
         "candidate ids per request.",
         "",
@@ -400,7 +345,7 @@ def main() -> None:
         md_table(["target", "measured", "verdict"], targets),
     ]
     payload = {**meta, "args": vars(args), "load_avg_start": load_start, "load_avg_end": load_end,
-               "launchers": launchers, "cells": cells, "floors": floor_runs, "targets": targets}
+               "cells": cells, "floors": floor_runs, "targets": targets}
     path = write_results(args.out, args.stem, md, payload)
     print(f"results: {path}")
 
