@@ -150,3 +150,10 @@ def test_embed_resumes_after_sigkill(checkpoint, big_catalog, tmp_path):
     assert sorted(p.name for p in (store / "shards").iterdir()) == sorted(p.name for p in
                                                                           (reference / "shards").iterdir())
     assert temp_leftovers(store / "shards") == [] and temp_leftovers(store) == []
+
+
+@pytest.mark.parametrize("command", ["embed", "index", "search"])
+def test_help_shows_an_example(command, tmp_path):
+    proc = cli(command, "--help", cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    assert "Example" in proc.stdout and f"querylife {command}" in proc.stdout, show(proc)

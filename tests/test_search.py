@@ -100,3 +100,19 @@ def test_searcher_takes_a_query_encoder(model, dataset):
     got = searcher.relevance("red dress", [0, 1, 2])
     assert calls == [["red dress"]]
     np.testing.assert_allclose(got.scores, ref.scores, atol=1e-6)
+
+
+def test_inline_products_score_like_stored_ones(model, dataset):
+    products = _stored(model, dataset)
+    searcher = Searcher(model, products)
+    rows = np.array([0, 1, 2, 3])
+    inline = searcher.encode_products(
+        [products.titles[r] for r in rows], [products.product_types[r] for r in rows], dataset.images[rows],
+        dataset.has_image[rows],
+    )
+    q = searcher.encode_queries(["red dress"])[0]
+    got = searcher.score_vectors(q, inline)
+    ref = searcher.relevance(q, rows)
+    np.testing.assert_allclose(got.scores, ref.scores, atol=2e-6)
+    text_only = searcher.encode_products(["Summer dress"], ["dress"])
+    assert not bool(text_only.has_image[0]) and float(searcher.score_vectors(q, text_only).image_weight[0]) == 0.0

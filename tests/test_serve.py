@@ -424,6 +424,31 @@ def test_batcher_encodes_concurrent_queries_in_one_forward():
     assert calls[0] == ["a", "bb"]
 
 
+def test_batcher_queries_arriving_during_a_forward_go_in_the_next_one():
+    calls = []
+
+    def encode(texts):
+        calls.append(list(texts))
+        time.sleep(0.1)
+        return torch.zeros(len(texts), 2)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+
+        async def run(fn):
+            return await loop.run_in_executor(None, fn)
+
+        # busy=1: nobody else in flight when the first query arrives, so it goes at once (no wait)
+        b = QueryBatcher(encode, BatcherConfig(max_batch=8, max_wait_ms=50), run=run, busy=lambda: 1)
+        first = asyncio.ensure_future(b.encode("q1"))
+        await asyncio.sleep(0.03)  # q1's forward is running
+        rest = [asyncio.ensure_future(b.encode(q)) for q in ("q2", "q3", "q4")]
+        await asyncio.gather(first, *rest)
+
+    asyncio.run(main())
+    assert calls == [["q1"], ["q2", "q3", "q4"]]
+
+
 def test_serve_config_refuses_unknown_keys(tmp_path):
     with pytest.raises(ValueError, match="max_candidatez"):
         load_serve_config(None, ["max_candidatez=3"])

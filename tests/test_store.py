@@ -277,3 +277,18 @@ def test_unreadable_image_names_row_and_product_or_is_skipped(checkpoint, model,
     r = products.rows([cat.loc[row, "product_id"]])[0]
     assert not bool(products.has_image[r]) and float(products.v[r].abs().sum()) == 0.0
     assert catalogue.bad_rows is not None and catalogue.bad_rows.total == 1
+    example = catalogue.bad_rows.examples[0]
+    assert example["row"] == row + 1 and cat.loc[row, "product_id"] in example["message"], example
+
+
+def test_two_writers_are_refused(checkpoint, model, catalog_file, tmp_path):
+    import fcntl
+
+    out = tmp_path / "store"
+    out.mkdir()
+    with open(out / ".lock", "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running embed holds it
+        with pytest.raises(StoreError, match="another `querylife embed`"):
+            embed_catalogue(checkpoint, _catalogue(catalog_file), out, model=model, progress=False)
+    result = embed_catalogue(checkpoint, _catalogue(catalog_file), out, model=model, progress=False)
+    assert result.n_products == 120

@@ -75,6 +75,7 @@ class Catalogue:
     file_rows: np.ndarray | None = None
     notes: Notes = field(default_factory=Notes)
     bad_rows: BadRows | None = None
+    _paths: list[str | None] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.table)
@@ -85,9 +86,15 @@ class Catalogue:
 
     @property
     def image_paths(self) -> list[str | None]:
-        if "image_path" not in self.table.columns:
-            return [None] * len(self.table)
-        return [p if isinstance(p, str) and p else None for p in self.table["image_path"]]
+        """One image path (or None) per product; computed once (every batch indexes it)."""
+        if self._paths is None:
+            col = self.table["image_path"] if "image_path" in self.table.columns else [None] * len(self.table)
+            self._paths = [p if isinstance(p, str) and p else None for p in col]
+        return self._paths
+
+    def file_row(self, r: int) -> int:
+        """The 1-based row of product ``r`` in the catalogue file (its position + 1 when unknown)."""
+        return int(self.file_rows[r]) if self.file_rows is not None else r + 1
 
     @classmethod
     def from_frame(
@@ -246,24 +253,36 @@ class ProductBatch:
     products: StoredProducts
 
 
-def _decode_batch(catalogue: Catalogue, rows: np.ndarray, size: int, skip_bad: bool) -> tuple[torch.Tensor,
-                                                                                              torch.Tensor]:
+def _decode_batch(catalogue: Catalogue, rows: np.ndarray, size: int, skip_bad: bool
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     paths = catalogue.image_paths
     sub = [paths[r] for r in rows]
-    if not any(sub):
-        return torch.zeros((1, 3, size, size), dtype=torch.uint8).expand(len(rows), 3, size, size), torch.zeros(
-            len(rows), dtype=torch.bool)
-    report = catalogue.bad_rows if skip_bad else None
+    if not any(sub):  # one zero image broadcast: no memory per product
+        blank = torch.zeros((1, 3, size, size), dtype=torch.uint8).expand(len(rows), 3, size, size)
+        return blank, torch.zeros(len(rows), dtype=torch.bool)
+    local = BadRows() if skip_bad else None
     try:
-        return load_images(sub, size, skip_bad=skip_bad, report=report)
+        images, has = load_images(sub, size, skip_bad=skip_bad, report=local)
     except DataError as err:
-        # load_images counts rows within the batch; name the catalogue's own row instead.
+        # load_images counts rows within the batch; name the catalogue's own row and the product instead.
         pos = (err.row or 1) - 1
         r = int(rows[pos]) if 0 <= pos < len(rows) else None
-        row = None if r is None else (int(catalogue.file_rows[r]) if catalogue.file_rows is not None else r + 1)
         pid = catalogue.table["product_id"].iloc[r] if r is not None else None
         raise DataError(f"{err.detail} (product_id {pid!r}, catalogue {catalogue.source})", file=err.file,
-                        row=row, field=err.field) from None
+                        row=None if r is None else catalogue.file_row(r), field=err.field) from None
+    if local:
+        if catalogue.bad_rows is None:
+            catalogue.bad_rows = BadRows()
+        shown: dict[str, int] = {}
+        for ex in local.examples:
+            r = int(rows[ex["row"] - 1])
+            shown[ex["reason"]] = shown.get(ex["reason"], 0) + 1
+            catalogue.bad_rows.add(ex["reason"], file=ex["file"], row=catalogue.file_row(r), field=ex["field"],
+                                   message=f"{ex['message']} (product_id {catalogue.table['product_id'].iloc[r]!r})")
+        for reason, n in local.counts.items():  # beyond the examples kept: counted only
+            for _ in range(n - shown.get(reason, 0)):
+                catalogue.bad_rows.add(reason)
+    return images, has
 
 
 def iter_product_batches(

@@ -124,6 +124,39 @@ class Searcher:
                   else np.full(len(rows), np.nan, dtype=np.float32))
         return Relevance(rows, scores, weight)
 
+    def encode_products(
+        self,
+        titles: list[str],
+        product_types: list[str],
+        images: torch.Tensor | None = None,
+        has_image: torch.Tensor | None = None,
+        product_ids: list[str] | None = None,
+    ) -> StoredProducts:
+        """Products that are not in the store (e.g. a request's inline products), encoded exactly as ``embed``
+        encodes catalogue rows (:func:`querylife.encode.encode_product_rows`).
+
+        ``titles``: the product text (the store's ``text_fields`` joined, as ``embed`` did); ``images``: uint8
+        (n, 3, S, S) with S = :func:`querylife.encode.image_size_of` (None: no images); ``has_image``: (n,) bool.
+        """
+        from .encode import encode_product_rows, image_size_of, index_vectors_of
+
+        n = len(titles)
+        if len(product_types) != n:
+            raise ValueError(f"{n} titles but {len(product_types)} product types")
+        if images is None:
+            size = image_size_of(self.model)
+            images = torch.zeros((1, 3, size, size), dtype=torch.uint8).expand(n, 3, size, size)
+            has_image = torch.zeros(n, dtype=torch.bool)
+        elif has_image is None:
+            has_image = torch.ones(n, dtype=torch.bool)
+        vec = encode_product_rows(self.model, list(titles), list(product_types), has_image.bool(),
+                                  lambda a, b: images[a:b], batch_size=max(1, n))
+        return StoredProducts(
+            product_ids=list(product_ids) if product_ids is not None else [f"inline-{i}" for i in range(n)],
+            titles=list(titles), product_types=list(product_types), t=vec.t, v=vec.v,
+            has_image=vec.has_image.bool(), type_ids=vec.type_ids, index_vectors=index_vectors_of(self.model, vec),
+        )
+
     def relevance(self, query: str | torch.Tensor, rows: Sequence[int] | np.ndarray) -> Relevance:
         """Fused scores and image weights of ``query`` (text, or its (D,) vector) against stored ``rows``."""
         q = self.encode_queries([query])[0] if isinstance(query, str) else query

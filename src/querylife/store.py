@@ -430,12 +430,9 @@ def embed_catalogue(
             a non-empty directory that is not a store.
         DataError: an unreadable image (file, catalogue row, product) unless ``skip_bad``.
     """
-    from tqdm.auto import tqdm
-
     from . import __version__
-    from .encode import image_size_of, iter_product_batches, product_input_hashes
+    from .encode import image_size_of
     from .model import QueryLifeModel
-    from .runinfo import machine_info
 
     start = time.time()
     say = log or (lambda _line: None)
@@ -445,33 +442,68 @@ def embed_catalogue(
         raise ValueError(f"batch_size and shard_size must be positive, got {batch_size} and {shard_size}")
     shard_size = -(-shard_size // batch_size) * batch_size
     model = model if model is not None else QueryLifeModel.from_pretrained(checkpoint)
-    manifest_file = out / MANIFEST_NAME
-    resumed = False
-    if manifest_file.exists():
-        manifest = _read_manifest(out)
-        _check_owner(out, manifest, sha, checkpoint)
-        if manifest["status"] == "complete" and not update:
-            raise StoreError(f"{out} already holds a finished store of this checkpoint "
-                             f"({manifest.get('counts', {}).get('products')} products): use --update to bring it up "
-                             "to date with the catalogue, or choose another --out")
-        resumed = manifest["status"] != "complete"
-        if resumed:
-            say(f"resuming the unfinished store {out} ({len(manifest['shards'])} complete shards)")
-    else:
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise StoreError(f"{out} exists and is not an embedding store (no {MANIFEST_NAME}); choose another --out")
-        config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
-        with torch.no_grad():  # the index vectors' width, from the fusion itself
-            z = torch.zeros(1, model.config.embed_dim, device=model.device)
-            probe = model.fusion.index_vectors(z, z, model.type_ids(["x"]), torch.zeros(1, dtype=torch.bool))
-        manifest = {
-            "format": STORE_FORMAT, "format_version": STORE_FORMAT_VERSION, "status": "incomplete",
-            "checkpoint": {"sha256": sha, "path": str(checkpoint.resolve()), "config": config},
-            "embed_dim": model.config.embed_dim, "index_dim": int(probe.shape[-1]),
-            "fusion": model.config.fusion.mode, "image_size": image_size_of(model),
-            "text_fields": list(catalogue.text_fields), "shards": [], "next_shard": 0,
-            "querylife_version": __version__, "created": _now(),
-        }
+    if not (out / MANIFEST_NAME).exists() and out.exists() and (
+        not out.is_dir() or any(p.name != ".lock" for p in out.iterdir())
+    ):
+        raise StoreError(f"{out} exists and is not an embedding store (no {MANIFEST_NAME}); choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    lock = _lock(out)  # held until this function returns (or the process dies: the kernel releases it)
+    try:
+        resumed = False
+        if (out / MANIFEST_NAME).exists():
+            manifest = _read_manifest(out)
+            _check_owner(out, manifest, sha, checkpoint)
+            if manifest["status"] == "complete" and not update:
+                raise StoreError(f"{out} already holds a finished store of this checkpoint "
+                                 f"({manifest.get('counts', {}).get('products')} products): use --update to bring "
+                                 "it up to date with the catalogue, or choose another --out")
+            resumed = manifest["status"] != "complete"
+            if resumed:
+                say(f"resuming the unfinished store {out} ({len(manifest['shards'])} complete shards)")
+        else:
+            config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
+            with torch.no_grad():  # the index vectors' width, from the fusion itself
+                z = torch.zeros(1, model.config.embed_dim, device=model.device)
+                probe = model.fusion.index_vectors(z, z, model.type_ids(["x"]), torch.zeros(1, dtype=torch.bool))
+            manifest = {
+                "format": STORE_FORMAT, "format_version": STORE_FORMAT_VERSION, "status": "incomplete",
+                "checkpoint": {"sha256": sha, "path": str(checkpoint.resolve()), "config": config},
+                "embed_dim": model.config.embed_dim, "index_dim": int(probe.shape[-1]),
+                "fusion": model.config.fusion.mode, "image_size": image_size_of(model),
+                "text_fields": list(catalogue.text_fields), "shards": [], "next_shard": 0,
+                "querylife_version": __version__, "created": _now(),
+            }
+        return _embed_locked(out, manifest, resumed, checkpoint, catalogue, model, update=update,
+                             batch_size=batch_size, shard_size=shard_size, skip_bad=skip_bad, progress=progress,
+                             say=say, start=start)
+    finally:
+        lock.close()
+
+
+def _lock(out: Path):
+    """An exclusive lock on ``out/.lock``: two embed runs writing one store would corrupt it."""
+    fh = open(out / ".lock", "a+")  # noqa: SIM115 - closed by the caller
+    try:
+        import fcntl
+
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        pass
+    except OSError:
+        fh.close()
+        raise StoreError(f"{out} is being written by another `querylife embed` (it holds {out / '.lock'})") from None
+    return fh
+
+
+def _embed_locked(out: Path, manifest: dict[str, Any], resumed: bool, checkpoint: Path, catalogue: Catalogue,
+                  model: QueryLifeModel, *, update: bool, batch_size: int, shard_size: int, skip_bad: bool,
+                  progress: bool, say: Callable[[str], None], start: float) -> EmbedResult:
+    from tqdm.auto import tqdm
+
+    from . import __version__
+    from .encode import iter_product_batches, product_input_hashes
+    from .runinfo import machine_info
+
     writer = _Writer(out, manifest)
     manifest["status"] = "incomplete"
     manifest["source"] = {"catalogue": catalogue.source, "products": len(catalogue)}

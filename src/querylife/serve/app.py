@@ -46,7 +46,6 @@ from .schemas import (
     EmbedResponse,
     RelevanceRequest,
     RelevanceResponse,
-    RelevanceResult,
     SearchHit,
     SearchRequest,
     SearchResponse,
@@ -250,17 +249,18 @@ def _opt(x: float) -> float | None:
     return None if x is None or not math.isfinite(float(x)) else float(x)
 
 
-def _results(scored: Scored) -> list[RelevanceResult]:
-    prob, rel = scored.probability, scored.relevant
+def _results(scored: Scored) -> list[dict]:
+    # Plain dicts from whole-array tolist() calls: 1,000 results cost ~0.5 ms instead of ~2.5 ms as pydantic
+    # objects (the shape is RelevanceResult's, which the OpenAPI schema shows).
+    n = len(scored.product_ids)
+    none = [None] * n
+    prob = scored.probability.astype(float).tolist() if scored.probability is not None else none
+    rel = scored.relevant.astype(bool).tolist() if scored.relevant is not None else none
+    weight = [None if w != w else w for w in scored.image_weight.astype(float).tolist()]  # NaN (concat) -> null
     return [
-        RelevanceResult(
-            product_id=pid,
-            score=float(scored.scores[i]),
-            probability=None if prob is None else float(prob[i]),
-            relevant=None if rel is None else bool(rel[i]),
-            image_weight=_opt(scored.image_weight[i]),
-        )
-        for i, pid in enumerate(scored.product_ids)
+        {"product_id": pid, "score": s, "probability": p, "relevant": r, "image_weight": w}
+        for pid, s, p, r, w in zip(scored.product_ids, scored.scores.astype(float).tolist(), prob, rel, weight,
+                                   strict=True)
     ]
 
 
@@ -375,9 +375,9 @@ def create_app(
                                                                skip_unknown=req.unknown_ids == "skip"))
             else:
                 scored = await rt.run(lambda: svc.score_inline(q, req.products))
-            return _json(RelevanceResponse(query=req.query, results=_results(scored),
-                                           unknown_product_ids=scored.unknown, threshold=svc.threshold,
-                                           model=svc.model_id))
+            body = {"query": req.query, "results": _results(scored), "unknown_product_ids": scored.unknown,
+                    "threshold": svc.threshold, "model": svc.model_id}
+            return Response(json.dumps(body, allow_nan=False), media_type="application/json")
 
         return await timed(work())
 

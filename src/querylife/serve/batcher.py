@@ -1,9 +1,11 @@
 """Micro-batching of query encoding across concurrent requests, with an LRU of recent query vectors.
 
 A tower forward over 16 queries costs little more than over one, so when requests overlap their queries are
-encoded together: the first query waits at most ``max_wait_ms`` for company, and not at all when no other
-admitted request could join (``busy()`` says how many are in flight). Repeated queries (a search engine's head
-queries) come from the cache without a forward.
+encoded together. One forward runs at a time: queries that arrive while it runs wait for it and then go in the
+next forward together (up to ``max_batch``; a full batch starts at once), so batches grow with the load and an
+idle service adds no wait. With no forward running, a query waits at most ``max_wait_ms`` for company, and not at
+all when no other admitted request could join (``busy()`` says how many are in flight). Repeated queries (a
+search engine's head queries) come from the cache without a forward.
 
 Example::
 
@@ -81,6 +83,7 @@ class QueryBatcher:
         self._cache = _LRU(config.cache_size)
         self._pending: list[tuple[str, asyncio.Future]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._running = 0  # forwards in progress
 
     async def encode(self, query: str) -> torch.Tensor:
         """The projected unit vector (D,) of ``query``."""
@@ -92,8 +95,12 @@ class QueryBatcher:
             return (await self._forward([query]))[0]
         future = asyncio.get_running_loop().create_future()
         self._pending.append((query, future))
-        if len(self._pending) >= min(self.config.max_batch, max(1, self._busy())):
-            self._flush()  # full, or every request in flight is already waiting here: waiting gains nothing
+        if len(self._pending) >= self.config.max_batch:
+            self._flush()  # full: go now, even next to a running forward
+        elif self._running:
+            pass  # the running forward's end starts the next batch, with whatever arrived meanwhile
+        elif len(self._pending) >= max(1, self._busy()) or self.config.max_wait_ms == 0:
+            self._flush()  # every request in flight is already waiting here: waiting gains nothing
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.config.max_wait_ms / 1000, self._flush)
         return await future
@@ -103,9 +110,8 @@ class QueryBatcher:
             self._timer.cancel()
             self._timer = None
         batch, self._pending = self._pending[: self.config.max_batch], self._pending[self.config.max_batch :]
-        if self._pending:  # more than one batch arrived at once
-            asyncio.get_running_loop().call_soon(self._flush)
         if batch:
+            self._running += 1
             asyncio.ensure_future(self._run_batch(batch))
 
     async def _run_batch(self, batch: list[tuple[str, asyncio.Future]]) -> None:
@@ -117,6 +123,10 @@ class QueryBatcher:
                 if not future.done():
                     future.set_exception(err)
             return
+        finally:
+            self._running -= 1
+            if self._pending and not self._running:
+                self._flush()  # the queries that arrived during this forward
         row = {q: vectors[i] for i, q in enumerate(texts)}
         for q, future in batch:
             if not future.done():  # a caller that timed out has cancelled its future
