@@ -621,6 +621,42 @@ def genfilt_judge(
     typer.echo(f"flagged pairs: {paths['flagged']}; summary: {paths['summary']}")
 
 
+@app.command(
+    "export-onnx",
+    epilog="Example: querylife export-onnx --checkpoint runs/exp1/best --out runs/exp1/best/onnx/query_encoder.onnx",
+)
+def export_onnx(
+    checkpoint: Annotated[Path, typer.Option(help="Trained checkpoint directory (config.json + model.safetensors).")],
+    out: Annotated[
+        Path | None, typer.Option(help="The .onnx file to write (default: CHECKPOINT/onnx/query_encoder.onnx).")
+    ] = None,
+    opset: Annotated[int | None, typer.Option(help="ONNX opset (default: the exporter's).")] = None,
+    exporter: Annotated[str, typer.Option(help="dynamo (torch.onnx.export(dynamo=True)) or legacy (TorchScript).")] = (
+        "dynamo"
+    ),
+    tolerance: Annotated[float, typer.Option(help="Largest |ONNX - PyTorch| accepted on the check queries.")] = 1e-4,
+) -> None:
+    """Export the query tower + query head to one ONNX graph (dynamic batch and length) with its tokenizer;
+    checks it against PyTorch and prints the largest difference. `serve` can encode queries with it."""
+    _quiet_transformers()
+    from .model import CONFIG_NAME
+    from .onnx_export import DEFAULT_NAME, export_query_encoder, quiet_export
+
+    if not (checkpoint / CONFIG_NAME).exists():
+        _fail(f"{checkpoint} is not a querylife checkpoint: {CONFIG_NAME} is missing")
+    target = out or checkpoint / "onnx" / DEFAULT_NAME
+    try:
+        with quiet_export():
+            result = export_query_encoder(checkpoint, target, opset=opset, exporter=exporter, tolerance=tolerance)
+    except (ImportError, ValueError) as err:
+        _fail(str(err))
+    typer.echo(
+        f"wrote {result.path} (exporter {result.exporter}, opset {result.opset}, inputs "
+        f"{', '.join(result.input_names)}; tokenizer files beside it)\n"
+        f"parity with PyTorch on {len(result.check_queries)} queries: max |diff| {result.max_abs_diff:.2e}"
+    )
+
+
 def _checkpoint_text_fields(checkpoint: Path) -> tuple[str, ...] | None:
     """The data.text_fields the checkpoint was trained with (its summary.json), if it says."""
     try:

@@ -1,0 +1,354 @@
+"""/v1/relevance latency and throughput on loopback: PyTorch vs ONNX query encoder, micro-batching on and off.
+
+Setup (once, in ``--work``): the demo storefront (3,000 products), an **untrained** checkpoint with the default
+towers (all-MiniLM-L6-v2 query/text tower, small CNN vision tower, the demo's product types; latency does not
+depend on the weights' values, so no training is needed), its embedding store (``embed_catalogue``) and index
+(``build_index``), and the ONNX query encoder (``export_query_encoder``).
+
+For each server (encoder x micro-batching) the benchmark starts ``querylife serve`` as a subprocess on
+127.0.0.1, waits for /readyz, and drives ``POST /v1/relevance`` with an httpx async client (``--concurrency``
+workers, each sending its next request when the previous answered) for ``--duration`` seconds per cell after a
+warm-up: 1 query x 100 and x 1,000 stored candidates (random ids, a fresh sample per request), the demo's
+queries in turn. The query cache is off (``batcher.cache_size=0``) so every request encodes its query. Reported:
+client-side p50 / p95 / p99 latency, requests/s, errors.
+
+The floor: the bare query-tower forward for one query (``model.encode_queries`` / the ONNX session), in the
+benchmark process with the same thread count just before each server starts, and service time / floor (p50 at
+concurrency 1 over the floor's p50). In-process ``Searcher.relevance`` (encode + fused scoring of the candidates,
+no HTTP) splits the rest.
+
+The load generator runs on the same 2 cores as the server (no other machine here): at concurrency 8 it competes
+with the server for CPU, so requests/s is a lower bound.
+
+Run:  python benchmarks/serve_latency.py --out benchmarks/results
+Smoke: python benchmarks/serve_latency.py --duration 2 --warmup 1 --candidates 100 --concurrency 1 --out /tmp/sl
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from querylife.report import md_table  # noqa: E402
+from querylife.runinfo import command_line, machine_info  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from benchkit import quiet_transformers, run_header, write_results  # noqa: E402
+
+
+# ---- setup ----------------------------------------------------------------------------------------------------
+def prepare(work: Path) -> dict[str, Path]:
+    """Demo storefront, untrained MiniLM checkpoint, its store + index and ONNX query encoder (reused if there)."""
+    from querylife.config import load_config
+    from querylife.data.storefront import DemoConfig, generate_demo
+    from querylife.encode import load_catalogue
+    from querylife.index import INDEX_MANIFEST, build_index
+    from querylife.model import ModelConfig, QueryLifeModel
+    from querylife.onnx_export import DEFAULT_NAME, export_query_encoder, quiet_export
+    from querylife.store import MANIFEST_NAME, EmbeddingStore, embed_catalogue
+
+    demo = generate_demo(work / "data", DemoConfig(), progress=False)
+    ckpt = work / "checkpoint"
+    if not (ckpt / "config.json").exists():
+        torch.manual_seed(0)
+        types = sorted(pd.read_parquet(demo.catalog_path, columns=["product_type"])["product_type"].str.lower()
+                       .unique())
+        QueryLifeModel(ModelConfig(product_types=types)).save_pretrained(ckpt)
+    store = work / "store"
+    if store.exists() and not ((store / MANIFEST_NAME).exists() and EmbeddingStore.open(store).complete):
+        shutil.rmtree(store)  # an unfinished store of an earlier run: start over
+    if not store.exists():
+        catalogue = load_catalogue(load_config(None, [f"data.catalog={demo.catalog_path}"]).data)
+        embed_catalogue(ckpt, catalogue, store, progress=False)
+    if not (store / INDEX_MANIFEST).exists():
+        build_index(store)
+    onnx = ckpt / "onnx" / DEFAULT_NAME
+    if not onnx.exists():
+        with quiet_export():
+            export_query_encoder(ckpt, onnx)
+    return {"checkpoint": ckpt, "store": store, "onnx": onnx, "pairs": Path(demo.pairs_path)}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_command(paths: dict[str, Path], encoder: str, batching: bool, threads: int, port: int) -> list[str]:
+    sets = [f"batcher.enabled={str(batching).lower()}", "batcher.cache_size=0", f"torch_threads={threads}",
+            "max_inflight=64"]
+    cmd = [sys.executable, "-m", "querylife.cli", "serve", "--checkpoint", str(paths["checkpoint"]), "--store",
+           str(paths["store"]), "--port", str(port), "--log-level", "warning", *[a for s in sets for a in ("--set", s)]]
+    if encoder == "onnx":
+        cmd += ["--onnx", str(paths["onnx"])]
+    return cmd
+
+
+def wait_ready(proc: subprocess.Popen, url: str, timeout: float = 300.0) -> None:
+    import httpx
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}:\n{proc.stderr.read()[-3000:]}")
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url}/readyz not ready after {timeout} s")
+
+
+# ---- load -----------------------------------------------------------------------------------------------------
+async def drive(url: str, queries: list[str], ids: list[str], n_candidates: int, concurrency: int,
+                duration: float, warmup: float, seed: int) -> dict:
+    """``concurrency`` closed-loop clients for ``warmup`` + ``duration`` seconds; stats over the measured part."""
+    import httpx
+
+    rng = random.Random(seed)
+    # Request bodies made beforehand: the client's own work stays out of the measured loop as far as it can.
+    bodies = [json.dumps({"query": queries[i % len(queries)], "product_ids": rng.sample(ids, n_candidates)})
+              .encode() for i in range(512)]
+    latencies: list[float] = []
+    errors: dict[int, int] = {}
+    counter = iter(range(10**9))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30.0) as client:
+        start = time.perf_counter()
+        measure_from = start + warmup
+        stop = measure_from + duration
+
+        async def worker() -> None:
+            while True:
+                now = time.perf_counter()
+                if now >= stop:
+                    return
+                body = bodies[next(counter) % len(bodies)]
+                t0 = time.perf_counter()
+                resp = await client.post("/v1/relevance", content=body,
+                                         headers={"content-type": "application/json"})
+                t1 = time.perf_counter()
+                if t0 >= measure_from and t1 <= stop:
+                    if resp.status_code == 200:
+                        latencies.append(t1 - t0)
+                    else:
+                        errors[resp.status_code] = errors.get(resp.status_code, 0) + 1
+
+        check = await client.post("/v1/relevance", content=bodies[0], headers={"content-type": "application/json"})
+        check.raise_for_status()
+        assert len(check.json()["results"]) == n_candidates, "the service did not score every candidate"
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    ms = np.asarray(latencies) * 1000
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "rps": len(latencies) / duration,
+        "p50_ms": float(np.percentile(ms, 50)) if len(ms) else float("nan"),
+        "p95_ms": float(np.percentile(ms, 95)) if len(ms) else float("nan"),
+        "p99_ms": float(np.percentile(ms, 99)) if len(ms) else float("nan"),
+        "mean_ms": float(ms.mean()) if len(ms) else float("nan"),
+    }
+
+
+# ---- floors ---------------------------------------------------------------------------------------------------
+def timed(fn, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+class Floors:
+    """The bare query-tower forward for one query and in-process ``Searcher.relevance`` (encode + fused scoring of
+    the candidates, no HTTP), in the benchmark process with the server's thread count."""
+
+    def __init__(self, paths: dict[str, Path], threads: int) -> None:
+        from querylife.index import ProductIndex
+        from querylife.model import QueryLifeModel
+        from querylife.onnx_export import OnnxQueryEncoder
+        from querylife.store import EmbeddingStore
+
+        torch.set_num_threads(threads)
+        self.model = QueryLifeModel.from_pretrained(paths["checkpoint"])
+        self.encoders = {
+            "pytorch": lambda qs: self.model.encode_queries(qs).float(),
+            "onnx": OnnxQueryEncoder(paths["onnx"], intra_op_threads=threads),
+        }
+        self.products = EmbeddingStore.open(paths["store"]).load()
+        self.index = ProductIndex.load(paths["store"])
+
+    @torch.no_grad()
+    def measure(self, encoder: str, queries: list[str], candidates: list[int], n: int) -> dict[str, dict]:
+        from querylife.search import Searcher
+
+        enc = self.encoders[encoder]
+        qi = iter(range(10**9))
+
+        def next_query() -> list[str]:
+            return [queries[next(qi) % len(queries)]]
+
+        def stats(lat: list[float]) -> dict[str, float]:
+            ms = np.asarray(lat) * 1000
+            return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+
+        for _ in range(10):
+            enc(next_query())
+        out = {"query forward": stats(timed(lambda: enc(next_query()), n))}
+        searcher = Searcher(self.model, self.products, self.index, query_encoder=enc)
+        rng = random.Random(0)
+        ids = self.products.product_ids
+        for c in candidates:
+            rows = [self.products.rows(rng.sample(ids, c)) for _ in range(64)]
+            ri = iter(range(10**9))
+
+            def one(rows=rows, ri=ri) -> None:
+                searcher.relevance(next_query()[0], rows[next(ri) % 64])
+
+            out[f"in-process relevance x{c}"] = stats(timed(one, n))
+        return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--encoders", nargs="+", default=["pytorch", "onnx"], choices=["pytorch", "onnx"])
+    parser.add_argument("--batching", nargs="+", default=["on", "off"], choices=["on", "off"])
+    parser.add_argument("--candidates", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per cell")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds per cell before measuring")
+    parser.add_argument("--threads", type=int, default=1, help="server torch / onnxruntime intra-op threads (2 on a "
+                        "shared 2-core machine makes spinning thread pools fight: 187 ms vs 23 ms per forward)")
+    parser.add_argument("--floor-repeats", type=int, default=200)
+    parser.add_argument("--work", default="runs/bench")
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--stem", default="serve_latency")
+    args = parser.parse_args()
+
+    quiet_transformers()
+    load_start = os.getloadavg()
+    paths = prepare(Path(args.work))
+    queries = list(dict.fromkeys(pd.read_parquet(paths["pairs"], columns=["query"])["query"]))
+    from querylife.store import EmbeddingStore
+
+    ids = EmbeddingStore.open(paths["store"]).load().product_ids
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+
+    cells = []
+    floor_runs = []
+    measure_floor = Floors(paths, args.threads)
+    for encoder in args.encoders:
+        for batching in args.batching:
+            # The floor just before this server's cells (the machine's load drifts: a floor from another minute
+            # would make a poor ratio); the benchmark process is idle while the server runs.
+            floor = measure_floor.measure(encoder, queries, args.candidates, args.floor_repeats)
+            floor_runs.append({"encoder": encoder, "batching": batching, **floor})
+            for k, v in floor.items():
+                print(f"floor before {encoder} / batching {batching}: {k}: p50 {v['p50_ms']:.2f} ms, "
+                      f"p99 {v['p99_ms']:.2f} ms", flush=True)
+            port = free_port()
+            cmd = server_command(paths, encoder, batching == "on", args.threads, port)
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+            url = f"http://127.0.0.1:{port}"
+            try:
+                wait_ready(proc, url)
+                for n_cand in args.candidates:
+                    for conc in args.concurrency:
+                        stats = asyncio.run(drive(url, queries, ids, n_cand, conc, args.duration, args.warmup,
+                                                  seed=len(cells)))
+                        cell = {"encoder": encoder, "batching": batching, "candidates": n_cand,
+                                "concurrency": conc, **stats,
+                                "floor_p50_ms": floor["query forward"]["p50_ms"]}
+                        cells.append(cell)
+                        print(f"{encoder:7s} batching {batching:3s} x{n_cand:<5d} c={conc}: p50 {stats['p50_ms']:.1f} "
+                              f"p95 {stats['p95_ms']:.1f} p99 {stats['p99_ms']:.1f} ms, {stats['rps']:.0f} req/s, "
+                              f"errors {stats['errors'] or 0}", flush=True)
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    load_end = os.getloadavg()
+    for c in cells:
+        c["p50_over_floor"] = c["p50_ms"] / c["floor_p50_ms"] if c["concurrency"] == 1 else None
+
+    # The issue's targets, on the x1,000 cells.
+    def best(encoder: str, conc: int, key: str, low: bool) -> dict | None:
+        pool = [c for c in cells if c["encoder"] == encoder and c["candidates"] == 1000 and c["concurrency"] == conc]
+        return (min if low else max)(pool, key=lambda c: c[key]) if pool else None
+
+    targets = []
+    for encoder, limit in (("pytorch", 20.0), ("onnx", 10.0)):
+        cell = best(encoder, 1, "p99_ms", True)
+        if cell:
+            targets.append([f"x1,000 p99 <= {limit:g} ms ({encoder}, concurrency 1, batching {cell['batching']})",
+                            f"{cell['p99_ms']:.1f} ms", "met" if cell["p99_ms"] <= limit else "not met"])
+    for encoder in args.encoders:
+        cell = best(encoder, 8, "rps", False)
+        if cell:
+            targets.append([f">= 200 req/s at concurrency 8 (x1,000, {encoder}, batching {cell['batching']})",
+                            f"{cell['rps']:.0f} req/s", "met" if cell["rps"] >= 200 else "not met"])
+
+    meta = {"command": command_line(), "machine": machine_info(["onnxruntime", "fastapi", "uvicorn", "httpx"])}
+    rows = [[c["encoder"], c["batching"], f"{c['candidates']:,}", c["concurrency"], f"{c['p50_ms']:.1f}",
+             f"{c['p95_ms']:.1f}", f"{c['p99_ms']:.1f}", f"{c['rps']:.0f}",
+             sum(c["errors"].values()) if c["errors"] else 0,
+             f"{c['p50_over_floor']:.1f}" if c["p50_over_floor"] is not None else "–"] for c in cells]
+    md = [
+        "# Serving: /v1/relevance latency and throughput on loopback",
+        "",
+        *run_header(meta),
+        f"Load average (1 min) at start / end: {load_start[0]:.2f} / {load_end[0]:.2f}; the machine's 2 cores are "
+        "shared with other jobs and with the load generator, so latencies are upper bounds and requests/s lower "
+        "bounds  ",
+        f"Model: untrained checkpoint (all-MiniLM-L6-v2 query tower, frozen; small CNN vision tower; embed_dim 256); "
+        f"store of {len(ids):,} demo products, exact index. Server: 1 worker, {args.threads} torch / onnxruntime "
+        f"threads, query cache off; `querylife serve` (ONNX: `--onnx`, the graph of `querylife export-onnx`).  ",
+        f"Each cell: {args.warmup:g} s warm-up, then {args.duration:g} s measured; closed-loop httpx clients; random "
+        "candidate ids per request.",
+        "",
+        md_table(["encoder", "micro-batching", "candidates", "concurrency", "p50 (ms)", "p95 (ms)", "p99 (ms)",
+                  "req/s", "errors", "p50 / floor"], rows),
+        "",
+        "## Floors (in the benchmark process just before each server's cells, one query, no HTTP)",
+        "",
+        md_table(["encoder", "before the server with batching", "operation", "p50 (ms)", "p99 (ms)"],
+                 [[f["encoder"], f["batching"], k, f"{v['p50_ms']:.2f}", f"{v['p99_ms']:.2f}"]
+                  for f in floor_runs for k, v in f.items() if isinstance(v, dict)]),
+        "",
+        "p50 / floor: the service's p50 at concurrency 1 over the bare query-tower forward's p50 measured just "
+        "before that server (same encoder). In-process relevance minus the forward is the fused scoring of the "
+        "candidates; service p50 minus in-process relevance is HTTP, JSON and validation.",
+        "",
+        "## Targets (issue 11)",
+        "",
+        md_table(["target", "measured", "verdict"], targets),
+    ]
+    payload = {**meta, "args": vars(args), "load_avg_start": load_start, "load_avg_end": load_end,
+               "cells": cells, "floors": floor_runs, "targets": targets}
+    path = write_results(args.out, args.stem, md, payload)
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()

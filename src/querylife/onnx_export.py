@@ -1,0 +1,348 @@
+"""The query tower as one ONNX graph, and an onnxruntime query encoder that serving uses instead of PyTorch.
+
+At serving time the only model work per request is encoding the query (products come from the embedding store),
+so the query path is exported on its own: token ids -> text encoder -> pooling (or a CLIP text half's own
+features) -> the query projection head (the title head when queries share it) -> L2 normalisation, exactly what
+``QueryLifeModel.encode_queries`` computes. Tokenisation stays in Python (the fast Hugging Face tokenizer, saved
+next to the graph so that the runtime needs no hub) and uses the tower's own settings (padding, truncation,
+``max_length``), which the graph records in its metadata.
+
+Example::
+
+    from querylife.onnx_export import export_query_encoder, OnnxQueryEncoder
+
+    result = export_query_encoder("runs/exp1/best", "runs/exp1/best/onnx/query_encoder.onnx")
+    encoder = OnnxQueryEncoder(result.path, intra_op_threads=1)
+    q = encoder.encode(["red striped sofa"])          # (1, D) torch.float32, unit rows
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .atomic import atomic_write_bytes
+from .model import QueryLifeModel
+from .store import checkpoint_hash
+from .towers import TextTower, _features
+
+__all__ = [
+    "DEFAULT_NAME",
+    "ExportResult",
+    "OnnxQueryEncoder",
+    "QueryTowerModule",
+    "export_query_encoder",
+    "parity",
+    "quiet_export",
+]
+
+DEFAULT_NAME = "query_encoder.onnx"
+OUTPUT_NAME = "query_vectors"
+# Keys of the graph's metadata_props; the runtime reads its tokenizer settings from them.
+META_PREFIX = "querylife."
+EXTRA_HINT = 'ONNX export and inference need the onnx extra: pip install "querylife[onnx]"'
+
+
+def _require(module: str):
+    """Import an optional dependency, or fail naming the extra that provides it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ImportError(f"{EXTRA_HINT} ({module} is not installed)") from err
+
+
+@contextlib.contextmanager
+def quiet_export() -> Iterator[None]:
+    """Hide the exporters' progress lines and tracer warnings (a command's output is its result)."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+class QueryTowerModule(nn.Module):
+    """Token tensors -> unit query vectors (B, D): the query tower, its pooling and the query head.
+
+    ``input_names`` are the tokenizer's tensors in the order the graph takes them (e.g. ``input_ids``,
+    ``token_type_ids``, ``attention_mask`` for BERT); ``attention_mask`` must be one of them for mean pooling.
+    """
+
+    def __init__(self, tower: TextTower, head: nn.Linear, input_names: list[str]):
+        super().__init__()
+        if not tower.is_clip and tower.pooling == "mean" and "attention_mask" not in input_names:
+            raise ValueError(f"mean pooling needs the tokenizer's attention_mask; it gives only {input_names}")
+        self.encoder = tower.model
+        self.is_clip = tower.is_clip
+        self.pooling = tower.pooling
+        self.head = head
+        self.input_names = list(input_names)
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        tok = dict(zip(self.input_names, tensors, strict=True))
+        if self.is_clip:
+            feats = _features(self.encoder.get_text_features(**tok))  # (B, dim)
+        else:
+            hidden = self.encoder(**tok).last_hidden_state  # (B, L, H)
+            if self.pooling == "cls":
+                feats = hidden[:, 0]
+            else:  # the same arithmetic as TextTower.forward, so the two agree to float rounding
+                mask = tok["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
+                feats = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # (B, H)
+        return F.normalize(self.head(feats), dim=-1)  # (B, D)
+
+
+def query_tower_module(model: QueryLifeModel) -> tuple[QueryTowerModule, TextTower]:
+    """The query path of ``model`` as one module (the tower ``encode_queries`` uses, and its head)."""
+    tower = model.query_tower if model.query_tower is not None else model.text_tower
+    head = model.query_proj if model.query_proj is not None else model.title_proj
+    names = list(tower.tokenize(["a"]).keys())
+    return QueryTowerModule(tower, head, names).eval(), tower
+
+
+@dataclass
+class ExportResult:
+    """What ``export_query_encoder`` wrote: the graph, its folder (tokenizer files too) and how it was made."""
+
+    path: Path
+    directory: Path
+    exporter: str  # "dynamo" | "legacy"
+    opset: int
+    embed_dim: int
+    input_names: list[str]
+    max_abs_diff: float  # against encode_queries on the check queries
+    check_queries: list[str]
+
+
+CHECK_QUERIES = ["red striped dress", "usb c power bank 20000 mah fast charging for phone", "a", "sofa"]
+
+
+def _export_proto(module: QueryTowerModule, tower: TextTower, *, exporter: str, opset: int | None):
+    """torch.onnx.export of ``module`` with dynamic batch and sequence axes -> ModelProto."""
+    onnx = _require("onnx")
+    # Two rows of different lengths: the example has padding, so no shape is specialised to a constant.
+    tok = tower.tokenize(["red striped summer dress with pockets", "usb c cable"])
+    args = tuple(tok[n] for n in module.input_names)
+    if exporter == "dynamo":
+        _require("onnxscript")
+        batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+        shapes = tuple({0: batch, 1: seq} for _ in args)
+        program = torch.onnx.export(
+            module,
+            args,
+            dynamo=True,
+            input_names=module.input_names,
+            output_names=[OUTPUT_NAME],
+            opset_version=opset,
+            dynamic_shapes=(shapes,),  # one entry per forward parameter: *tensors
+            verbose=False,
+        )
+        return program.model_proto
+    if exporter == "legacy":
+        buffer = io.BytesIO()
+        axes = {n: {0: "batch", 1: "sequence"} for n in module.input_names}
+        torch.onnx.export(
+            module,
+            args,
+            buffer,
+            dynamo=False,
+            input_names=module.input_names,
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={**axes, OUTPUT_NAME: {0: "batch"}},
+            opset_version=opset or 17,
+        )
+        return onnx.load_from_string(buffer.getvalue())
+    raise ValueError(f"exporter must be 'dynamo' or 'legacy', not {exporter!r}")
+
+
+def export_query_encoder(
+    checkpoint: str | Path | QueryLifeModel,
+    out: str | Path,
+    *,
+    opset: int | None = None,
+    exporter: str = "dynamo",
+    tolerance: float = 1e-4,
+) -> ExportResult:
+    """Export the query tower + query head of a checkpoint (or a loaded model) to ``out`` (an ``.onnx`` file).
+
+    The tokenizer is saved into the same folder. Every file is written atomically, the graph last, so a reader
+    that finds the graph finds a complete export. After writing, the graph is run with onnxruntime on a few
+    queries and compared with ``model.encode_queries``; a difference above ``tolerance`` raises ``ValueError``.
+
+    ``exporter``: "dynamo" (``torch.onnx.export(dynamo=True)``, the default of current PyTorch) or "legacy" (the
+    TorchScript exporter). ``opset``: None lets the exporter choose.
+
+    Example::
+
+        result = export_query_encoder("runs/exp1/best", "runs/exp1/best/onnx/query_encoder.onnx")
+        print(result.max_abs_diff)   # e.g. 2e-07
+    """
+    onnx = _require("onnx")
+    _require("onnxruntime")
+    digest = None
+    if isinstance(checkpoint, QueryLifeModel):
+        model = checkpoint
+    else:
+        model = QueryLifeModel.from_pretrained(checkpoint)
+        digest = checkpoint_hash(checkpoint)
+    was_training = model.training
+    model.eval()
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise ValueError(f"--out must name an .onnx file, not {out}")
+    try:
+        module, tower = query_tower_module(model)
+        with torch.no_grad():
+            proto = _export_proto(module, tower, exporter=exporter, opset=opset)
+    finally:
+        model.train(was_training)
+    padding = "max_length" if "siglip" in type(tower.model).__name__.lower() else "longest"
+    meta = {
+        "format": "querylife-query-encoder/1",
+        "embed_dim": str(model.config.embed_dim),
+        "max_length": str(tower.max_length),
+        "padding": padding,
+        "input_names": json.dumps(module.input_names),
+        "text_model": str(tower.name),
+        "pooling": "clip" if tower.is_clip else tower.pooling,
+        "checkpoint_sha256": digest or "",
+        "exporter": exporter,
+        "torch": torch.__version__,
+    }
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = META_PREFIX + key, value
+    onnx.checker.check_model(proto)
+    opset_used = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), -1)
+    data = proto.SerializeToString()
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tokenizer.", suffix=".tmp", dir=out.parent))
+    try:
+        tower.tokenizer.save_pretrained(tmp)
+        for path in sorted(tmp.iterdir()):
+            os.replace(path, out.parent / path.name)  # same filesystem: each file appears whole
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    atomic_write_bytes(out, data)
+
+    diff = parity(model, OnnxQueryEncoder(out), CHECK_QUERIES)
+    if not diff <= tolerance:
+        raise ValueError(
+            f"{out}: the ONNX graph differs from PyTorch by {diff:.3g} (> {tolerance:g}) on the check queries"
+        )
+    return ExportResult(
+        out, out.parent, exporter, opset_used, model.config.embed_dim, module.input_names, diff, list(CHECK_QUERIES)
+    )
+
+
+@torch.no_grad()
+def parity(model: QueryLifeModel, encoder: OnnxQueryEncoder, queries: list[str]) -> float:
+    """Max absolute difference between ``model.encode_queries`` and the ONNX encoder on ``queries``."""
+    was_training = model.training
+    model.eval()
+    try:
+        ref = model.encode_queries(queries).float().cpu()  # (B, D)
+    finally:
+        model.train(was_training)
+    return float((encoder.encode(queries) - ref).abs().max())
+
+
+class OnnxQueryEncoder:
+    """onnxruntime query encoder: ``encode(texts) -> (B, D)`` float32 unit vectors, as ``model.encode_queries``.
+
+    Callable (``encoder(texts)`` is ``encoder.encode(texts)``), so it can be passed wherever a query encoder is
+    taken (``search.Searcher(..., query_encoder=...)``, the service). Runs on onnxruntime's CPU execution provider;
+    ``intra_op_threads`` bounds its threads (0: onnxruntime's default, one per core).
+
+    Example::
+
+        encoder = OnnxQueryEncoder("runs/exp1/best/onnx/query_encoder.onnx", intra_op_threads=2)
+        q = encoder(["red striped sofa", "usb c cable"])     # torch.Size([2, 256])
+    """
+
+    def __init__(self, path: str | Path, *, intra_op_threads: int = 1, inter_op_threads: int = 1):
+        ort = _require("onnxruntime")
+        from transformers import AutoTokenizer
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: no ONNX query encoder here (querylife export-onnx writes one)")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = inter_op_threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        props = self.session.get_modelmeta().custom_metadata_map
+        meta = {k.removeprefix(META_PREFIX): v for k, v in props.items() if k.startswith(META_PREFIX)}
+        if not meta.get("format", "").startswith("querylife-query-encoder/"):
+            raise ValueError(f"{self.path} is not a querylife query encoder (no {META_PREFIX}format metadata)")
+        self.metadata = meta
+        self.dim = int(meta["embed_dim"])
+        self.max_length = int(meta["max_length"])
+        self.padding: bool | str = "max_length" if meta["padding"] == "max_length" else True
+        self.input_names = json.loads(meta["input_names"])
+        self.checkpoint_sha256 = meta.get("checkpoint_sha256") or None
+        graph_inputs = [i.name for i in self.session.get_inputs()]
+        self._feed_names = [n for n in self.input_names if n in graph_inputs]  # an unused input may be pruned
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.path.parent))
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        """Unit query vectors (B, D) for ``texts`` (an empty list gives (0, D))."""
+        if not texts:
+            return torch.empty(0, self.dim)
+        tok = self.tokenizer(
+            list(texts), padding=self.padding, truncation=True, max_length=self.max_length, return_tensors="np"
+        )
+        feed = {n: tok[n].astype("int64") for n in self._feed_names}
+        (out,) = self.session.run([OUTPUT_NAME], feed)  # (B, D)
+        return torch.from_numpy(out)
+
+    __call__ = encode
+
+    @classmethod
+    def for_checkpoint(
+        cls, path: str | Path, checkpoint: str | Path, *, intra_op_threads: int = 1
+    ) -> OnnxQueryEncoder:
+        """Open ``path`` and check that it was exported from ``checkpoint`` (what a service loading both needs).
+
+        Example::
+
+            encoder = OnnxQueryEncoder.for_checkpoint("runs/exp1/best/onnx/query_encoder.onnx", "runs/exp1/best")
+            searcher = Searcher(model, products, index, query_encoder=encoder)
+        """
+        encoder = cls(path, intra_op_threads=intra_op_threads)
+        encoder.check_checkpoint(checkpoint)
+        return encoder
+
+    def check_checkpoint(self, checkpoint: str | Path) -> None:
+        """Raise ``ValueError`` unless this graph was exported from ``checkpoint`` (same config and weights; the
+        hash is :func:`querylife.store.checkpoint_hash`, the one an embedding store's manifest records)."""
+        if self.checkpoint_sha256 is None:
+            raise ValueError(f"{self.path} does not record the checkpoint it came from; export it again")
+        actual = checkpoint_hash(checkpoint)
+        if actual != self.checkpoint_sha256:
+            raise ValueError(
+                f"{self.path} was exported from another checkpoint (sha256 {self.checkpoint_sha256[:12]}, "
+                f"{checkpoint} has {actual[:12]}): run querylife export-onnx --checkpoint {checkpoint}"
+            )
