@@ -97,7 +97,7 @@ def measure(index_mod, index, queries: np.ndarray, k: int, truth: np.ndarray | N
 def build(index_mod, vectors: np.ndarray, kind: str):
     cfg = index_mod.IndexConfig(kind=kind)
     # querylife.index's builder (the one `querylife index` uses); public as make_index once merged, else private.
-    make_index = getattr(index_mod, "make_index", None) or index_mod._make_index
+    make_index = index_mod.make_index
     start = time.perf_counter()
     index = make_index(vectors, cfg, kind)
     build_s = time.perf_counter() - start

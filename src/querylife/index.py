@@ -87,7 +87,9 @@ def _faiss():
     return faiss
 
 
-def _make_index(vectors: np.ndarray, cfg: IndexConfig, kind: str):
+def make_index(vectors: np.ndarray, cfg: IndexConfig, kind: str):
+    """A FAISS inner-product index of ``kind`` (flat | ivf | hnsw) over ``vectors`` (N, D) float32, trained (IVF)
+    and filled; ``cfg`` gives its parameters. ``build_index`` wraps it with recall measurement and atomic files."""
     faiss = _faiss()
     n, d = vectors.shape
     if kind == "flat":
@@ -160,7 +162,7 @@ def build_index(
     vectors = vectors.reshape(n, d)
     kind = cfg.resolved_kind(n)
     start = time.perf_counter()
-    index = _make_index(vectors, cfg, kind)
+    index = make_index(vectors, cfg, kind)
     build_seconds = time.perf_counter() - start
     params: dict[str, Any] = {}
     if kind == "ivf":
