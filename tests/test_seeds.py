@@ -98,3 +98,30 @@ def test_run_seeds_trains_each_seed_and_runs_baselines_once(tiny_config, tiny_st
     md = (tmp_path / "report.md").read_text()
     assert "## Over 2 seeds" in md and "Δ NDCG@10 vs querylife" in md and "of 2 seeds" in md
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # atomic writes, nothing left over
+
+
+@pytest.mark.slow
+def test_eval_seeds_cli_reports_over_seeds_and_seeds_1_is_the_old_report(tiny_store, tiny_text_model_dir, tmp_path):
+    from test_cli import cli, show, tiny_overrides
+
+    data = ["--catalog", tiny_store.catalog_path, "--pairs", tiny_store.pairs_path, "--quiet",
+            "--methods", "bm25,querylife", *tiny_overrides(tiny_text_model_dir, epochs=1)]
+    proc = cli("eval", "--suite", "--seeds", "2", "--out", tmp_path / "two", *data, cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    assert "ahead" in proc.stdout and "querylife" in proc.stdout
+    report = json.loads((tmp_path / "two" / "report.json").read_text())
+    assert report["meta"]["seeds"]["seeds"] == [0, 1]
+    assert "## Over 2 seeds" in (tmp_path / "two" / "report.md").read_text()
+
+    # --seeds 1 is today's command: the same report, byte for byte but for the command line it records
+    old = cli("eval", "--suite", "--out", tmp_path / "old", *data, cwd=tmp_path)
+    one = cli("eval", "--suite", "--seeds", "1", "--out", tmp_path / "one", *data, cwd=tmp_path)
+    assert old.returncode == 0 and one.returncode == 0, show(one)
+    old_md, one_md = ((tmp_path / d / "report.md").read_text() for d in ("old", "one"))
+    assert one_md.replace(" --seeds 1", "").replace(str(tmp_path / "one"), str(tmp_path / "old")) == old_md
+    old_json, one_json = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("old", "one"))
+    assert one_json["results"] == old_json["results"]
+    assert "Over" not in one_md and "seeds" not in one_json["meta"]
+
+    bad = cli("eval", "--checkpoint", tmp_path / "nope", "--seeds", "2", "--out", tmp_path / "x", cwd=tmp_path)
+    assert bad.returncode == 2 and "--seeds needs --suite" in bad.stderr
