@@ -433,7 +433,9 @@ def serve(
     "eval",
     epilog="Examples:\n\n  querylife eval --checkpoint runs/exp1/best --catalog data/demo/catalog.parquet "
     "--pairs data/demo/pairs.parquet --out runs/exp1/eval\n\n  querylife eval --suite --catalog "
-    "data/demo/catalog.parquet --pairs data/demo/pairs.parquet --out runs/ablations",
+    "data/demo/catalog.parquet --pairs data/demo/pairs.parquet --out runs/ablations\n\n  querylife eval --suite "
+    "--seeds 5 --methods querylife,mean,concat --catalog data/demo/catalog.parquet --pairs data/demo/pairs.parquet "
+    "--out runs/modes",
 )
 def eval_(
     out: Annotated[Path, typer.Option(help="Report directory (report.md, report.json, PNG plots).")],
@@ -451,6 +453,14 @@ def eval_(
     column: Annotated[list[str] | None, typer.Option("--column", help=COLUMN_HELP)] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Config override.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    seeds: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="With --suite: train each method with N training seeds (train.seed, +1, ...; same split) and report "
+            "mean ± std and paired intervals against querylife over the seeds.",
+        ),
+    ] = 1,
 ) -> None:
     """Evaluate checkpoints (or the whole method suite) on the test split with bootstrap CIs; write a report."""
     _quiet_transformers()
@@ -459,6 +469,8 @@ def eval_(
 
     if not checkpoint and not suite:
         _fail("give --checkpoint DIR (one or more) or --suite")
+    if seeds > 1 and not suite:
+        _fail("--seeds needs --suite (a checkpoint was trained with one seed)")
     chosen = _methods(methods) if suite else None  # fail before any work, not after the baselines ran
     try:
         for path in checkpoint or []:
@@ -467,6 +479,17 @@ def eval_(
         _fail(str(err))
     cfg = _load(config, set_, catalog, pairs, data, format_, column)
     dataset = _dataset(cfg, progress=not quiet)
+    if seeds > 1:
+        from .suite import run_seeds
+
+        try:
+            many = run_seeds(cfg, dataset, out, methods=chosen or (), n_seeds=seeds, progress=not quiet,
+                             command=command_line())
+        except (MethodError, TowerLoadError) as err:
+            _fail(str(err))
+        typer.echo(many.table)
+        typer.echo(f"report: {many.paths.get('markdown', out)}")
+        return
     try:
         result = run_evaluation(
             cfg,

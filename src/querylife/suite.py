@@ -2,7 +2,8 @@
 
 A :class:`Suite` trains each named method (:mod:`querylife.methods`) or scores a baseline / a trained checkpoint,
 evaluates it on the test split with the dev-fitted decision (:mod:`querylife.evaluate`) and writes one report
-(:mod:`querylife.report`). :func:`run_evaluation` is the whole ``querylife eval`` command.
+(:mod:`querylife.report`). :func:`run_evaluation` is the whole ``querylife eval`` command;
+:func:`run_seeds` is ``querylife eval --suite --seeds N``.
 
 Example::
 
@@ -28,6 +29,7 @@ from .methods import DEFAULT_METHODS, METHODS, MethodError, resolve_method, reso
 from .model import QueryLifeModel
 from .report import results_table_text, write_suite_report
 from .scoring import FeatureCache
+from .seeds import SeedSummary, aggregate_seeds, seeds_section, seeds_table_text
 from .towers import TextTower
 from .train import Trainer
 
@@ -252,3 +254,83 @@ def run_evaluation(
         runs += [suite.run_checkpoint(path) for path in checkpoints]
     paths = suite.report(runs, title="querylife evaluation", command=command, judges=suite.judge_results(runs))
     return EvaluationResult(runs, paths, Suite.table(runs))
+
+
+@dataclass
+class SeedsEvaluation:
+    """What :func:`run_seeds` ran and wrote: the per-seed runs and their summary, the report paths, a text table."""
+
+    summary: SeedSummary
+    paths: dict[str, Path]
+    table: str
+
+
+def run_seeds(
+    config: ExperimentConfig,
+    data: Dataset,
+    out_dir: str | Path,
+    *,
+    methods: Sequence[str],
+    n_seeds: int,
+    progress: bool = True,
+    command: str = "",
+    log: Callable[[str], None] = print,
+) -> SeedsEvaluation:
+    """``querylife eval --suite --seeds N``: train each trained method of ``methods`` with ``train.seed`` = base,
+    base + 1, ... (``n_seeds`` seeds; the split stays ``data.split_seed``'s), score the seed-independent baselines
+    once, and write one report to ``out_dir``: the base seed's suite report plus a section with mean ± std over
+    seeds and each method against ``querylife`` (:func:`querylife.seeds.aggregate_seeds`); report.json keeps every
+    seed's numbers under ``meta.seeds``. Checkpoints go to ``out_dir/seed{S}/runs/{method}``.
+
+    Example::
+
+        result = run_seeds(config, data, "runs/modes", methods=["querylife", "mean", "concat"], n_seeds=5)
+        print(result.table)
+    """
+    if n_seeds < 1:
+        raise MethodError(f"--seeds must be at least 1, got {n_seeds}")
+    names = resolve_methods(methods)
+    out = Path(out_dir)
+    base = config.train.seed
+    seeds = list(range(base, base + n_seeds))
+    suites: dict[int, Suite] = {}
+    fixed: dict[str, MethodRun] = {}  # baselines: the training seed changes nothing, run once
+    runs_by_seed: dict[int, list[MethodRun]] = {}
+    for s in seeds:
+        cfg = with_overrides(config, {"train.seed": s})
+        suite = Suite(cfg, data, out / f"seed{s}", progress=progress, log=log)
+        if suites:  # the frozen text tower and its features are the same on every seed
+            first = suites[seeds[0]]
+            suite.cache, suite._text_tower = first.cache, first._text_tower
+        suites[s] = suite
+        runs = []
+        for i, name in enumerate(names, 1):
+            if not METHODS[name].trained and name in fixed:
+                runs.append(fixed[name])
+                continue
+            log(f"[seed {s}, {i}/{len(names)}] {name}: {METHODS[name].description}")
+            run = suite.run_method(name)
+            log(f"    test NDCG@10 {run.result.overall['ndcg@10']:.4f}  ROC-AUC {run.result.overall['roc_auc']:.4f}")
+            if not METHODS[name].trained:
+                fixed[name] = run
+            runs.append(run)
+        runs_by_seed[s] = runs
+    first = suites[seeds[0]]
+    summary = aggregate_seeds(runs_by_seed, n_boot=max(first.n_boot, 1000), seed=base)
+    base_runs = runs_by_seed[base]
+    paths = write_suite_report(
+        out,
+        base_runs,
+        config=config,
+        splits=data.splits,
+        title=f"querylife evaluation over {n_seeds} seeds",
+        command=command,
+        notes=[
+            f"Every table but \"Over {n_seeds} seeds\" is seed {base}'s alone (train.seed={base}); that section "
+            f"aggregates seeds {seeds[0]}..{seeds[-1]}."
+        ],
+        judges=first.judge_results(base_runs),
+        extra_sections={f"Over {n_seeds} seeds": seeds_section(summary, n_boot=max(first.n_boot, 1000))},
+        extra_meta={"seeds": summary.to_dict()},
+    )
+    return SeedsEvaluation(summary, paths, seeds_table_text(summary))
