@@ -21,7 +21,10 @@ from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_write_text
 
-__all__ = ["atomic_write_dir", "atomic_write_text", "load_training_state", "recover_dir", "save_training_state"]
+__all__ = [
+    "atomic_write_dir", "atomic_write_text", "load_training_state", "recover_dir", "save_training_state",
+    "trained_config",
+]
 
 OPTIMIZER_WEIGHTS = "optimizer.safetensors"
 STATE_NAME = "trainer_state.json"
@@ -120,3 +123,18 @@ def load_training_state(directory: Path, model, optimizer, scheduler) -> dict[st
         scheduler.load_state_dict(sched)
     torch.set_rng_state(load_file(str(directory / "rng.safetensors"))["torch"])
     return state
+
+
+def trained_config(directory: str | Path) -> dict[str, Any] | None:
+    """The experiment config a checkpoint was trained with (the ``config`` of its ``summary.json``), or None when
+    the checkpoint has no summary or the summary holds no config. Raises ValueError naming the file when it is not
+    valid JSON."""
+    path = Path(directory) / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    config = summary.get("config") if isinstance(summary, dict) else None
+    return config if isinstance(config, dict) else None

@@ -353,6 +353,7 @@ def calibrate(
     import tempfile
 
     from .calibrate import calibrate_checkpoint
+    from .checkpoint import trained_config
     from .suite import check_checkpoint_dir
 
     try:
@@ -360,12 +361,13 @@ def calibrate(
     except MethodError as err:
         _fail(str(err))
     with tempfile.TemporaryDirectory() as tmp:
-        summary = checkpoint / "summary.json"
-        if config is None and summary.is_file():
-            trained_with = json.loads(summary.read_text()).get("config")
-            if isinstance(trained_with, dict):
-                config = Path(tmp) / "trained_with.json"
-                config.write_text(json.dumps(trained_with))
+        try:
+            trained_with = trained_config(checkpoint) if config is None else None
+        except ValueError as err:
+            _fail(str(err))
+        if trained_with is not None:
+            config = Path(tmp) / "trained_with.json"
+            config.write_text(json.dumps(trained_with))
         cfg = _load(config, set_, catalog, pairs, data, format_, column)
     dataset = _dataset(cfg, progress=not quiet)
     try:
@@ -682,9 +684,10 @@ def export_onnx(
 
 def _checkpoint_text_fields(checkpoint: Path) -> tuple[str, ...] | None:
     """The data.text_fields the checkpoint was trained with (its summary.json), if it says."""
+    from .checkpoint import trained_config
+
     try:
-        summary = json.loads((checkpoint / "summary.json").read_text(encoding="utf-8"))
-        fields = summary["config"]["data"]["text_fields"]
+        fields = (trained_config(checkpoint) or {})["data"]["text_fields"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return tuple(fields) if isinstance(fields, list) and fields else None
