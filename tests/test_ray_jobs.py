@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from querylife.cli import app
 from querylife.config import DataConfig
+from querylife.data.errors import DataError
 from querylife.encode import load_catalogue
 from querylife.genfilt.base import DescribeError, ProductInput, PromptTemplate
 from querylife.genfilt.cache import DescriptionCache
@@ -134,6 +135,13 @@ def test_embed_on_ray_gives_the_single_process_store(ray_local, single, checkpoi
     # The image a worker could not read is reported by the driver as without Ray (row and product named).
     assert catalogue.bad_rows is not None and catalogue.bad_rows.counts == bad_rows.counts
     assert catalogue.bad_rows.examples == bad_rows.examples
+    # Without skip_bad the worker's DataError reaches the caller as itself, naming the file, row and product.
+    with pytest.raises(DataError) as err:
+        embed_catalogue_ray(checkpoint, load_catalogue(DataConfig(catalog=str(catalog_file))), tmp_path / "s2",
+                            RayOptions(workers=2), batch_size=16, shard_size=40, progress=False)
+    example = bad_rows.examples[0]
+    assert "broken.png" in str(err.value) and f"row {example['row']}" in str(err.value), str(err.value)
+    assert type(err.value) is DataError
 
 
 @pytest.mark.slow

@@ -120,14 +120,14 @@ def _ordered_map(ray: Any, n: int, udf: type, constructor: dict[str, Any], optio
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False  # the job's own tqdm bar counts products, with ETA
     ctx.print_on_execution_start = False
-    try:
+    try:  # kept until the last row is read: the settings apply to the whole execution
         ds = ray.data.from_items([{"piece": k} for k in range(n)], override_num_blocks=n).map_batches(
             udf, batch_size=1, compute=ActorPoolStrategy(size=_pool_size(ray, options, n)),
             num_cpus=options.cpus_per_worker, fn_constructor_kwargs=constructor,
         )
+        yield from ds.iter_rows()
     finally:
         ctx.execution_options.preserve_order, ctx.enable_progress_bars, ctx.print_on_execution_start = saved
-    yield from ds.iter_rows()
 
 
 def _resolve(value: Any) -> Any:
@@ -151,22 +151,30 @@ class _ShardEncoder:
         self.batch_size, self.skip_bad = batch_size, skip_bad
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from .data.errors import BadRows
-        from .store import encode_shard
+        from .data.errors import BadRows, DataError
+        from .store import ShardData, encode_shard
 
-        out: dict[str, list[Any]] = {"piece": [], "data": [], "rows": [], "with_image": [], "bad_rows": []}
+        out: dict[str, list[Any]] = {"piece": [], "data": [], "rows": [], "with_image": [], "bad_rows": [],
+                                     "error": []}
         for k in batch["piece"]:
             # A fresh tally per shard: what this shard skipped goes back to the driver with it.
             self.catalogue.bad_rows = BadRows() if self.skip_bad else None
-            shard = encode_shard(self.model, self.catalogue, self.shards[int(k)], self.hashes,
-                                 batch_size=self.batch_size, skip_bad=self.skip_bad)
+            try:
+                shard = encode_shard(self.model, self.catalogue, self.shards[int(k)], self.hashes,
+                                     batch_size=self.batch_size, skip_bad=self.skip_bad)
+                error = ""
+            except DataError as err:  # sent back as data: the driver raises it as itself, in shard order
+                shard = ShardData(b"", 0, 0)
+                error = json.dumps({"message": err.detail, "file": err.file, "row": err.row, "field": err.field,
+                                    "line": err.line})
             bad = self.catalogue.bad_rows
             out["piece"].append(int(k))
             out["data"].append(shard.data)
             out["rows"].append(shard.rows)
             out["with_image"].append(shard.with_image)
             out["bad_rows"].append(json.dumps({"counts": dict(bad.counts), "examples": bad.examples} if bad else {}))
-        objects = ("data", "bad_rows")
+            out["error"].append(error)
+        objects = ("data", "bad_rows", "error")
         return {key: np.array(values, dtype=object if key in objects else np.int64) for key, values in out.items()}
 
 
@@ -216,6 +224,11 @@ def embed_catalogue_ray(checkpoint: str | Path, catalogue: Catalogue, out: str |
                                     {"checkpoint": ckpt, "payload": payload, "batch_size": batch_size,
                                      "skip_bad": skip_bad}, options):
                 _merge_bad_rows(catalogue, json.loads(row["bad_rows"]))
+                if row["error"]:
+                    from .data.errors import DataError
+
+                    fields = json.loads(row["error"])
+                    raise DataError(fields.pop("message"), **fields)
                 yield ShardData(bytes(row["data"]), int(row["rows"]), int(row["with_image"]))
 
     return embed_catalogue(checkpoint, catalogue, out, batch_size=batch_size, skip_bad=skip_bad, shard_runner=run,
