@@ -239,3 +239,22 @@ def test_describe_on_ray_gives_the_single_process_cache_and_resumes(ray_local, t
                              batch_size=8, progress=False)
     assert _records(tmp_path / "fresh.jsonl") == _records(tmp_path / "one.jsonl")
     assert (fresh.described, fresh.failed, fresh.cached) == (one.described, one.failed, one.cached)
+
+
+@pytest.mark.slow
+def test_cli_describe_on_ray_against_an_openai_server(ray_local, tmp_path):
+    """`genfilt describe --ray`: actors make their own OpenAI describer from the config and call the server; the
+    cache equals the single-process run's."""
+    from test_genfilt_openai import FakeOpenAIServer
+
+    pd.DataFrame({"product_id": [f"p{i}" for i in range(20)], "title": [f"title {i}" for i in range(20)],
+                  "product_type": ["shoe"] * 20}).to_csv(tmp_path / "items.csv", index=False)
+    with FakeOpenAIServer() as srv:
+        base = ["genfilt", "describe", "--catalog", str(tmp_path / "items.csv"), "--set", f"genfilt.base_url={srv.url}",
+                "--set", "genfilt.model=m", "--set", "genfilt.batch_size=4", "--quiet"]
+        one = runner.invoke(app, [*base, "--cache", str(tmp_path / "one.jsonl")])
+        assert one.exit_code == 0 and "described 20" in one.output, one.output
+        on_ray = runner.invoke(app, [*base, "--cache", str(tmp_path / "ray.jsonl"), "--ray", "--ray-workers", "2"])
+        assert on_ray.exit_code == 0 and "described 20" in on_ray.output, on_ray.output
+    assert len(_records(tmp_path / "ray.jsonl")) == 20
+    assert _records(tmp_path / "ray.jsonl") == _records(tmp_path / "one.jsonl")
