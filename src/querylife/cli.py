@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -530,6 +531,9 @@ def genfilt_describe(
         list[str] | None, typer.Option("--set", help="Config override, e.g. --set genfilt.model=NAME.")
     ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    ray: Annotated[bool, typer.Option("--ray", help=RAY_HELP)] = False,
+    ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
+    ray_workers: Annotated[int | None, typer.Option(help=RAY_WORKERS_HELP)] = None,
 ) -> None:
     """Describe every product (or, with --queries, every query's intent) with a generative model into a resumable
     cache (stage 1 of GenFilt)."""
@@ -538,6 +542,7 @@ def genfilt_describe(
     from .genfilt import DescribeError
     from .genfilt.describe import describe_from_config
 
+    ray_options = _ray_options(ray, ray_address, ray_workers)
     try:
         cfg = load_config(config, set_ or [])
     except ConfigError as err:
@@ -553,6 +558,7 @@ def genfilt_describe(
             limit=limit,
             progress=not quiet,
             log=typer.echo,
+            ray=ray_options,
         )
     except (ValueError, DataError, DescribeError) as err:
         _fail(str(err))
@@ -682,6 +688,27 @@ def export_onnx(
     )
 
 
+RAY_HELP = "Run on Ray (docs/RAY.md): a local Ray instance, or the cluster --ray-address names."
+RAY_ADDRESS_HELP = "Existing Ray cluster for --ray: auto, ray://HOST:PORT or HOST:PORT (default: start a local one)."
+RAY_WORKERS_HELP = "Ray actors for --ray, each loading the model once (default: one per CPU of the cluster)."
+
+
+def _ray_options(ray: bool, address: str | None, workers: int | None):
+    """RayOptions for --ray (None without it), Ray checked to be installed; a clear error otherwise."""
+    if not ray:
+        if address is not None or workers is not None:
+            _fail("--ray-address and --ray-workers need --ray")
+        return None
+    from .ray_jobs import RayJobError, RayOptions, require_ray
+
+    try:
+        options = RayOptions(address=address, workers=workers).check()
+        require_ray()
+    except RayJobError as err:
+        _fail(str(err))
+    return options
+
+
 def _checkpoint_text_fields(checkpoint: Path) -> tuple[str, ...] | None:
     """The data.text_fields the checkpoint was trained with (its summary.json), if it says."""
     from .checkpoint import trained_config
@@ -712,10 +739,14 @@ def embed(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Config override, e.g. --set data.skip_bad_rows=true.")
                     ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    ray: Annotated[bool, typer.Option("--ray", help=RAY_HELP)] = False,
+    ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
+    ray_workers: Annotated[int | None, typer.Option(help=RAY_WORKERS_HELP)] = None,
 ) -> None:
     """Embed a catalogue with a checkpoint into an embedding store (resumable; --update for changes)."""
     if bool(catalog) == bool(data):
         _fail("give --catalog FILE or --data PATH (one of them)")
+    ray_options = _ray_options(ray, ray_address, ray_workers)
     _quiet_transformers()
     from .data.errors import DataError
     from .encode import load_catalogue
@@ -731,7 +762,12 @@ def embed(
     try:
         catalogue = load_catalogue(cfg.data, text_fields=fields, progress=not quiet)
         catalogue.notes.emit(lambda line: typer.secho(line, err=True))
-        result = embed_catalogue(
+        run = embed_catalogue
+        if ray_options is not None:
+            from .ray_jobs import embed_catalogue_ray
+
+            run = partial(embed_catalogue_ray, options=ray_options)
+        result = run(
             checkpoint, catalogue, out, update=update, batch_size=batch_size, shard_size=shard_size,
             skip_bad=cfg.data.skip_bad_rows, progress=not quiet, log=lambda line: typer.echo(line, err=True),
         )

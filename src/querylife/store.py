@@ -27,7 +27,7 @@ import hashlib
 import io
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,10 +45,13 @@ if TYPE_CHECKING:
 __all__ = [
     "EmbedResult",
     "EmbeddingStore",
+    "ShardData",
+    "ShardRunner",
     "StoreError",
     "StoredProducts",
     "checkpoint_hash",
     "embed_catalogue",
+    "encode_shard",
 ]
 
 MANIFEST_NAME = "manifest.json"
@@ -174,6 +177,45 @@ def _shard_bytes(products: StoredProducts, input_hashes: list[str]) -> bytes:
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue()
+
+
+@dataclass
+class ShardData:
+    """One shard as it goes on disk: its Parquet bytes (``shards/part-NNNNN.parquet``) and the manifest's counts."""
+
+    data: bytes
+    rows: int
+    with_image: int
+
+
+# Encodes the shards of one run (catalogue rows of each shard; the input hash of every catalogue row) and yields
+# them in the order given; ``embed_catalogue`` writes each as it arrives. The Ray runner is one (querylife.ray_jobs).
+ShardRunner = Callable[[list[np.ndarray], list[str]], Iterable[ShardData]]
+
+
+def encode_shard(model: QueryLifeModel, catalogue: Catalogue, rows: np.ndarray, input_hashes: list[str], *,
+                 batch_size: int = 256, skip_bad: bool = False,
+                 on_batch: Callable[[int], object] | None = None) -> ShardData:
+    """Encode catalogue ``rows`` into one shard (the per-shard step of ``embed``, in this process or a Ray worker).
+
+    ``input_hashes``: one per catalogue row (:func:`~querylife.encode.product_input_hashes`); ``on_batch`` is called
+    with each encoded batch's size (a progress bar). The same rows give the same bytes wherever this runs.
+
+    Example::
+
+        shard = encode_shard(model, catalogue, np.arange(100), product_input_hashes(catalogue), batch_size=50)
+        shard.rows == 100
+    """
+    from .encode import iter_product_batches
+
+    parts = []
+    for batch in iter_product_batches(model, catalogue, rows, batch_size=batch_size, skip_bad=skip_bad):
+        parts.append(batch.products)
+        if on_batch is not None:
+            on_batch(len(batch.rows))
+    products = StoredProducts.concat(parts)
+    return ShardData(_shard_bytes(products, [input_hashes[r] for r in rows]), len(products),
+                     int(products.has_image.sum()))
 
 
 def _sha256_file(path: Path) -> str:
@@ -384,11 +426,14 @@ class _Writer:
         return f"{SHARDS_DIR}/part-{n:05d}.parquet"
 
     def write_shard(self, products: StoredProducts, hashes: list[str]) -> dict[str, Any]:
+        return self.write_data(ShardData(_shard_bytes(products, hashes), len(products),
+                                         int(products.has_image.sum())))
+
+    def write_data(self, shard: ShardData) -> dict[str, Any]:
         name = self.new_name()
-        data = _shard_bytes(products, hashes)
-        atomic_write_bytes(self.path / name, data)
-        return {"file": name, "rows": len(products), "with_image": int(products.has_image.sum()),
-                "sha256": hashlib.sha256(data).hexdigest()}
+        atomic_write_bytes(self.path / name, shard.data)
+        return {"file": name, "rows": shard.rows, "with_image": shard.with_image,
+                "sha256": hashlib.sha256(shard.data).hexdigest()}
 
 
 def _check_owner(path: Path, manifest: dict[str, Any], sha: str, checkpoint: Path) -> None:
@@ -411,6 +456,7 @@ def embed_catalogue(
     model: QueryLifeModel | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    shard_runner: ShardRunner | None = None,
 ) -> EmbedResult:
     """Embed ``catalogue`` with the checkpoint into the store ``out`` (``querylife embed``).
 
@@ -424,6 +470,8 @@ def embed_catalogue(
             multiple of ``batch_size`` is rounded up to, so batches never straddle shards).
         skip_bad: an unreadable image leaves its product without an image instead of stopping the run.
         model: the checkpoint's model, when the caller already loaded it.
+        shard_runner: encodes the shards elsewhere (e.g. on Ray workers, :mod:`querylife.ray_jobs`) and yields
+            them in order; default: in this process, with :func:`encode_shard`.
 
     Raises:
         StoreError: ``out`` holds another checkpoint's vectors, or is a finished store and ``update`` is off, or is
@@ -475,7 +523,7 @@ def embed_catalogue(
             }
         return _embed_locked(out, manifest, resumed, checkpoint, catalogue, model, update=update,
                              batch_size=batch_size, shard_size=shard_size, skip_bad=skip_bad, progress=progress,
-                             say=say, start=start)
+                             say=say, start=start, shard_runner=shard_runner)
     finally:
         lock.close()
 
@@ -497,11 +545,12 @@ def _lock(out: Path):
 
 def _embed_locked(out: Path, manifest: dict[str, Any], resumed: bool, checkpoint: Path, catalogue: Catalogue,
                   model: QueryLifeModel, *, update: bool, batch_size: int, shard_size: int, skip_bad: bool,
-                  progress: bool, say: Callable[[str], None], start: float) -> EmbedResult:
+                  progress: bool, say: Callable[[str], None], start: float,
+                  shard_runner: ShardRunner | None = None) -> EmbedResult:
     from tqdm.auto import tqdm
 
     from . import __version__
-    from .encode import iter_product_batches, product_input_hashes
+    from .encode import product_input_hashes
     from .runinfo import machine_info
 
     writer = _Writer(out, manifest)
@@ -548,16 +597,21 @@ def _embed_locked(out: Path, manifest: dict[str, Any], resumed: bool, checkpoint
     todo = np.array([r for r, p in enumerate(catalogue.product_ids) if p not in kept], dtype=np.int64)
     say(f"{len(kept)} products kept, {len(todo)} to embed, {dropped} dropped")
     bar = tqdm(total=len(todo), desc="embedding", unit="product", disable=not progress, smoothing=0.1)
+    shards = [todo[s : s + shard_size] for s in range(0, len(todo), shard_size)]
     try:
-        for s in range(0, len(todo), shard_size):
-            rows = todo[s : s + shard_size]
-            parts = []
-            for batch in iter_product_batches(model, catalogue, rows, batch_size=batch_size, skip_bad=skip_bad):
-                parts.append(batch.products)
-                bar.update(len(batch.rows))
-            entry = writer.write_shard(StoredProducts.concat(parts), [hashes[r] for r in rows])
-            manifest["shards"].append(entry)
+        if shard_runner is None:
+            encoded: Iterable[ShardData] = (
+                encode_shard(model, catalogue, rows, hashes, batch_size=batch_size, skip_bad=skip_bad,
+                             on_batch=bar.update) for rows in shards)
+        else:
+            encoded = shard_runner(shards, hashes)
+        # Shards are written in order, each with its manifest entry, so a kill leaves the same prefix of shards
+        # wherever they were encoded, and a resumed run continues with the same boundaries.
+        for shard in encoded:
+            manifest["shards"].append(writer.write_data(shard))
             writer.save()
+            if shard_runner is not None:
+                bar.update(shard.rows)
     finally:
         bar.close()
     manifest["status"] = "complete"

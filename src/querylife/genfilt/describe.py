@@ -20,8 +20,9 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 from .base import DescribeError, Describer, ProductInput, PromptTemplate, content_hash
@@ -117,6 +118,9 @@ def describe_catalog(
         limit: describe at most this many products in this run (cached ones do not count), so a big catalogue
             can be done in chunks or a new prompt tried on a few; the rest are counted as ``pending``.
 
+    A describer may also offer ``describe_batches(batches, prompt)``, yielding each batch's results in order (the
+    Ray describer does, to describe batches in parallel); the cache is still written batch by batch, in order.
+
     Returns:
         A :class:`DescribeSummary`. The run stops early (``stopped`` set, the rest ``pending``) when a whole
         batch fails with one of :data:`FATAL_REASONS`.
@@ -160,11 +164,16 @@ def describe_catalog(
     stopped: str | None = None
 
     bar = tqdm(total=len(todo), desc="describing", unit="item", disable=not progress, dynamic_ncols=True)
+    answers: Iterable[Sequence[object]] = ()
     try:
         n_batches = math.ceil(len(todo) / batch_size)
-        for b in range(n_batches):
-            batch = todo[b * batch_size : (b + 1) * batch_size]
-            results = describer.describe_batch([items[i] for i in batch], prompt)
+        batches = [todo[b * batch_size : (b + 1) * batch_size] for b in range(n_batches)]
+        # A describer that runs batches in parallel (querylife.ray_jobs.RayDescriber) gets them all at once and
+        # yields each batch's results in order; the rest are asked one batch at a time.
+        many = getattr(describer, "describe_batches", None)
+        answers = (many([[items[i] for i in batch] for batch in batches], prompt) if many is not None else
+                   (describer.describe_batch([items[i] for i in batch], prompt) for batch in batches))
+        for b, (batch, results) in enumerate(zip(batches, answers, strict=True)):
             if len(results) != len(batch):
                 raise ValueError(f"describer {name!r} returned {len(results)} results for {len(batch)} products")
             ok: list[tuple[ProductInput, str]] = []
@@ -193,6 +202,9 @@ def describe_catalog(
                 break
     finally:
         bar.close()
+        close = getattr(answers, "close", None)
+        if close is not None:  # a parallel describer stops the batches it has in flight
+            close()
 
     summary = DescribeSummary(
         total=len(items),
@@ -272,13 +284,16 @@ def describe_from_config(
     limit: int | None = None,
     progress: bool = True,
     log=print,
+    ray=None,
 ) -> DescribeSummary:
     """``querylife genfilt describe``: describe every product of the catalogue (or, with ``queries``, every query's
     intent from the pairs) with the configured describer into the description cache.
 
     ``path``: the catalogue (pairs with ``queries``; default ``data.catalog`` / ``data.pairs``); ``cache``: default
-    ``genfilt.cache``. An OpenAI-compatible server is checked first. Raises ValueError (no data, no model),
-    :class:`~querylife.data.errors.DataError` (bad data) or :class:`DescribeError` (server unreachable).
+    ``genfilt.cache``. ``ray``: a :class:`~querylife.ray_jobs.RayOptions` to describe the batches on Ray actors (each
+    makes its own describer; the same cache records). An OpenAI-compatible server is checked first. Raises ValueError
+    (no data, no model; bad Ray options or no Ray), :class:`~querylife.data.errors.DataError` (bad data) or
+    :class:`DescribeError` (server unreachable).
     """
     from ..data.readers import load_catalog, load_pairs
 
@@ -296,11 +311,27 @@ def describe_from_config(
         items = query_items(load_pairs(path, columns=columns)[0]["query"].astype(str).tolist())
     else:
         items = products_from_catalog(load_catalog(path, columns=columns, max_title_chars=config.data.max_title_chars))
+    if ray is not None:
+        from ..ray_jobs import require_ray
+
+        ray.check()
+        require_ray()
     prompt = g.query_prompt if queries else g.prompt
-    describer = make_describer(config)
-    check = getattr(describer, "check", None)
-    if check is not None:
-        check()
+    if ray is not None and g.describer == "hf":  # the model is loaded by each Ray actor, not here
+        from ..ray_jobs import RayDescriber
+        from .hf import HFDescriber
+
+        describer: Describer = RayDescriber(HFDescriber.name_for(g.model, g.hf_kind), partial(make_describer, config),
+                                            ray)
+    else:
+        describer = make_describer(config)
+        check = getattr(describer, "check", None)
+        if check is not None:
+            check()
+        if ray is not None:
+            from ..ray_jobs import RayDescriber
+
+            describer = RayDescriber(describer.name, partial(make_describer, config), ray)
     cache = cache or g.cache
     log(f"describer {describer.name}, {'queries' if queries else 'products'}, prompt {prompt.version}, cache {cache}")
     return describe_catalog(

@@ -140,7 +140,12 @@ class HFDescriber:
 
     @property
     def name(self) -> str:
-        return f"hf:{self.model_name}:{self.kind}"
+        return self.name_for(self.model_name, self.kind)
+
+    @staticmethod
+    def name_for(model: str, kind: str) -> str:
+        """An HF describer's cache name, without loading it: ``name_for("/m/smol", "text") == "hf:/m/smol:text"``."""
+        return f"hf:{model}:{kind}"
 
     # ---- loading -------------------------------------------------------------------------------------------
     def _load_text(self, load_kwargs: dict[str, Any]) -> None:
