@@ -227,3 +227,77 @@ def test_a_masked_column_on_another_ranks_product_is_ignored(monkeypatch):
     ignore[0, 4] = True  # row 0 is on rank 0, column 4 (row 4's positive) on rank 1
     _, masked = _ranks_loss(counts, emb, replace(masks, ignore=ignore), cfg, fusion, 2, monkeypatch)
     assert masked[1] == plain[1] and masked[0] < plain[0]  # rank 0's row lost a negative; rank 1 is untouched
+
+
+def _resume_worker(rank: int, world: int, rendezvous: str, args: tuple) -> None:
+    import torch.distributed as dist
+
+    from querylife.data.prepare import prepare_dataset
+    from querylife.distributed import DistEnv
+    from querylife.train import Trainer, TrainingInterrupted
+
+    config_json, catalog, pairs, run_dir, out = args
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    from querylife.config import config_from_dict
+
+    cfg = config_from_dict(json.loads(config_json))
+    data = prepare_dataset(catalog, pairs, image_size=32, progress=False)
+    env, root = DistEnv(rank, world), Path(run_dir)
+    result: dict = {}
+    try:
+        full = Trainer(cfg, data, root / "full", progress=False, dist=env).fit()
+        per_epoch = len(Trainer(cfg, data, root / "probe", progress=False, dist=env).batches)
+        crash_at = per_epoch + 1 + (per_epoch % 2 == 0)  # odd: one step after a checkpoint, mid-way through epoch 2
+        try:
+            Trainer(cfg, data, root / "crash", progress=False, dist=env, max_steps=crash_at).fit()
+        except TrainingInterrupted:
+            result["interrupted_at"] = crash_at
+        resumed = Trainer(cfg, data, root / "crash", progress=False, dist=env).fit(resume=True)
+        result["steps_per_epoch"] = per_epoch
+        for name, res in (("full", full), ("resumed", resumed)):
+            result[name] = {k: v.tolist() for k, v in res.model.trainable_state_dict().items()}
+            result[name + "_history"] = [h["dev_ndcg@10"] for h in res.history]
+    finally:
+        dist.destroy_process_group()
+    Path(f"{out}.{rank}").write_text(json.dumps(result))
+
+
+@pytest.mark.slow
+def test_two_ranks_resume_where_they_stopped(tiny_config, tiny_store, tmp_path):
+    from querylife.config import with_overrides
+
+    cfg = with_overrides(tiny_config, {"train.save_every_steps": 2, "train.epochs": 2, "train.batch_size": 8})
+    config_json = json.dumps(cfg.model_dump(mode="json"))
+    catalog, pairs = str(tiny_store.catalog_path), str(tiny_store.pairs_path)
+    _spawn(_resume_worker, 2, tmp_path, config_json, catalog, pairs, str(tmp_path / "runs"), str(tmp_path / "out"))
+    ranks = [json.loads((tmp_path / f"out.{r}").read_text()) for r in range(2)]
+    state = json.loads((tmp_path / "runs" / "crash" / "last" / "trainer_state.json").read_text())
+    assert state["epoch"] == 2 and ranks[0]["interrupted_at"] > ranks[0]["steps_per_epoch"]
+    for got in ranks:
+        assert got["full"].keys() == got["resumed"].keys()
+        for key in got["full"]:
+            assert torch.allclose(torch.tensor(got["full"][key]), torch.tensor(got["resumed"][key]), atol=TOL), key
+        assert got["resumed_history"] == pytest.approx(got["full_history"])
+    assert ranks[0]["full_history"] == ranks[1]["full_history"]  # rank 0's dev score broadcast to every rank
+
+
+@pytest.mark.slow
+def test_querylife_train_nproc_2_writes_a_checkpoint(tiny_config, tmp_path):
+    from querylife.config import with_overrides
+
+    cfg = with_overrides(tiny_config, {"train.epochs": 1, "train.batch_size": 8})
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(cfg.model_dump(mode="json")))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "querylife.cli", "train", "--nproc", "2", "--config", str(config)]
+    proc = subprocess.run(
+        [*cmd, "--out", str(tmp_path / "run"), "--quiet"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "distributed: 2 ranks (gloo); train.batch_size 8 per rank, global batch 16" in proc.stdout
+    assert proc.stdout.count("best epoch 1") == 1  # rank 0 alone logs
+    for name in ("model.safetensors", "summary.json", "calibrator.json"):
+        assert (tmp_path / "run" / "best" / name).exists(), name
+    summary = json.loads((tmp_path / "run" / "best" / "summary.json").read_text())
+    assert summary["distributed"] == {"world_size": 2, "batch_size_per_rank": 8, "global_batch_size": 16}
