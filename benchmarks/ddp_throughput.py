@@ -1,0 +1,153 @@
+"""Training throughput of 1 vs N ranks at the same per-rank batch (distributed training, docs/SCALE.md).
+
+Each configuration runs the trainer's own step (``Trainer.training_step``: the single-process step for 1 rank, the
+DDP step with gathered negatives for N) on the demo storefront, each rank a process with one intra-op thread
+(OMP_NUM_THREADS=1, ``torch.set_num_threads(1)``), gloo on loopback. Samples/s counts the pairs of the global batch
+(N * per-rank batch) per second of wall time over the timed steps, after warm-up steps. The speedup target is
+>= 1.7x for 2 ranks where the hardware has a free core (or GPU) per rank.
+
+Run:  flock /work/notes/heavy.lock python benchmarks/ddp_throughput.py --ranks 1 2 --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ["OMP_NUM_THREADS"] = "1"  # one thread per rank: ranks, not threads, use the cores
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from querylife.data.storefront import DemoConfig  # noqa: E402
+from querylife.report import md_table  # noqa: E402
+from querylife.runinfo import command_line, machine_info  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from benchkit import demo_dataset, quiet_transformers, run_header, write_results  # noqa: E402
+
+
+def _worker(rank: int, world: int, rendezvous: str, args: argparse.Namespace, out: str) -> None:
+    import torch.distributed as dist
+
+    from querylife.distributed import DistEnv
+    from querylife.train import Trainer
+
+    torch.set_num_threads(1)
+    quiet_transformers()
+    overrides = [f"train.batch_size={args.batch_size}", "train.device=cpu", *args.overrides]
+    _, cfg, data = demo_dataset(Path(args.work) / "data", overrides, DemoConfig(n_products=args.products, seed=0))
+    env = None
+    if world > 1:
+        dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+        env = DistEnv(rank, world)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(cfg, data, tmp, progress=False, dist=env)
+    trainer.model.train()
+    batches = trainer.batches.steps(10**9)
+    timed, data_s, mask_s, model_s = [], [], [], []
+    samples = 0
+    for step in range(args.warmup + args.steps):
+        batch = next(batches)
+        if env is not None:
+            dist.barrier()  # every rank starts the step together: wall time is the slowest rank's
+        t0 = time.perf_counter()
+        out_step = trainer.training_step(batch)
+        dt = time.perf_counter() - t0
+        if step >= args.warmup:
+            timed.append(dt)
+            samples += batch.size
+            data_s.append(out_step.data_seconds)
+            mask_s.append(out_step.mask_seconds)
+            model_s.append(out_step.model_seconds)
+    if env is not None:
+        dist.destroy_process_group()
+    if rank == 0:
+        result = {
+            "ranks": world,
+            "steps": len(timed),
+            "global_batch": world * args.batch_size,
+            "samples_per_s": samples / sum(timed),
+            "ms_per_step": 1000 * float(np.mean(timed)),
+            "data_ms": 1000 * float(np.mean(data_s)),
+            "mask_ms": 1000 * float(np.mean(mask_s)),
+            "model_ms": 1000 * float(np.mean(model_s)),
+        }
+        Path(out).write_text(json.dumps(result))
+
+
+def run(world: int, args: argparse.Namespace, tmp: Path) -> dict:
+    import torch.multiprocessing as mp
+
+    out = tmp / f"result_{world}.json"
+    if world == 1:
+        _worker(0, 1, "", args, str(out))
+    else:
+        mp.spawn(_worker, args=(world, str(tmp / f"rendezvous_{world}"), args, str(out)), nprocs=world)
+    return json.loads(out.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--batch-size", type=int, default=64, help="per rank")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--products", type=int, default=1000, help="demo storefront size")
+    parser.add_argument("--work", default="runs/bench_ddp")
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override")
+    args = parser.parse_args()
+    quiet_transformers()
+    demo_dataset(Path(args.work) / "data", args.overrides, DemoConfig(n_products=args.products, seed=0))  # once
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [run(w, args, Path(tmp)) for w in args.ranks]
+    base = rows[0]["samples_per_s"]
+    for r in rows:
+        r["speedup"] = r["samples_per_s"] / base
+    result = {
+        "command": command_line(),
+        "machine": machine_info(),
+        "cpu_count": os.cpu_count(),
+        "per_rank_batch": args.batch_size,
+        "threads_per_rank": 1,
+        "results": rows,
+    }
+    table = md_table(
+        ["ranks", "global batch", "samples/s", "speedup", "ms/step", "data ms", "mask ms", "model ms"],
+        [
+            [
+                r["ranks"],
+                r["global_batch"],
+                f"{r['samples_per_s']:.1f}",
+                f"{r['speedup']:.2f}x",
+                f"{r['ms_per_step']:.1f}",
+                f"{r['data_ms']:.1f}",
+                f"{r['mask_ms']:.1f}",
+                f"{r['model_ms']:.1f}",
+            ]
+            for r in rows
+        ],
+    )
+    md = "\n".join(
+        [
+            "# Distributed training throughput (1 vs N ranks, same per-rank batch)",
+            "",
+            *run_header(result),
+            "",
+            table,
+            "",
+        ]
+    )
+    write_results(args.out, "ddp_throughput", md, result)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
