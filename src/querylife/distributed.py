@@ -428,8 +428,9 @@ class DistributedTrainStep:
 
         self.step, self.env, self.batches = step, env, batches
         self.module = ShardedLoss(step.model, step.loss, env.world_size)
-        # find_unused_parameters: a mode or loss leaves some parameters out (logit_bias under infonce, ...).
-        self.ddp = DistributedDataParallel(self.module, find_unused_parameters=True)
+        # static_graph: the same parameters take part in every step (a mode or loss may leave some out, e.g.
+        # logit_bias under infonce; DDP learns which from the first step instead of searching the graph each step).
+        self.ddp = DistributedDataParallel(self.module, static_graph=True)
 
     def __call__(self, batch: TrainBatch, global_step: int) -> StepOutput:
         import time
