@@ -403,7 +403,7 @@ class Trainer:
             data, self.pairs, tc.batch_size * world, seed=tc.seed, hard_negatives=tc.hard_negatives
         )
         self.masks = NegativeMasks.for_training(config, data, self.pairs, negative_mask_fn)
-        self.inputs = BatchInputs(self.model, data, self.pairs, self.cache, self.device, progress=progress)
+        self.inputs = BatchInputs(self.model, data, self.pairs, self.cache, self.device, progress=self.progress)
         self.steps_per_epoch = len(self.batches)
         self.total_steps = self.steps_per_epoch * tc.epochs
         self.hold = GateHold.from_fraction(tc.gate_start_fraction, self.total_steps)
