@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from benchkit import demo_dataset, quiet_transformers, run_header, write_results  # noqa: E402
 
 
-def _worker(rank: int, world: int, rendezvous: str, args: argparse.Namespace, out: str) -> None:
+def _worker(rank: int, world: int, rendezvous: str, args: argparse.Namespace, out: str, joined: bool = True) -> None:
+    """One rank of a ``world``-rank job (``joined``), or one of ``world`` independent single-process trainers."""
     import torch.distributed as dist
 
     from querylife.distributed import DistEnv
@@ -44,7 +45,7 @@ def _worker(rank: int, world: int, rendezvous: str, args: argparse.Namespace, ou
     overrides = [f"train.batch_size={args.batch_size}", "train.device=cpu", *args.overrides]
     _, cfg, data = demo_dataset(Path(args.work) / "data", overrides, DemoConfig(n_products=args.products, seed=0))
     env = None
-    if world > 1:
+    if world > 1 and joined:
         dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
         env = DistEnv(rank, world)
     with tempfile.TemporaryDirectory() as tmp:
@@ -52,15 +53,16 @@ def _worker(rank: int, world: int, rendezvous: str, args: argparse.Namespace, ou
     trainer.model.train()
     batches = trainer.batches.steps(10**9)
     timed, data_s, mask_s, model_s = [], [], [], []
-    samples = 0
-    for step in range(args.warmup + args.steps):
+    samples, step, full = 0, 0, (world if joined else 1) * args.batch_size
+    while len(timed) < args.steps:
         batch = next(batches)
         if env is not None:
             dist.barrier()  # every rank starts the step together: wall time is the slowest rank's
         t0 = time.perf_counter()
         out_step = trainer.training_step(batch)
         dt = time.perf_counter() - t0
-        if step >= args.warmup:
+        step += 1
+        if step > args.warmup and batch.size == full:  # an epoch's last, smaller batches are not timed
             timed.append(dt)
             samples += batch.size
             data_s.append(out_step.data_seconds)
@@ -68,29 +70,38 @@ def _worker(rank: int, world: int, rendezvous: str, args: argparse.Namespace, ou
             model_s.append(out_step.model_seconds)
     if env is not None:
         dist.destroy_process_group()
-    if rank == 0:
+    if rank == 0 or not joined:
         result = {
             "ranks": world,
+            "mode": ("ddp" if joined else "independent") if world > 1 else "one process",
             "steps": len(timed),
-            "global_batch": world * args.batch_size,
+            "global_batch": full,
             "samples_per_s": samples / sum(timed),
             "ms_per_step": 1000 * float(np.mean(timed)),
             "data_ms": 1000 * float(np.mean(data_s)),
             "mask_ms": 1000 * float(np.mean(mask_s)),
             "model_ms": 1000 * float(np.mean(model_s)),
         }
-        Path(out).write_text(json.dumps(result))
+        Path(f"{out}.{rank}").write_text(json.dumps(result))
 
 
-def run(world: int, args: argparse.Namespace, tmp: Path) -> dict:
+def run(world: int, args: argparse.Namespace, tmp: Path, *, joined: bool = True) -> dict:
+    """One DDP job of ``world`` ranks (``joined``), or ``world`` independent one-process trainers at once: their
+    summed samples/s is what the machine gives ``world`` parallel processes with no communication (the ceiling)."""
     import torch.multiprocessing as mp
 
-    out = tmp / f"result_{world}.json"
+    out = tmp / f"result_{world}_{joined}"
     if world == 1:
         _worker(0, 1, "", args, str(out))
     else:
-        mp.spawn(_worker, args=(world, str(tmp / f"rendezvous_{world}"), args, str(out)), nprocs=world)
-    return json.loads(out.read_text())
+        mp.spawn(_worker, args=(world, str(tmp / f"rendezvous_{world}"), args, str(out), joined), nprocs=world)
+    if joined or world == 1:
+        return json.loads(Path(f"{out}.0").read_text())
+    parts = [json.loads(Path(f"{out}.{r}").read_text()) for r in range(world)]
+    summed = {**parts[0], "samples_per_s": sum(p["samples_per_s"] for p in parts)}
+    for key in ("ms_per_step", "data_ms", "mask_ms", "model_ms"):
+        summed[key] = float(np.mean([p[key] for p in parts]))
+    return summed
 
 
 def main() -> None:
@@ -99,7 +110,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="per rank")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--products", type=int, default=1000, help="demo storefront size")
+    parser.add_argument("--products", type=int, default=3000, help="demo storefront size")
+    parser.add_argument(
+        "--no-independent", action="store_true", help="skip the ceiling: N independent processes, no communication"
+    )
     parser.add_argument("--work", default="runs/bench_ddp")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override")
@@ -108,6 +122,8 @@ def main() -> None:
     demo_dataset(Path(args.work) / "data", args.overrides, DemoConfig(n_products=args.products, seed=0))  # once
     with tempfile.TemporaryDirectory() as tmp:
         rows = [run(w, args, Path(tmp)) for w in args.ranks]
+        if not args.no_independent:
+            rows += [run(w, args, Path(tmp), joined=False) for w in args.ranks if w > 1]
     base = rows[0]["samples_per_s"]
     for r in rows:
         r["speedup"] = r["samples_per_s"] / base
@@ -120,10 +136,11 @@ def main() -> None:
         "results": rows,
     }
     table = md_table(
-        ["ranks", "global batch", "samples/s", "speedup", "ms/step", "data ms", "mask ms", "model ms"],
+        ["ranks", "mode", "batch / step", "samples/s", "speedup", "ms/step", "data ms", "mask ms", "model ms"],
         [
             [
                 r["ranks"],
+                r["mode"],
                 r["global_batch"],
                 f"{r['samples_per_s']:.1f}",
                 f"{r['speedup']:.2f}x",

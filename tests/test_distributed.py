@@ -189,7 +189,7 @@ def _ranks_loss(counts, emb, masks, cfg, fusion, world, monkeypatch) -> tuple[fl
     gathered = Embeddings(
         *(torch.cat([getattr(e, f) for e in local]) for f in ("q", "t", "v", "type_ids", "has_image"))
     )
-    monkeypatch.setattr(distributed, "gather_features", lambda e, local_loss=True: gathered)
+    monkeypatch.setattr(distributed, "gather_shard", lambda e, s: gathered)
     scale, bias = torch.tensor(10.0), torch.tensor(-1.0)
     per_rank = [
         float(distributed.sharded_alignment_loss(e, s, masks, cfg, fusion, scale, bias)[0].detach())
@@ -301,3 +301,14 @@ def test_querylife_train_nproc_2_writes_a_checkpoint(tiny_config, tmp_path):
         assert (tmp_path / "run" / "best" / name).exists(), name
     summary = json.loads((tmp_path / "run" / "best" / "summary.json").read_text())
     assert summary["distributed"] == {"world_size": 2, "batch_size_per_rank": 8, "global_batch_size": 16}
+
+
+def test_gather_shard_packs_and_unpacks_a_rank_exactly():
+    from querylife.distributed import gather_shard
+
+    _, emb, _ = _toy_batch()
+    shard = shard_batch([0] * 5, 1, 0)  # one rank: the all-gather is the identity, the packing is what is tested
+    emb = type(emb)(emb.q, emb.t[:5], emb.v[:5], emb.type_ids[:5] + 7, emb.has_image[:5])
+    got = gather_shard(emb, shard)
+    assert torch.equal(got.q, emb.q) and torch.equal(got.t, emb.t) and torch.equal(got.v, emb.v)
+    assert torch.equal(got.type_ids, emb.type_ids) and torch.equal(got.has_image, emb.has_image)

@@ -14,7 +14,8 @@ The design, in the order a step runs it (docs/SCALE.md):
   process with ``batch_size = N * B`` would train on. Ranks are padded to one shape (gathering needs it); padded rows
   and columns are left out of every loss term.
 - **Loss.** Each rank embeds its slice; the products (title, image, type ids, has-image) and the queries of every
-  rank are gathered *with gradients* (:func:`querylife.losses.gather_features`, the open_clip recipe). Each rank
+  rank are gathered *with gradients* (:func:`gather_shard`: the open_clip ``gather_features`` recipe of
+  :func:`querylife.losses.gather_features`, packed into one collective). Each rank
   computes only the loss rows of its own queries against all gathered products, and, for the symmetric terms, the
   rows of its own positive products against all gathered queries (targets offset to their gathered positions):
   the score matrices are (B, N * Bp), linear in the per-rank batch. Every term of the single-process loss is there
@@ -51,7 +52,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .losses import TERMS, BatchMasks, Embeddings, LossConfig, gather_features
+from .losses import TERMS, BatchMasks, Embeddings, LossConfig, all_gather_rows
 
 if TYPE_CHECKING:
     from .batches import EpochBatches, TrainBatch
@@ -62,6 +63,7 @@ __all__ = [
     "Shard",
     "ShardedLoss",
     "backend_for",
+    "gather_shard",
     "init_distributed",
     "launch_command",
     "main",
@@ -244,6 +246,29 @@ def shard_batch(negative_counts: list[int], world_size: int, rank: int) -> Shard
 
 
 # ---- the loss on a shard ------------------------------------------------------------------------------------
+def gather_shard(emb: Embeddings, shard: Shard) -> Embeddings:
+    """Every rank's padded embeddings in rank order: q (world * rows_max, D); t, v, type ids, has-image
+    (world * cols_max, ...). The open_clip ``gather_features`` recipe (:func:`querylife.losses.gather_features`) with
+    all five packed into one all-gather, so a step costs one collective forward and one backward (each is a sync
+    point of all ranks): gradients flow back to every rank's q, t and v, summed over ranks. The identity in one
+    process. Example: ``g = gather_shard(emb, shard); g.t.shape  # (world * cols_max, D)``.
+    """
+    n = max(shard.rows_max, shard.cols_max)
+
+    def rows(x: torch.Tensor) -> torch.Tensor:  # (k, c) -> (n, c), zero rows appended
+        return F.pad(x, (0, 0, 0, n - x.shape[0]))
+
+    d = emb.q.shape[1]
+    ids = torch.stack([emb.type_ids.to(emb.t.dtype), emb.has_image.to(emb.t.dtype)], 1)  # (cols_max, 2), exact
+    packed = torch.cat([rows(emb.q), rows(emb.t), rows(emb.v), rows(ids)], 1)  # (n, 3D + 2)
+    every = all_gather_rows(packed).view(-1, n, 3 * d + 2)  # (world, n, 3D + 2)
+    q = every[:, : shard.rows_max, :d].reshape(-1, d)  # (world * rows_max, D)
+    products = every[:, : shard.cols_max].reshape(-1, 3 * d + 2)  # (world * cols_max, 3D + 2)
+    type_ids = products[:, 3 * d].detach().round().to(emb.type_ids.dtype)
+    has_image = products[:, 3 * d + 1].detach() > 0.5
+    return Embeddings(q, products[:, d : 2 * d], products[:, 2 * d : 3 * d], type_ids, has_image)
+
+
 def _positions(gathered: np.ndarray, ids: np.ndarray) -> torch.Tensor:
     """Gathered position of each global id in ``ids``."""
     inverse = np.full(int(gathered.max()) + 1 if len(gathered) else 0, -1, dtype=np.int64)
@@ -321,7 +346,7 @@ def sharded_alignment_loss(
     share (detached). Example: ``loss, parts = sharded_alignment_loss(emb, shard, masks, cfg.loss, fusion, scale)``.
     """
     dev = emb.q.device
-    gathered = gather_features(emb, local_loss=False)  # q (W*rows_max, D); t, v, ids (W*cols_max, ...)
+    gathered = gather_shard(emb, shard)  # q (W*rows_max, D); t, v, ids (W*cols_max, ...)
     n_rows, n_cols = len(shard.rows), len(shard.cols)
     m = int((shard.gathered_rows >= 0).sum())
     cg = int((shard.gathered_cols >= 0).sum())
