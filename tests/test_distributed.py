@@ -312,3 +312,13 @@ def test_gather_shard_packs_and_unpacks_a_rank_exactly():
     got = gather_shard(emb, shard)
     assert torch.equal(got.q, emb.q) and torch.equal(got.t, emb.t) and torch.equal(got.v, emb.v)
     assert torch.equal(got.type_ids, emb.type_ids) and torch.equal(got.has_image, emb.has_image)
+
+
+def test_python_m_querylife_train_takes_the_options_of_querylife_train(capsys):
+    from querylife.distributed import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "--out" in out and "--resume" in out and "--nproc" in out
