@@ -104,6 +104,27 @@ def run(world: int, args: argparse.Namespace, tmp: Path, *, joined: bool = True)
     return summed
 
 
+def _reading(rows: list[dict], cpus: int) -> list[str]:
+    """How to read the table: DDP's speedup against the ceiling the machine gives the same number of processes."""
+    out = [
+        "Samples/s: pairs of the global batch per second of wall time, full batches only, after warm-up; one intra-op "
+        "thread per rank, gloo on loopback. Speedup: against one process at the same per-rank batch. "
+        "`independent`: the same number of one-process trainers at once with no communication at all: what this "
+        "machine gives that many parallel processes, the ceiling of any data-parallel scheme on it. The machine may be "
+        "shared with other work while this runs: the numbers are ratios within one run, not absolute targets.",
+        "",
+    ]
+    ddp = {r["ranks"]: r for r in rows if r["mode"] == "ddp"}
+    for r in rows:
+        if r["mode"] == "independent" and r["ranks"] in ddp:
+            d = ddp[r["ranks"]]
+            out.append(
+                f"- {r['ranks']} ranks: DDP {d['speedup']:.2f}x, ceiling {r['speedup']:.2f}x "
+                f"({d['speedup'] / r['speedup']:.0%} of it) on {cpus} CPU cores."
+            )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
@@ -152,17 +173,10 @@ def main() -> None:
             for r in rows
         ],
     )
-    md = "\n".join(
-        [
-            "# Distributed training throughput (1 vs N ranks, same per-rank batch)",
-            "",
-            *run_header(result),
-            "",
-            table,
-            "",
-        ]
-    )
-    write_results(args.out, "ddp_throughput", md, result)
+    lines = ["# Distributed training throughput (1 vs N ranks, same per-rank batch)", "", *run_header(result), ""]
+    lines += [table, "", *_reading(rows, os.cpu_count() or 1), ""]
+    write_results(args.out, "ddp_throughput", lines, result)
+    md = "\n".join(lines)
     print(md)
 
 
