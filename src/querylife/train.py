@@ -5,7 +5,8 @@ The parts, each with one job: the batches of an epoch and their masks (:mod:`que
 inputs for a batch (:class:`BatchInputs`: cached frozen-tower features), one optimiser step (:class:`TrainStep` ->
 :class:`StepOutput`), the schedule and the gate hold (:mod:`querylife.schedule`), the resumable counters
 (:class:`TrainState`), the run directory's checkpoints (:class:`Checkpoints`). A false-negative judge is built by the
-caller (:func:`querylife.genfilt.training.build_negative_mask_fn`) and passed in.
+caller (:func:`querylife.genfilt.training.build_negative_mask_fn`) and passed in. N processes
+(``torchrun -m querylife.train``, ``querylife train --nproc N``): :mod:`querylife.distributed`, docs/SCALE.md.
 
 Example::
 
