@@ -60,9 +60,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DistEnv",
+    "DistributedTrainStep",
     "Shard",
     "ShardedLoss",
     "backend_for",
+    "distributed_step",
     "gather_shard",
     "init_distributed",
     "launch_command",
