@@ -134,6 +134,12 @@ class EpochBatches:
         extra = [rng.choice(pool, size=min(k, len(pool)), replace=False) for pool in pools]
         return np.concatenate([rows, *extra]) if extra else rows
 
+    def negative_counts(self, index: list[int]) -> list[int]:
+        """Hard negatives of each pair of a batch (``min(hard_negatives, pool size)``), in the order
+        :meth:`product_rows` lists them after the positives."""
+        k = self.hard_negatives
+        return [min(k, len(self.pairs.neg_pool[i])) if k > 0 else 0 for i in index]
+
     def batch(self, index: list[int], epoch: int, step: int) -> TrainBatch:
         """The :class:`TrainBatch` of sampler rows ``index`` at (epoch, step)."""
         rows = self.product_rows(index, epoch, step)

@@ -295,25 +295,65 @@ def train(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Config override, e.g. --set train.lr=3e-4.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last if a previous run was interrupted.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Train with N processes on this host (torchrun, DDP; train.batch_size is per process; "
+            "docs/SCALE.md). 1: one process.",
+        ),
+    ] = 1,
 ) -> None:
     """Train a Query-LIFE model; the best checkpoint on dev NDCG@10 is written to OUT/best."""
+    if nproc > 1:
+        options = dict(out=out, config=config, catalog=catalog, pairs=pairs, data=data, format_=format_)
+        _launch_ranks(nproc, options | dict(column=column, set_=set_, resume=resume, quiet=quiet))
+        return
     _quiet_transformers()
+    from .distributed import init_distributed, shutdown
     from .genfilt.training import judge_with_shared_tower
     from .towers import TowerLoadError
     from .train import Trainer
 
     cfg = _load(config, set_, catalog, pairs, data, format_, column)
-    dataset = _dataset(cfg, progress=not quiet)
-    if dataset.bad_rows is not None and dataset.bad_rows.total:
+    dist = init_distributed(cfg.train)  # None unless this is one of several torchrun ranks
+    main = dist is None or dist.is_main
+    dataset = _dataset(cfg, progress=not quiet and main)
+    if main and dataset.bad_rows is not None and dataset.bad_rows.total:
         typer.echo(dataset.bad_rows.summary())
     try:
         towers, judge = judge_with_shared_tower(cfg, dataset)
-        trainer = Trainer(cfg, dataset, out, towers=towers, negative_mask_fn=judge, progress=not quiet)
+        trainer = Trainer(cfg, dataset, out, towers=towers, negative_mask_fn=judge, progress=not quiet, dist=dist)
         result = trainer.fit(resume=resume)
     except TowerLoadError as err:
         _fail(str(err))
-    typer.echo(f"best epoch {result.best_epoch}: dev NDCG@10 {result.best_dev_ndcg:.4f}; checkpoint {out / 'best'}")
-    _calibrate_best(result.model, dataset, cfg, out / "best")
+    finally:
+        shutdown()
+    if main:
+        typer.echo(f"best epoch {result.best_epoch}: dev NDCG@10 {result.best_dev_ndcg:.4f}; checkpoint {out / 'best'}")
+        _calibrate_best(result.model, dataset, cfg, out / "best")
+
+
+def _launch_ranks(nproc: int, options: dict[str, object]) -> None:
+    """``querylife train --nproc N``: the same training as N torchrun ranks on this host (``python -m
+    querylife.train`` with these options on each)."""
+    import subprocess
+
+    from .distributed import launch_command
+
+    args: list[str] = []
+    for name, value in options.items():
+        flag = "--" + name.rstrip("_").replace("_", "-")
+        if isinstance(value, bool):
+            args += [flag] if value else []
+        elif isinstance(value, list):
+            for item in value:
+                args += [flag, str(item)]
+        elif value is not None:
+            args += [flag, str(value)]
+    code = subprocess.call(launch_command(nproc, args))
+    if code:
+        raise typer.Exit(code)
 
 
 def _calibrate_best(model, dataset, cfg, checkpoint: Path) -> None:

@@ -115,6 +115,8 @@ class TrainConfig(BaseModel):
     eval_batch_size: int = 512
     device: str = "auto"  # auto | cpu | cuda
     num_threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    # Distributed runs only (torchrun / --nproc): auto = nccl on CUDA, gloo on CPU (docs/SCALE.md).
+    dist_backend: Literal["auto", "gloo", "nccl"] = "auto"
     # Options removed since earlier versions: dropped at their old default, an error otherwise (querylife.compat).
     _removed = removed_options_validator("train")
 

@@ -5,7 +5,8 @@ The parts, each with one job: the batches of an epoch and their masks (:mod:`que
 inputs for a batch (:class:`BatchInputs`: cached frozen-tower features), one optimiser step (:class:`TrainStep` ->
 :class:`StepOutput`), the schedule and the gate hold (:mod:`querylife.schedule`), the resumable counters
 (:class:`TrainState`), the run directory's checkpoints (:class:`Checkpoints`). A false-negative judge is built by the
-caller (:func:`querylife.genfilt.training.build_negative_mask_fn`) and passed in.
+caller (:func:`querylife.genfilt.training.build_negative_mask_fn`) and passed in. N processes
+(``torchrun -m querylife.train``, ``querylife train --nproc N``): :mod:`querylife.distributed`, docs/SCALE.md.
 
 Example::
 
@@ -22,7 +23,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -46,6 +47,9 @@ from .model import QueryLifeModel
 from .schedule import GateHold, cosine_with_warmup
 from .scoring import FeatureCache, score_pairs
 from .towers import TextTower, VisionTower
+
+if TYPE_CHECKING:
+    from .distributed import DistEnv
 
 __all__ = [
     "BatchInputs",
@@ -346,6 +350,9 @@ class Trainer:
 
     ``negative_mask_fn``: the false-negative judge (``train.false_negative_judge``), built by the caller with
     :func:`querylife.genfilt.training.build_negative_mask_fn`; required when the config names one.
+    ``dist``: this rank of a torchrun job (:func:`querylife.distributed.init_distributed`); ``train.batch_size`` is
+    then per rank, the steps run on a global batch of world_size * batch_size, and rank 0 alone evaluates,
+    checkpoints and logs (docs/SCALE.md). None (or one rank): the single-process trainer.
 
     Example::
 
@@ -366,6 +373,7 @@ class Trainer:
         negative_mask_fn: NegativeMaskFn | None = None,
         progress: bool = True,
         max_steps: int | None = None,
+        dist: DistEnv | None = None,
     ):
         tc = config.train
         if negative_mask_fn is None and tc.false_negative_judge != "none":
@@ -378,19 +386,25 @@ class Trainer:
         self.data = data
         self.run_dir = Path(run_dir)
         self.cache = cache or FeatureCache()
-        self.progress = progress
+        self.dist = dist if dist is not None and dist.world_size > 1 else None
+        self.is_main = self.dist is None or self.dist.is_main
+        self.progress = progress and self.is_main  # bars and logs on rank 0 only
         self.max_steps = max_steps  # stop after this many optimiser steps (tests simulate a crash with it)
         if tc.num_threads:
             torch.set_num_threads(tc.num_threads)
-        self.device = resolve_device(tc.device)
+        self.device = resolve_device(tc.device) if self.dist is None else self.dist.device(tc.device)
         # Seeded right before the trainable parts are built, so that a run's numbers do not depend on what ran before.
         seed_everything(tc.seed)
         model_cfg = config.model.model_copy(update={"product_types": data.product_types})
         self.model = QueryLifeModel(model_cfg, towers=towers).to(self.device)
         self.pairs = TrainingPairs(data, config.data.include_partial_positives)
-        self.batches = EpochBatches(data, self.pairs, tc.batch_size, seed=tc.seed, hard_negatives=tc.hard_negatives)
+        world = 1 if self.dist is None else self.dist.world_size
+        # N ranks: every rank builds the same global batch of N * batch_size pairs and trains on its slice.
+        self.batches = EpochBatches(
+            data, self.pairs, tc.batch_size * world, seed=tc.seed, hard_negatives=tc.hard_negatives
+        )
         self.masks = NegativeMasks.for_training(config, data, self.pairs, negative_mask_fn)
-        self.inputs = BatchInputs(self.model, data, self.pairs, self.cache, self.device, progress=progress)
+        self.inputs = BatchInputs(self.model, data, self.pairs, self.cache, self.device, progress=self.progress)
         self.steps_per_epoch = len(self.batches)
         self.total_steps = self.steps_per_epoch * tc.epochs
         self.hold = GateHold.from_fraction(tc.gate_start_fraction, self.total_steps)
@@ -402,6 +416,10 @@ class Trainer:
             self.model, self.inputs, self.masks, config.loss, self.optimizer, self.scheduler, self.hold,
             grad_clip=tc.grad_clip,
         )
+        if self.dist is not None:
+            from .distributed import distributed_step
+
+            self.step = distributed_step(self.step, self.dist, self.batches)
         self.checkpoints = Checkpoints(self.run_dir)
         self.state = TrainState()
 
@@ -476,15 +494,33 @@ class Trainer:
     def _begin(self, resume: bool) -> None:
         """Recover half-written checkpoints, restore ``last/`` when resuming, write ``config.json``."""
         ckpt = self.checkpoints
-        ckpt.recover()
+        if self.is_main:
+            ckpt.recover()
+        self._sync()  # every rank reads last/ once rank 0 has recovered it
         if resume:
             state = ckpt.load_last(self.model, self.optimizer, self.scheduler)
             if state is not None:
                 self.state = state
-                print(f"resuming from {ckpt.last} at epoch {state.epoch + 1}, step {state.step_in_epoch}")
+                self._log(f"resuming from {ckpt.last} at epoch {state.epoch + 1}, step {state.step_in_epoch}")
             else:
-                print(f"nothing to resume in {self.run_dir}: starting a new run")
-        ckpt.write_config(self.config)
+                self._log(f"nothing to resume in {self.run_dir}: starting a new run")
+        if self.is_main:
+            ckpt.write_config(self.config)
+        if self.dist is not None:
+            d, b = self.dist, self.config.train.batch_size
+            self._log(
+                f"distributed: {d.world_size} ranks ({d.backend}); train.batch_size {b} per rank, global batch "
+                f"{b * d.world_size} (negatives gathered from all ranks)"
+            )
+
+    def _log(self, message: str) -> None:
+        if self.is_main:
+            print(message)
+
+    def _sync(self) -> None:
+        """Wait for every rank (a no-op in one process)."""
+        if self.dist is not None:
+            self.dist.barrier()
 
     def _train_epoch(self) -> None:
         tc, st = self.config.train, self.state
@@ -500,7 +536,9 @@ class Trainer:
             out = self.training_step(batch)
             bar.set_postfix(loss=f"{out.total:.3f}", T=f"{out.temperature:.3f}")
             if tc.save_every_steps and st.global_step % tc.save_every_steps == 0:
-                self.checkpoints.save_last(self.model, self.optimizer, self.scheduler, st)
+                if self.is_main:
+                    self.checkpoints.save_last(self.model, self.optimizer, self.scheduler, st)
+                self._sync()
             if self.max_steps is not None and st.global_step >= self.max_steps:
                 raise TrainingInterrupted(st.global_step)
 
@@ -515,7 +553,9 @@ class Trainer:
         """Evaluate on dev, record the epoch, save ``best/`` if it is the best and ``last/``; True when best."""
         tc, st = self.config.train, self.state
         epoch = st.epoch
-        score = self.evaluate_dev()
+        score = self.evaluate_dev() if self.is_main else float("nan")
+        if self.dist is not None:  # rank 0's score on every rank: one early-stopping decision, identical states
+            score = self.dist.broadcast_float(score)
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "train_loss": st.loss_sum / max(1, st.loss_steps),
@@ -533,9 +573,11 @@ class Trainer:
             masked = f"  masked {fn['masked_negatives']} negatives ({fn['judge']})" if fn else ""
             print(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  dev NDCG@10 {score:.4f}{masked}")
         best = st.observe_dev(score, bool(len(self.data.splits["dev"])), tc.patience)
-        if best:
-            self.checkpoints.save_best(self.model, self._summary(epoch + 1, score, st.history))
-        self.checkpoints.save_last(self.model, self.optimizer, self.scheduler, st)
+        if self.is_main:
+            if best:
+                self.checkpoints.save_best(self.model, self._summary(epoch + 1, score, st.history))
+            self.checkpoints.save_last(self.model, self.optimizer, self.scheduler, st)
+        self._sync()
         if st.stopped_early and self.progress:
             print(f"early stopping: no dev gain in {tc.patience} epochs (best epoch {st.best_epoch})")
         return best
@@ -556,7 +598,13 @@ class Trainer:
                 "products_with_image": int(d.has_image.sum()),
             },
             "config": self.config.model_dump(mode="json"),
-        }
+        } | self._distributed_summary()
+
+    def _distributed_summary(self) -> dict[str, Any]:
+        if self.dist is None:
+            return {}
+        b, w = self.config.train.batch_size, self.dist.world_size
+        return {"distributed": {"world_size": w, "batch_size_per_rank": b, "global_batch_size": b * w}}
 
 
 class TrainingInterrupted(RuntimeError):
@@ -588,3 +636,9 @@ def model_card(summary: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # torchrun --nproc_per_node N -m querylife.train --out ... (docs/SCALE.md)
+    from querylife.distributed import main
+
+    main()
