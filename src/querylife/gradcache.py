@@ -82,9 +82,11 @@ class RngState:
 
     def __init__(self, device: torch.device):
         self.cpu = torch.get_rng_state()
-        self.cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()] if (
-            device.type == "cuda"
-        ) else []
+        self.cuda_devices = (
+            [device.index if device.index is not None else torch.cuda.current_device()]
+            if (device.type == "cuda")
+            else []
+        )
         self.cuda = [torch.cuda.get_rng_state(d) for d in self.cuda_devices]
 
     @contextlib.contextmanager
