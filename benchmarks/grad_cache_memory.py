@@ -4,7 +4,10 @@
 The demo's tower setup: the small CNN vision tower trained from pixels, frozen all-MiniLM-L6-v2 text features cached
 once. Each (batch size, step) is measured in a fresh subprocess: after set-up (data, model, cached text features) the
 process's peak resident set is reset (``/proc/self/clear_refs``), one step runs, and the new peak minus the resident
-set before the step is the step's memory (activations, gradients, optimiser state on the first step). Then
+set before the step is the step's memory (activations, gradients, optimiser state on the first step). So that the
+resident set follows what torch holds, the child runs with ``MALLOC_MMAP_THRESHOLD_=65536`` (every tensor above
+64 KiB is its own mapping, returned to the system when freed) and trims the heap before the step; otherwise memory
+freed during set-up is reused by the step unseen, and the numbers are noise. Then
 ``--steps`` more steps are timed. The catalogue is a larger demo storefront (6,000 products, 3,000 queries), so
 that a batch of 1,024 distinct queries exists.
 
@@ -14,6 +17,7 @@ Run:  flock /work/notes/heavy.lock python benchmarks/grad_cache_memory.py --out 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import json
 import os
@@ -57,6 +61,7 @@ def measure(work: Path, demo: DemoConfig, batch: int, chunk: int, steps: int, ov
     batches = trainer.batches.steps(10**6)
     first = next(batches)
     gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap pages back, so the step's peak is its own
     before = _status_kb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak resident set (VmHWM) to the current one
     out = trainer.training_step(first)
@@ -107,7 +112,8 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--child", str(batch), str(chunk), "--steps", str(args.steps)]
             cmd += ["--work", str(work), "--products", str(args.products), "--queries", str(args.queries)]
             cmd += [f"--set={o}" for o in args.overrides]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}  # big tensors: own mappings, freed when freed
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
             line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
             if proc.returncode or not line:
                 raise RuntimeError(f"measurement batch={batch} chunk={chunk} failed:\n{proc.stderr[-3000:]}")
