@@ -19,6 +19,7 @@ Run:  python benchmarks/train_step.py --steps 40 --out benchmarks/results
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import tempfile
@@ -129,8 +130,8 @@ def versus_dual_encoder(cfg, data, args) -> None:
     }
     for t in trainers.values():
         t.model.train()
-    batches = [b for b in trainers["dual_encoder"].batches.steps(10**6) if b.size == cfg.train.batch_size]
-    batches = (batches * (1 + (args.steps + 3) // max(1, len(batches))))[: args.steps + 3]
+    full = (b for b in trainers["dual_encoder"].batches.steps(10**6) if b.size == cfg.train.batch_size)
+    batches = list(itertools.islice(full, args.steps + 3))  # full batches, as training draws them (lazily)
     times: dict[str, list[float]] = {k: [] for k in trainers}
     parts: dict[str, list[tuple[float, float, float]]] = {k: [] for k in trainers}
     for i, batch in enumerate(batches):
