@@ -117,6 +117,9 @@ class TrainConfig(BaseModel):
     num_threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     # Distributed runs only (torchrun / --nproc): auto = nccl on CUDA, gloo on CPU (docs/SCALE.md).
     dist_backend: Literal["auto", "gloo", "nccl"] = "auto"
+    # Gradient cache (docs/GRAD_CACHE.md): embed, then backpropagate, in sub-batches of this many pairs, so a large
+    # batch fits in the memory of a small one for about one extra forward pass; 0 = off (the plain step).
+    grad_cache_chunk: int = Field(default=0, ge=0)
     # Options removed since earlier versions: dropped at their old default, an error otherwise (querylife.compat).
     _removed = removed_options_validator("train")
 

@@ -41,7 +41,7 @@ from .checkpoint import (
 )
 from .config import ExperimentConfig
 from .data.prepare import Dataset
-from .losses import TERMS, LossConfig, alignment_loss
+from .losses import TERMS, BatchMasks, LossConfig, LossOutput, alignment_loss
 from .metrics import per_query_metrics
 from .model import QueryLifeModel
 from .schedule import GateHold, cosine_with_warmup
@@ -229,12 +229,7 @@ class TrainStep:
         masked = int(masks.ignore.sum() - masks.ignore.diagonal().sum())
         extra = 0 if masks.extra_positive is None else int(masks.extra_positive.sum())
         t2 = time.perf_counter()
-        emb = model.embed(**inputs)  # q (B, D); t, v (Bp, D)
-        scale = model.logit_scale
-        masks = masks.to(self.inputs.device)
-        loss = alignment_loss(emb, masks, self.loss, model.fusion, scale, model.logit_bias)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.total.backward()
+        loss, scale = self.forward_backward(inputs, masks.to(self.inputs.device))
         self.hold.clear_gradients(self.optimizer, global_step)
         if self.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
@@ -256,6 +251,18 @@ class TrainStep:
             mask_seconds=t2 - t1,
             model_seconds=t3 - t2,
         )
+
+
+    def forward_backward(self, inputs: dict[str, Any], masks: BatchMasks) -> tuple[LossOutput, torch.Tensor]:
+        """Embeddings, loss and the parameters' gradients (zeroed first) of one batch; returns the loss and the logit
+        scale of the forward pass. :class:`querylife.gradcache.GradCacheStep` does this in sub-batches."""
+        model = self.model
+        emb = model.embed(**inputs)  # q (B, D); t, v (Bp, D)
+        scale = model.logit_scale
+        loss = alignment_loss(emb, masks, self.loss, model.fusion, scale, model.logit_bias)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.total.backward()
+        return loss, scale
 
 
 # ---- the loop's state and checkpoints ---------------------------------------------------------------------------
@@ -416,10 +423,19 @@ class Trainer:
             self.model, self.inputs, self.masks, config.loss, self.optimizer, self.scheduler, self.hold,
             grad_clip=tc.grad_clip,
         )
+        if self.dist is not None and tc.grad_cache_chunk:
+            raise ValueError(
+                "train.grad_cache_chunk does not combine with several processes yet (docs/GRAD_CACHE.md): "
+                "use one process with a gradient cache, or N processes without it"
+            )
         if self.dist is not None:
             from .distributed import distributed_step
 
             self.step = distributed_step(self.step, self.dist, self.batches)
+        elif tc.grad_cache_chunk:  # one batch's gradient in sub-batches of this many pairs (querylife.gradcache)
+            from .gradcache import GradCacheStep
+
+            self.step = GradCacheStep.from_step(self.step, tc.grad_cache_chunk)
         self.checkpoints = Checkpoints(self.run_dir)
         self.state = TrainState()
 
