@@ -142,6 +142,22 @@ def test_served_scores_equal_eval_scores(client, checkpoint, dataset):
         assert body["model"] == checkpoint_hash(checkpoint)[:16]
 
 
+def test_relevance_reports_where_the_time_went(client, dataset, checkpoint, stored):
+    """Server-Timing: the whole service time (app) and the endpoint's spans, so a benchmark whose load generator
+    shares the cores can tell its own delays from the server's; the one-hop path (idle batcher) scores the same."""
+    ids = dataset.splits["test"]["product_id"].tolist()[:5]
+    r = client.post("/v1/relevance", json={"query": "red dress", "product_ids": ids})
+    assert r.status_code == 200, r.text
+    spans = dict(part.strip().split(";dur=") for part in r.headers["server-timing"].split(","))
+    assert set(spans) == {"app", "encode", "score", "serialize"}
+    assert all(float(v) >= 0 for v in spans.values())
+    assert float(spans["app"]) >= float(spans["encode"]) + float(spans["score"])
+    service = make_service(checkpoint, stored, ServeConfig())
+    expect = service.score_stored(service.searcher.encode_queries(["red dress"])[0], ids, skip_unknown=False)
+    np.testing.assert_array_equal([x["score"] for x in r.json()["results"]], expect.scores.astype(float))
+    assert client.get("/v1/relevance").headers.get("server-timing", "").startswith("app;dur=")  # 405 too
+
+
 def test_inline_products_score_like_stored_ones(client, dataset, tiny_store):
     cat = dataset.catalog
     rows = [i for i in range(len(cat)) if isinstance(cat["image_path"].iloc[i], str)][:2] + [0]
@@ -422,6 +438,29 @@ def test_batcher_encodes_concurrent_queries_in_one_forward():
     calls.clear()
     asyncio.run(main(BatcherConfig(max_batch=2, max_wait_ms=50), busy=4))
     assert calls[0] == ["a", "bb"]
+
+
+def test_batcher_solo_path_encodes_in_the_callers_thread_only_when_nobody_can_join():
+    calls, batches, hits = [], [], []
+    busy = [1]
+
+    def encode(texts):
+        calls.append(list(texts))
+        return torch.tensor([[float(len(t)), 1.0] for t in texts])
+
+    async def run(fn):
+        return fn()
+
+    b = QueryBatcher(encode, BatcherConfig(max_batch=8, max_wait_ms=50), run=run, busy=lambda: busy[0],
+                     on_batch=batches.append, on_hit=lambda: hits.append(1))
+    assert b.solo()
+    assert float(b.encode_blocking("abc")[0]) == 3.0 and float(b.encode_blocking("abc")[0]) == 3.0
+    assert calls == [["abc"]] and batches == [1] and hits == [1]  # the second came from the shared cache
+    assert float(asyncio.run(b.encode("abc"))[0]) == 3.0 and calls == [["abc"]]
+    busy[0] = 2  # another request in flight could join a batch: go through encode()
+    assert not b.solo()
+    off = QueryBatcher(encode, BatcherConfig(enabled=False), run=run, busy=lambda: 5)
+    assert off.solo()  # batching off: every query is encoded alone anyway
 
 
 def test_batcher_queries_arriving_during_a_forward_go_in_the_next_one():
