@@ -299,8 +299,15 @@ def iter_product_batches(
     batch_size: int = 256,
     skip_bad: bool = False,
     image_size: int | None = None,
+    length_sorted: bool = False,
 ) -> Iterator[ProductBatch]:
     """Encode catalogue ``rows`` (default: all, in order) batch by batch; images are decoded per batch.
+
+    ``length_sorted``: batch the given ``rows`` longest text first (a stable sort by characters), so that each
+    batch pads its texts to a similar length, as sentence-transformers ``encode`` does; each batch's ``rows``
+    say which products it holds, and the caller restores its order (``embed`` does, per shard). Vectors differ
+    from unsorted batches only by float rounding (padding is masked out); the same ``rows`` give the same
+    batches, so a resumed ``embed`` still matches an uninterrupted one.
 
     Each batch uses a fresh feature cache, so its vectors depend only on its own rows: an interrupted and resumed
     ``embed`` gives the same vectors as an uninterrupted one. ``skip_bad``: an unreadable image leaves its
@@ -312,6 +319,9 @@ def iter_product_batches(
     from .scoring import FeatureCache
 
     rows = np.arange(len(catalogue), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+    if length_sorted and len(rows):
+        lengths = np.fromiter((len(catalogue.texts[r]) for r in rows), dtype=np.int64, count=len(rows))
+        rows = rows[np.argsort(-lengths, kind="stable")]
     size = image_size or image_size_of(model)
     table = catalogue.table
     starts = list(range(0, len(rows), batch_size))
