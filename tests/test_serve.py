@@ -534,3 +534,53 @@ def test_empty_and_all_unknown_candidate_lists(client):
     assert r.status_code == 200 and r.json()["results"] == [] and r.json()["unknown_product_ids"] == ["zz"]
     assert client.get("/v1/relevance").status_code == 405
     assert client.post("/v1/nothing", json={}).status_code == 404
+
+
+@pytest.mark.slow
+def test_serve_with_two_worker_processes(checkpoint, dataset, tiny_store, tmp_path):
+    """`querylife serve --workers 2`: two processes, each loads the model and the store, both answer, same scores."""
+    import subprocess
+    import sys
+
+    from test_cli import _env
+
+    from querylife.config import DataConfig
+    from querylife.encode import load_catalogue
+    from querylife.store import embed_catalogue
+
+    store = tmp_path / "store"
+    embed_catalogue(checkpoint, load_catalogue(DataConfig(catalog=str(tiny_store.catalog_path))), store,
+                    batch_size=64, progress=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = _env()
+    server = subprocess.Popen([sys.executable, "-m", "querylife.cli", "serve", "--checkpoint", str(checkpoint),
+                               "--store", str(store), "--port", str(port), "--workers", "2", "--log-level", "warning"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    test = dataset.splits["test"]
+    pairs = test[test["query"] == test["query"].iloc[0]]
+    body = {"query": pairs["query"].iloc[0], "product_ids": pairs["product_id"].tolist()}
+    try:
+        pids, scores = set(), []
+        deadline = time.time() + 120
+        while len(pids) < 2:  # a fresh connection each time: the kernel spreads them over the workers
+            assert server.poll() is None, server.stdout.read()
+            assert time.time() < deadline, f"ready workers seen: {pids}"
+            try:
+                with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+                    ready = c.get("/readyz")
+                    if ready.status_code == 200:
+                        r = c.post("/v1/relevance", json=body)
+                        assert r.status_code == 200, r.text
+                        pids.add(ready.json()["pid"])
+                        scores.append([x["score"] for x in r.json()["results"]])
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        assert server.pid not in pids  # the workers answer, the supervisor only supervises
+        for s in scores[1:]:
+            np.testing.assert_array_equal(s, scores[0])
+    finally:
+        server.terminate()
+        server.wait(30)

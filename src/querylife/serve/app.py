@@ -504,7 +504,7 @@ def create_app(
                                 headers={"Retry-After": str(settings.retry_after_s)})
         info = {k: (v if not isinstance(v, np.generic) else v.item()) for k, v in rt.service.info.items()}
         return {"ready": True, **info, "limits": settings.model_dump(exclude={"api_key_env"}),
-                "auth": settings.api_key_env is not None}
+                "auth": settings.api_key_env is not None, "pid": os.getpid()}  # which worker (--workers N) answered
 
     @app.get("/metrics")
     async def metrics() -> Response:
