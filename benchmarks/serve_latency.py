@@ -224,7 +224,7 @@ async def drive(url: str, queries: list[str], ids: list[str], n_candidates: int,
         "client_cpu_ms_per_req": (cpu["client1"] - cpu["client0"]) * 1000 / max(n, 1),
         "server_cpu_ms_per_req": (cpu["server1"] - cpu["server0"]) * 1000 / max(n, 1) if server_pid else None,
     }
-    for span in ("encode", "score", "serialize"):
+    for span in ("parse", "pool_wait", "encode", "score", "serialize"):
         out[f"{span}_p50_ms"] = pct([t[span] for t in server if span in t], 50)
     return out
 
@@ -342,7 +342,8 @@ def main() -> None:
                         cells.append(cell)
                         print(f"{encoder:7s} batching {batching:3s} x{n_cand:<5d} c={conc}: p50 {stats['p50_ms']:.1f} "
                               f"p95 {stats['p95_ms']:.1f} p99 {stats['p99_ms']:.1f} ms, {stats['rps']:.0f} req/s, "
-                              f"server p50 {stats['server_p50_ms']:.1f} (encode {stats['encode_p50_ms']:.1f}, score "
+                              f"server p50 {stats['server_p50_ms']:.1f} (parse {stats['parse_p50_ms']:.1f}, hand-off "
+                              f"{stats['pool_wait_p50_ms']:.1f}, encode {stats['encode_p50_ms']:.1f}, score "
                               f"{stats['score_p50_ms']:.1f}, serialize {stats['serialize_p50_ms']:.1f}) ms, client "
                               f"CPU {stats['client_cpu_ms_per_req']:.2f} ms/req, errors {stats['errors'] or 0}",
                               flush=True)
@@ -382,9 +383,12 @@ def main() -> None:
              f1(c["p99_ms"]), f"{c['rps']:.0f}", sum(c["errors"].values()) if c["errors"] else 0,
              f1(c["server_p50_ms"]), f1(c["server_p99_ms"]), f1(c["p50_over_floor"]), f1(c["server_over_floor"])]
             for c in cells]
+    def f2(x) -> str:
+        return "–" if x is None or x != x else f"{x:.2f}"
+
     split = [[c["encoder"], c["batching"], f"{c['candidates']:,}", c["concurrency"], f1(c["server_p50_ms"]),
-              f"{c['encode_p50_ms']:.2f}", f"{c['score_p50_ms']:.2f}", f"{c['serialize_p50_ms']:.2f}",
-              f"{c['server_p50_ms'] - c['encode_p50_ms'] - c['score_p50_ms'] - c['serialize_p50_ms']:.2f}",
+              f2(c["parse_p50_ms"]), f2(c["pool_wait_p50_ms"]), f2(c["encode_p50_ms"]), f2(c["score_p50_ms"]),
+              f2(c["serialize_p50_ms"]),
               f1(c["p50_ms"] - c["server_p50_ms"]), f"{c['client_cpu_ms_per_req']:.2f}",
               "–" if c["server_cpu_ms_per_req"] is None else f"{c['server_cpu_ms_per_req']:.2f}"] for c in cells]
     md = [
@@ -409,10 +413,15 @@ def main() -> None:
         "",
         "## Where the time goes (p50 of each span, ms; Server-Timing)",
         "",
-        md_table(["encoder", "micro-batching", "candidates", "concurrency", "server", "encode (query forward)",
-                  "score (fused, candidates)", "serialize (JSON)", "rest of the app (routing, validation, pool "
-                  "hand-off)", "client - server (HTTP, sockets, load generator)", "client CPU / request",
-                  "server CPU / request"], split),
+        md_table(["encoder", "micro-batching", "candidates", "concurrency", "server", "parse (body, JSON, "
+                  "validation)", "pool hand-off", "encode (query forward)", "score (fused, candidates)",
+                  "serialize (JSON)", "client - server (HTTP, sockets, load generator)", "client CPU / request (ms)",
+                  "server CPU / request (ms)"], split),
+        "",
+        "Spans are medians each, so they need not add up to the server's median; pool hand-off appears only when "
+        "the request took the one-hop path (idle batcher); with batching the encode span includes waiting for "
+        "the batch. CPU / request: CPU seconds of the process over the measured window divided by the requests "
+        "answered (the server's includes its idle event loop).",
         "",
         "## Floors (in the benchmark process just before each server's cells, one query, no HTTP)",
         "",

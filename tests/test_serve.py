@@ -149,7 +149,7 @@ def test_relevance_reports_where_the_time_went(client, dataset, checkpoint, stor
     r = client.post("/v1/relevance", json={"query": "red dress", "product_ids": ids})
     assert r.status_code == 200, r.text
     spans = dict(part.strip().split(";dur=") for part in r.headers["server-timing"].split(","))
-    assert set(spans) == {"app", "encode", "score", "serialize"}
+    assert set(spans) == {"app", "parse", "pool_wait", "encode", "score", "serialize"}
     assert all(float(v) >= 0 for v in spans.values())
     assert float(spans["app"]) >= float(spans["encode"]) + float(spans["score"])
     service = make_service(checkpoint, stored, ServeConfig())

@@ -177,6 +177,7 @@ class _Guard:
             await send(message)
 
         try:
+            scope.setdefault("state", {})["querylife_start"] = start  # the endpoint's "parse" span starts here
             if scope["path"].startswith("/v1/"):
                 await self._guarded(scope, receive, send_status)
             else:
@@ -375,8 +376,9 @@ def create_app(
         _check_text(query, settings.max_query_chars, ("body", "query"), "max_query_chars")
 
     @app.post("/v1/relevance", response_model=RelevanceResponse, responses={404: {}, 413: {}, 429: {}, 504: {}})
-    async def relevance(req: RelevanceRequest):
+    async def relevance(req: RelevanceRequest, request: Request):
         """Score one query against candidates (stored ids or inline products) in one batched operation."""
+        entered = time.perf_counter()
         check_query(req.query)
         if req.product_ids is not None:
             _check_count(len(req.product_ids), settings.max_candidates, ("body", "product_ids"), "max_candidates")
@@ -388,7 +390,8 @@ def create_app(
 
         async def work():
             svc, batcher = rt.service, rt.batcher
-            spans: dict[str, float] = {}
+            # parse: body read, JSON parsing and validation (FastAPI) before this endpoint ran
+            spans: dict[str, float] = {"parse": entered - request.scope["state"].get("querylife_start", entered)}
 
             def score(q: Any) -> bytes:  # fused scoring and the JSON body, in one pool thread
                 t0 = time.perf_counter()
@@ -407,10 +410,12 @@ def create_app(
                 # GIL round trip; at concurrency 1 that was the batcher's whole overhead).
                 def encode_and_score() -> bytes:
                     t0 = time.perf_counter()
+                    spans["pool_wait"] = t0 - submitted  # hand-off to a pool thread (and waiting for a core)
                     q = batcher.encode_blocking(req.query)
                     spans["encode"] = time.perf_counter() - t0
                     return score(q)
 
+                submitted = time.perf_counter()
                 payload = await rt.run(encode_and_score)
             else:
                 t0 = time.perf_counter()
