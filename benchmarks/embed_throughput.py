@@ -11,7 +11,8 @@ machine noise hits every variant alike:
   batch, input hashes, towers, heads, index vectors, Parquet shards + manifest);
 * bare forward: only the towers (``model.text_tower`` on each batch's distinct texts, ``model.image_features`` on
   its images, decoded beforehand and not timed) on the same batches: the floor. Target: store / bare >= 0.9;
-* the store batches each shard longest text first (``length_sorted``, as sentence-transformers sorts); the
+* the store batches each shard longest text first (``length_sorted``, by token count; sentence-transformers sorts
+  by characters); the
   bare-forward floors keep catalogue order, and "store (text only, catalogue order)" shows what the sort gains;
 * text only: the same catalogue without images, store against the text tower alone and against
   sentence-transformers ``encode`` of the same MiniLM (same batch size, ``max_seq_length`` = the tower's

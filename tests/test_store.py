@@ -89,7 +89,9 @@ def test_length_sorted_embed_writes_catalogue_order_and_the_same_vectors(built, 
     cat = _catalogue(catalog_file)
     rows = np.arange(40, dtype=np.int64)
     batches = list(iter_product_batches(model, cat, rows, batch_size=16, length_sorted=True))
-    lengths = [len(cat.texts[r]) for b in batches for r in b.rows]
+    tok = model.text_tower.tokenizer
+    lengths = [len(tok(cat.texts[r], truncation=True, max_length=model.text_tower.max_length)["input_ids"])
+               for b in batches for r in b.rows]
     assert lengths == sorted(lengths, reverse=True) and sorted(np.concatenate([b.rows for b in batches])) == list(rows)
     embed_catalogue(checkpoint, cat, tmp_path / "sorted", batch_size=16, shard_size=40, model=model, progress=False)
     got, expect = EmbeddingStore.open(tmp_path / "sorted").load(), EmbeddingStore.open(built).load()
