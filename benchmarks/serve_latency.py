@@ -6,16 +6,18 @@ depend on the weights' values, so no training is needed), its embedding store (`
 (``build_index``), and the ONNX query encoder (``export_query_encoder``).
 
 For each server (encoder x micro-batching) the benchmark starts ``querylife serve`` as a subprocess on
-127.0.0.1, waits for /readyz, and drives ``POST /v1/relevance`` with an httpx async client (``--concurrency``
-workers, each sending its next request when the previous answered) for ``--duration`` seconds per cell after a
-warm-up: 1 query x 100 and x 1,000 stored candidates (random ids, a fresh sample per request), the demo's
-queries in turn. The query cache is off (``batcher.cache_size=0``) so every request encodes its query. Reported:
-client-side p50 / p95 / p99 latency, requests/s, errors.
+127.0.0.1, waits for /readyz, and drives ``POST /v1/relevance`` with a bare asyncio HTTP/1.1 client
+(``--concurrency`` keep-alive connections sending pre-encoded requests, each sending its next request when the
+previous answered) for ``--duration`` seconds per cell after a warm-up: 1 query x 100 and x 1,000 stored
+candidates (random ids, a fresh sample per request), the demo's queries in turn. The query cache is off
+(``batcher.cache_size=0``) so every request encodes its query. Reported: client-side p50 / p95 / p99 latency,
+requests/s, errors; the server's own service time and its spans (query encode, fused scoring, JSON) from each
+response's ``Server-Timing`` header; CPU seconds per request of the client and of the server process.
 
 The floor: the bare query-tower forward for one query (``model.encode_queries`` / the ONNX session), in the
-benchmark process with the same thread count just before each server starts, and service time / floor (p50 at
-concurrency 1 over the floor's p50). In-process ``Searcher.relevance`` (encode + fused scoring of the candidates,
-no HTTP) splits the rest.
+benchmark process with the same thread count just before each server starts, and service time / floor (client
+and server p50 at concurrency 1 over the floor's p50). In-process ``Searcher.relevance`` (encode + fused scoring
+of the candidates, no HTTP) splits the rest.
 
 The load generator runs on the same 2 cores as the server (no other machine here): at concurrency 8 it competes
 with the server for CPU, so requests/s is a lower bound.
@@ -118,54 +120,113 @@ def wait_ready(proc: subprocess.Popen, url: str, timeout: float = 300.0) -> None
 
 
 # ---- load -----------------------------------------------------------------------------------------------------
-async def drive(url: str, queries: list[str], ids: list[str], n_candidates: int, concurrency: int,
-                duration: float, warmup: float, seed: int) -> dict:
-    """``concurrency`` closed-loop clients for ``warmup`` + ``duration`` seconds; stats over the measured part."""
-    import httpx
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+
+def _spans(header: bytes) -> dict[str, float]:
+    """``Server-Timing`` value -> {name: ms}."""
+    out = {}
+    for part in header.decode("latin-1").split(","):
+        name, _, dur = part.strip().partition(";dur=")
+        if dur:
+            out[name] = float(dur)
+    return out
+
+
+async def _post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, raw: bytes) -> tuple[int, bytes, dict]:
+    """One HTTP/1.1 keep-alive request (``raw``: the whole request, pre-encoded) -> status, body, Server-Timing."""
+    writer.write(raw)
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    length, timing = 0, {}
+    for line in lines[1:]:
+        key, _, value = line.partition(b":")
+        key = key.strip().lower()
+        if key == b"content-length":
+            length = int(value)
+        elif key == b"server-timing":
+            timing.update(_spans(value))
+    return status, await reader.readexactly(length), timing
+
+
+async def drive(url: str, queries: list[str], ids: list[str], n_candidates: int, concurrency: int,
+                duration: float, warmup: float, seed: int, server_pid: int | None = None) -> dict:
+    """``concurrency`` closed-loop clients for ``warmup`` + ``duration`` seconds; stats over the measured part.
+
+    The load generator is a bare asyncio HTTP/1.1 client on keep-alive connections sending pre-encoded requests
+    (no per-request JSON, header building or response parsing beyond the status line and two headers): on a
+    2-core machine it shares the cores with the server, so it is kept as light as it can be (its CPU per request is
+    reported). Each response's ``Server-Timing`` gives the server's own service time."""
+    host, port = url.removeprefix("http://").split(":")
     rng = random.Random(seed)
-    # Request bodies made beforehand: the client's own work stays out of the measured loop as far as it can.
-    bodies = [json.dumps({"query": queries[i % len(queries)], "product_ids": rng.sample(ids, n_candidates)})
-              .encode() for i in range(512)]
+    raws = []
+    for i in range(512):
+        body = json.dumps({"query": queries[i % len(queries)], "product_ids": rng.sample(ids, n_candidates)}).encode()
+        raws.append(b"POST /v1/relevance HTTP/1.1\r\nhost: " + host.encode() + b"\r\ncontent-type: "
+                    b"application/json\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
     latencies: list[float] = []
+    server: list[dict] = []
     errors: dict[int, int] = {}
     counter = iter(range(10**9))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30.0) as client:
-        start = time.perf_counter()
-        measure_from = start + warmup
-        stop = measure_from + duration
+    conns = [await asyncio.open_connection(host, int(port)) for _ in range(concurrency)]
+    status, body, _ = await _post(*conns[0], raws[0])
+    assert status == 200 and len(json.loads(body)["results"]) == n_candidates, "the service did not score them all"
+    start = time.perf_counter()
+    measure_from = start + warmup
+    stop = measure_from + duration
+    cpu: dict[str, float] = {}
 
-        async def worker() -> None:
-            while True:
-                now = time.perf_counter()
-                if now >= stop:
-                    return
-                body = bodies[next(counter) % len(bodies)]
-                t0 = time.perf_counter()
-                resp = await client.post("/v1/relevance", content=body,
-                                         headers={"content-type": "application/json"})
-                t1 = time.perf_counter()
-                if t0 >= measure_from and t1 <= stop:
-                    if resp.status_code == 200:
-                        latencies.append(t1 - t0)
-                    else:
-                        errors[resp.status_code] = errors.get(resp.status_code, 0) + 1
+    async def worker(reader, writer) -> None:
+        while True:
+            if time.perf_counter() >= stop:
+                return
+            raw = raws[next(counter) % len(raws)]
+            t0 = time.perf_counter()
+            status, _, timing = await _post(reader, writer, raw)
+            t1 = time.perf_counter()
+            if t0 >= measure_from and t1 <= stop:
+                if status == 200:
+                    latencies.append(t1 - t0)
+                    server.append(timing)
+                else:
+                    errors[status] = errors.get(status, 0) + 1
 
-        check = await client.post("/v1/relevance", content=bodies[0], headers={"content-type": "application/json"})
-        check.raise_for_status()
-        assert len(check.json()["results"]) == n_candidates, "the service did not score every candidate"
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    async def cpu_marks() -> None:  # CPU seconds of both processes over the measured window only
+        await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
+        cpu["client0"], cpu["server0"] = time.process_time(), _cpu_seconds(server_pid) if server_pid else 0.0
+        await asyncio.sleep(max(0.0, stop - time.perf_counter()))
+        cpu["client1"], cpu["server1"] = time.process_time(), _cpu_seconds(server_pid) if server_pid else 0.0
+
+    await asyncio.gather(*(worker(r, w) for r, w in conns), cpu_marks())
+    for _, w in conns:
+        w.close()
     ms = np.asarray(latencies) * 1000
-    return {
-        "requests": len(latencies),
+    n = len(latencies)
+
+    def pct(values, q) -> float:
+        return float(np.percentile(values, q)) if len(values) else float("nan")
+
+    app = [t.get("app", float("nan")) for t in server]
+    out = {
+        "requests": n,
         "errors": errors,
-        "rps": len(latencies) / duration,
-        "p50_ms": float(np.percentile(ms, 50)) if len(ms) else float("nan"),
-        "p95_ms": float(np.percentile(ms, 95)) if len(ms) else float("nan"),
-        "p99_ms": float(np.percentile(ms, 99)) if len(ms) else float("nan"),
-        "mean_ms": float(ms.mean()) if len(ms) else float("nan"),
+        "rps": n / duration,
+        "p50_ms": pct(ms, 50),
+        "p95_ms": pct(ms, 95),
+        "p99_ms": pct(ms, 99),
+        "mean_ms": float(ms.mean()) if n else float("nan"),
+        "server_p50_ms": pct(app, 50),
+        "server_p99_ms": pct(app, 99),
+        "client_cpu_ms_per_req": (cpu["client1"] - cpu["client0"]) * 1000 / max(n, 1),
+        "server_cpu_ms_per_req": (cpu["server1"] - cpu["server0"]) * 1000 / max(n, 1) if server_pid else None,
     }
+    for span in ("parse", "pool_wait", "encode", "score", "serialize"):
+        out[f"{span}_p50_ms"] = pct([t[span] for t in server if span in t], 50)
+    return out
 
 
 # ---- floors ---------------------------------------------------------------------------------------------------
@@ -274,14 +335,18 @@ def main() -> None:
                 for n_cand in args.candidates:
                     for conc in args.concurrency:
                         stats = asyncio.run(drive(url, queries, ids, n_cand, conc, args.duration, args.warmup,
-                                                  seed=len(cells)))
+                                                  seed=len(cells), server_pid=proc.pid))
                         cell = {"encoder": encoder, "batching": batching, "candidates": n_cand,
                                 "concurrency": conc, **stats,
                                 "floor_p50_ms": floor["query forward"]["p50_ms"]}
                         cells.append(cell)
                         print(f"{encoder:7s} batching {batching:3s} x{n_cand:<5d} c={conc}: p50 {stats['p50_ms']:.1f} "
                               f"p95 {stats['p95_ms']:.1f} p99 {stats['p99_ms']:.1f} ms, {stats['rps']:.0f} req/s, "
-                              f"errors {stats['errors'] or 0}", flush=True)
+                              f"server p50 {stats['server_p50_ms']:.1f} (parse {stats['parse_p50_ms']:.1f}, hand-off "
+                              f"{stats['pool_wait_p50_ms']:.1f}, encode {stats['encode_p50_ms']:.1f}, score "
+                              f"{stats['score_p50_ms']:.1f}, serialize {stats['serialize_p50_ms']:.1f}) ms, client "
+                              f"CPU {stats['client_cpu_ms_per_req']:.2f} ms/req, errors {stats['errors'] or 0}",
+                              flush=True)
             finally:
                 proc.terminate()
                 try:
@@ -291,6 +356,7 @@ def main() -> None:
     load_end = os.getloadavg()
     for c in cells:
         c["p50_over_floor"] = c["p50_ms"] / c["floor_p50_ms"] if c["concurrency"] == 1 else None
+        c["server_over_floor"] = c["server_p50_ms"] / c["floor_p50_ms"] if c["concurrency"] == 1 else None
 
     # The issue's targets, on the x1,000 cells.
     def best(encoder: str, conc: int, key: str, low: bool) -> dict | None:
@@ -310,10 +376,21 @@ def main() -> None:
                             f"{cell['rps']:.0f} req/s", "met" if cell["rps"] >= 200 else "not met"])
 
     meta = {"command": command_line(), "machine": machine_info(["onnxruntime", "fastapi", "uvicorn", "httpx"])}
-    rows = [[c["encoder"], c["batching"], f"{c['candidates']:,}", c["concurrency"], f"{c['p50_ms']:.1f}",
-             f"{c['p95_ms']:.1f}", f"{c['p99_ms']:.1f}", f"{c['rps']:.0f}",
-             sum(c["errors"].values()) if c["errors"] else 0,
-             f"{c['p50_over_floor']:.1f}" if c["p50_over_floor"] is not None else "–"] for c in cells]
+    def f1(x) -> str:
+        return "–" if x is None or x != x else f"{x:.1f}"
+
+    rows = [[c["encoder"], c["batching"], f"{c['candidates']:,}", c["concurrency"], f1(c["p50_ms"]), f1(c["p95_ms"]),
+             f1(c["p99_ms"]), f"{c['rps']:.0f}", sum(c["errors"].values()) if c["errors"] else 0,
+             f1(c["server_p50_ms"]), f1(c["server_p99_ms"]), f1(c["p50_over_floor"]), f1(c["server_over_floor"])]
+            for c in cells]
+    def f2(x) -> str:
+        return "–" if x is None or x != x else f"{x:.2f}"
+
+    split = [[c["encoder"], c["batching"], f"{c['candidates']:,}", c["concurrency"], f1(c["server_p50_ms"]),
+              f2(c["parse_p50_ms"]), f2(c["pool_wait_p50_ms"]), f2(c["encode_p50_ms"]), f2(c["score_p50_ms"]),
+              f2(c["serialize_p50_ms"]),
+              f1(c["p50_ms"] - c["server_p50_ms"]), f"{c['client_cpu_ms_per_req']:.2f}",
+              "–" if c["server_cpu_ms_per_req"] is None else f"{c['server_cpu_ms_per_req']:.2f}"] for c in cells]
     md = [
         "# Serving: /v1/relevance latency and throughput on loopback",
         "",
@@ -324,11 +401,27 @@ def main() -> None:
         f"Model: untrained checkpoint (all-MiniLM-L6-v2 query tower, frozen; small CNN vision tower; embed_dim 256); "
         f"store of {len(ids):,} demo products, exact index. Server: 1 worker, {args.threads} torch / onnxruntime "
         f"threads, query cache off; `querylife serve` (ONNX: `--onnx`, the graph of `querylife export-onnx`).  ",
-        f"Each cell: {args.warmup:g} s warm-up, then {args.duration:g} s measured; closed-loop httpx clients; random "
-        "candidate ids per request.",
+        f"Each cell: {args.warmup:g} s warm-up, then {args.duration:g} s measured; closed-loop clients (a bare asyncio "
+        "HTTP/1.1 client on keep-alive connections sending pre-encoded requests, to take as little of the shared "
+        "CPU as it can); random candidate ids per request. Client columns: from sending the request to the last "
+        "byte of the answer. Server columns: the service's own `Server-Timing: app` (request read to response "
+        "ready, as the ASGI app sees it: uvicorn's HTTP parsing and the socket are outside it).",
         "",
-        md_table(["encoder", "micro-batching", "candidates", "concurrency", "p50 (ms)", "p95 (ms)", "p99 (ms)",
-                  "req/s", "errors", "p50 / floor"], rows),
+        md_table(["encoder", "micro-batching", "candidates", "concurrency", "client p50 (ms)", "client p95 (ms)",
+                  "client p99 (ms)", "req/s", "errors", "server p50 (ms)", "server p99 (ms)", "client p50 / floor",
+                  "server p50 / floor"], rows),
+        "",
+        "## Where the time goes (p50 of each span, ms; Server-Timing)",
+        "",
+        md_table(["encoder", "micro-batching", "candidates", "concurrency", "server", "parse (body, JSON, "
+                  "validation)", "pool hand-off", "encode (query forward)", "score (fused, candidates)",
+                  "serialize (JSON)", "client - server (HTTP, sockets, load generator)", "client CPU / request (ms)",
+                  "server CPU / request (ms)"], split),
+        "",
+        "Spans are medians each, so they need not add up to the server's median; pool hand-off appears only when "
+        "the request took the one-hop path (idle batcher); with batching the encode span includes waiting for "
+        "the batch. CPU / request: CPU seconds of the process over the measured window divided by the requests "
+        "answered (the server's includes its idle event loop).",
         "",
         "## Floors (in the benchmark process just before each server's cells, one query, no HTTP)",
         "",
@@ -336,8 +429,9 @@ def main() -> None:
                  [[f["encoder"], f["batching"], k, f"{v['p50_ms']:.2f}", f"{v['p99_ms']:.2f}"]
                   for f in floor_runs for k, v in f.items() if isinstance(v, dict)]),
         "",
-        "p50 / floor: the service's p50 at concurrency 1 over the bare query-tower forward's p50 measured just "
-        "before that server (same encoder). In-process relevance minus the forward is the fused scoring of the "
+        "p50 / floor: the service's p50 at concurrency 1 (client-side, and the server's own) over the bare "
+        "query-tower forward's p50 measured just before that server (same encoder). In-process relevance minus the "
+        "forward is the fused scoring of the "
         "candidates; service p50 minus in-process relevance is HTTP, JSON and validation.",
         "",
         "## Targets (issue 11)",

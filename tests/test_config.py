@@ -50,3 +50,16 @@ def test_with_overrides_validates():
     assert with_overrides(cfg, {"loss.query_title": 0.0}).loss.query_title == 0.0
     with pytest.raises(ConfigError):
         with_overrides(cfg, {"loss.nope": 1})
+
+
+def test_config_from_a_mapping_as_from_a_file(tmp_path):
+    tree = {"train": {"epochs": 3}, "eval": {"calibration": "isotonic"}}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(tree))
+    from_tree = load_config(tree=tree, overrides=["train.epochs=5"], source="summary.json")
+    assert from_tree == load_config(path, ["train.epochs=5"])
+    assert tree["train"]["epochs"] == 3  # the caller's mapping is not changed by the overrides
+    with pytest.raises(ConfigError, match="summary.json"):
+        load_config(tree={"train": {"nope": 1}}, source="summary.json")
+    with pytest.raises(ValueError, match="not both"):
+        load_config(path, tree=tree)

@@ -73,6 +73,11 @@ def test_report_says_when_the_selected_checkpoint_predates_the_gate(tiny_config,
     run = suite.run_method("querylife")
     assert run.extra["gate_trained"] is (run.extra["best_epoch"] == 2)  # 2 epochs, gate from the second
     assert "gate_trained" not in suite.run_method("mean").extra  # no gate, no flag
+    from querylife.calibrate import load_calibrator
+
+    cal, note = load_calibrator(tmp_path / "report" / "runs" / "querylife" / "best")  # as `train` writes it
+    assert cal is not None and run.extra["calibrator"] is not None, note
+    assert cal.to_dict() == run.extra["calibrator"]  # the decision eval reported, for `serve`
     run.extra.update(gate_trained=False, best_epoch=1)
     suite.report([run], title="t")
     text = (tmp_path / "report" / "report.md").read_text()

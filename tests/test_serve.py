@@ -142,6 +142,22 @@ def test_served_scores_equal_eval_scores(client, checkpoint, dataset):
         assert body["model"] == checkpoint_hash(checkpoint)[:16]
 
 
+def test_relevance_reports_where_the_time_went(client, dataset, checkpoint, stored):
+    """Server-Timing: the whole service time (app) and the endpoint's spans, so a benchmark whose load generator
+    shares the cores can tell its own delays from the server's; the one-hop path (idle batcher) scores the same."""
+    ids = dataset.splits["test"]["product_id"].tolist()[:5]
+    r = client.post("/v1/relevance", json={"query": "red dress", "product_ids": ids})
+    assert r.status_code == 200, r.text
+    spans = dict(part.strip().split(";dur=") for part in r.headers["server-timing"].split(","))
+    assert set(spans) == {"app", "parse", "pool_wait", "encode", "score", "serialize"}
+    assert all(float(v) >= 0 for v in spans.values())
+    assert float(spans["app"]) >= float(spans["encode"]) + float(spans["score"])
+    service = make_service(checkpoint, stored, ServeConfig())
+    expect = service.score_stored(service.searcher.encode_queries(["red dress"])[0], ids, skip_unknown=False)
+    np.testing.assert_array_equal([x["score"] for x in r.json()["results"]], expect.scores.astype(float))
+    assert client.get("/v1/relevance").headers.get("server-timing", "").startswith("app;dur=")  # 405 too
+
+
 def test_inline_products_score_like_stored_ones(client, dataset, tiny_store):
     cat = dataset.catalog
     rows = [i for i in range(len(cat)) if isinstance(cat["image_path"].iloc[i], str)][:2] + [0]
@@ -424,6 +440,29 @@ def test_batcher_encodes_concurrent_queries_in_one_forward():
     assert calls[0] == ["a", "bb"]
 
 
+def test_batcher_solo_path_encodes_in_the_callers_thread_only_when_nobody_can_join():
+    calls, batches, hits = [], [], []
+    busy = [1]
+
+    def encode(texts):
+        calls.append(list(texts))
+        return torch.tensor([[float(len(t)), 1.0] for t in texts])
+
+    async def run(fn):
+        return fn()
+
+    b = QueryBatcher(encode, BatcherConfig(max_batch=8, max_wait_ms=50), run=run, busy=lambda: busy[0],
+                     on_batch=batches.append, on_hit=lambda: hits.append(1))
+    assert b.solo()
+    assert float(b.encode_blocking("abc")[0]) == 3.0 and float(b.encode_blocking("abc")[0]) == 3.0
+    assert calls == [["abc"]] and batches == [1] and hits == [1]  # the second came from the shared cache
+    assert float(asyncio.run(b.encode("abc"))[0]) == 3.0 and calls == [["abc"]]
+    busy[0] = 2  # another request in flight could join a batch: go through encode()
+    assert not b.solo()
+    off = QueryBatcher(encode, BatcherConfig(enabled=False), run=run, busy=lambda: 5)
+    assert off.solo()  # batching off: every query is encoded alone anyway
+
+
 def test_batcher_queries_arriving_during_a_forward_go_in_the_next_one():
     calls = []
 
@@ -495,3 +534,53 @@ def test_empty_and_all_unknown_candidate_lists(client):
     assert r.status_code == 200 and r.json()["results"] == [] and r.json()["unknown_product_ids"] == ["zz"]
     assert client.get("/v1/relevance").status_code == 405
     assert client.post("/v1/nothing", json={}).status_code == 404
+
+
+@pytest.mark.slow
+def test_serve_with_two_worker_processes(checkpoint, dataset, tiny_store, tmp_path):
+    """`querylife serve --workers 2`: two processes, each loads the model and the store, both answer, same scores."""
+    import subprocess
+    import sys
+
+    from test_cli import _env
+
+    from querylife.config import DataConfig
+    from querylife.encode import load_catalogue
+    from querylife.store import embed_catalogue
+
+    store = tmp_path / "store"
+    embed_catalogue(checkpoint, load_catalogue(DataConfig(catalog=str(tiny_store.catalog_path))), store,
+                    batch_size=64, progress=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = _env()
+    server = subprocess.Popen([sys.executable, "-m", "querylife.cli", "serve", "--checkpoint", str(checkpoint),
+                               "--store", str(store), "--port", str(port), "--workers", "2", "--log-level", "warning"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    test = dataset.splits["test"]
+    pairs = test[test["query"] == test["query"].iloc[0]]
+    body = {"query": pairs["query"].iloc[0], "product_ids": pairs["product_id"].tolist()}
+    try:
+        pids, scores = set(), []
+        deadline = time.time() + 120
+        while len(pids) < 2:  # a fresh connection each time: the kernel spreads them over the workers
+            assert server.poll() is None, server.stdout.read()
+            assert time.time() < deadline, f"ready workers seen: {pids}"
+            try:
+                with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+                    ready = c.get("/readyz")
+                    if ready.status_code == 200:
+                        r = c.post("/v1/relevance", json=body)
+                        assert r.status_code == 200, r.text
+                        pids.add(ready.json()["pid"])
+                        scores.append([x["score"] for x in r.json()["results"]])
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        assert server.pid not in pids  # the workers answer, the supervisor only supervises
+        for s in scores[1:]:
+            np.testing.assert_array_equal(s, scores[0])
+    finally:
+        server.terminate()
+        server.wait(30)

@@ -57,7 +57,7 @@ def _catalogue(path: Path) -> Catalogue:
 def built(checkpoint, model, catalog_file, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("stores") / "store"
     result = embed_catalogue(checkpoint, _catalogue(catalog_file), out, batch_size=16, shard_size=40, model=model,
-                             progress=False)
+                             progress=False, length_sorted=False)  # bit-identical to iter_product_batches in order
     assert (result.n_products, result.embedded, result.kept, result.shards) == (120, 120, 0, 3)
     return out
 
@@ -82,6 +82,23 @@ def test_store_round_trip(built, model, catalog_file, checkpoint):
     _same(loaded, expect)
     assert bool(loaded.has_image.any())
     assert sorted(p.name for p in (built / "shards").iterdir()) == [f"part-0000{i}.parquet" for i in range(3)]
+
+
+def test_length_sorted_embed_writes_catalogue_order_and_the_same_vectors(built, model, catalog_file, checkpoint,
+                                                                          tmp_path):
+    cat = _catalogue(catalog_file)
+    rows = np.arange(40, dtype=np.int64)
+    batches = list(iter_product_batches(model, cat, rows, batch_size=16, length_sorted=True))
+    tok = model.text_tower.tokenizer
+    lengths = [len(tok(cat.texts[r], truncation=True, max_length=model.text_tower.max_length)["input_ids"])
+               for b in batches for r in b.rows]
+    assert lengths == sorted(lengths, reverse=True) and sorted(np.concatenate([b.rows for b in batches])) == list(rows)
+    embed_catalogue(checkpoint, cat, tmp_path / "sorted", batch_size=16, shard_size=40, model=model, progress=False)
+    got, expect = EmbeddingStore.open(tmp_path / "sorted").load(), EmbeddingStore.open(built).load()
+    assert got.product_ids == expect.product_ids and got.titles == expect.titles
+    assert torch.equal(got.has_image, expect.has_image) and torch.equal(got.type_ids, expect.type_ids)
+    for name in ("t", "v", "index_vectors"):  # padding differs per batch: float rounding only
+        torch.testing.assert_close(getattr(got, name), getattr(expect, name), atol=2e-6, rtol=0)
 
 
 def test_refuses_another_checkpoint(built, tiny_text_model_dir, catalog_file, tmp_path, checkpoint):
@@ -159,7 +176,7 @@ def test_resume_keeps_complete_shards_and_redoes_the_rest(built, checkpoint, mod
     with pytest.raises(StoreError, match="incomplete"):
         EmbeddingStore.open(store).load()
     result = embed_catalogue(checkpoint, _catalogue(catalog_file), store, batch_size=16, shard_size=40, model=model,
-                             progress=False)
+                             progress=False, length_sorted=False)  # as `built` was written
     assert result.resumed and (result.kept, result.embedded) == (48, 72)
     _same(EmbeddingStore.open(store).load(), EmbeddingStore.open(built).load())
     assert sorted(p.name for p in (store / "shards").iterdir()) == [f"part-0000{i}.parquet" for i in range(3)]

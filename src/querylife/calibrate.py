@@ -35,6 +35,7 @@ __all__ = [
     "CalibrationResult",
     "calibrate_checkpoint",
     "calibrate_model",
+    "save_calibrator",
     "decision_settings",
     "load_calibrator",
 ]
@@ -103,10 +104,23 @@ def calibrate_model(
         target.unlink(missing_ok=True)
         return CalibrationResult(None, None, len(dev), reason)
     cal = RelevanceCalibrator(**decision_settings(eval_config)).fit(scores, dev["positive"].to_numpy())
-    payload = cal.to_dict()
-    payload["fitted_for"] = {"checkpoint_sha256": checkpoint_hash(checkpoint), "dev_pairs": int(len(dev))}
+    return CalibrationResult(cal, save_calibrator(cal, checkpoint, len(dev)), len(dev))
+
+
+def save_calibrator(calibrator: RelevanceCalibrator, checkpoint: str | Path, dev_pairs: int) -> Path:
+    """Write ``checkpoint/calibrator.json`` for a calibrator already fitted on the dev split of that checkpoint's
+    scores (as ``querylife eval`` fits one), recording which weights it was fitted for; returns the path.
+
+    Example::
+
+        result, scored, calibrator = evaluate_model(model, data, ...)   # saved in runs/x/best
+        save_calibrator(calibrator, "runs/x/best", len(data.splits["dev"]))
+    """
+    target = Path(checkpoint) / CALIBRATOR_NAME
+    payload = calibrator.to_dict()
+    payload["fitted_for"] = {"checkpoint_sha256": checkpoint_hash(checkpoint), "dev_pairs": int(dev_pairs)}
     atomic_write_text(target, json.dumps(payload, indent=2) + "\n")
-    return CalibrationResult(cal, target, len(dev))
+    return target
 
 
 def calibrate_checkpoint(

@@ -228,12 +228,13 @@ def _column_overrides(columns: list[str] | None) -> list[str]:
     return out
 
 
-def _config(config: Path | None, overrides: list[str] | None, columns: list[str] | None = None, extra=()):
+def _config(config: Path | None, overrides: list[str] | None, columns: list[str] | None = None, extra=(), *,
+            tree: dict | None = None, source: str | None = None):
     items = [*(overrides or []), *_column_overrides(columns), *extra]  # a malformed --column fails before imports
     from .config import ConfigError, load_config
 
     try:
-        return load_config(config, items)
+        return load_config(config, items, tree=tree, source=source)
     except ConfigError as err:
         _fail(str(err))
 
@@ -246,6 +247,9 @@ def _load(
     data: Path | None = None,
     fmt: str | None = None,
     columns: list[str] | None = None,
+    *,
+    tree: dict | None = None,
+    source: str | None = None,
 ):
     extra = [f"data.{key}={value}" for key, value in (("catalog", catalog), ("pairs", pairs), ("path", data),
                                                        ("format", fmt)) if value]
@@ -256,7 +260,7 @@ def _load(
         extra += ["data.catalog=null", "data.pairs=null"]
     elif catalog or pairs:
         extra.append("data.path=null")
-    cfg = _config(config, overrides, columns, extra)
+    cfg = _config(config, overrides, columns, extra, tree=tree, source=source)
     if not cfg.data.path and (not cfg.data.catalog or not cfg.data.pairs):
         _fail(
             "no data: give --catalog and --pairs, or --data PATH for a public data set "
@@ -391,8 +395,6 @@ def calibrate(
     dev split training early-stopped on; --config replaces them, --set overrides single keys.
     """
     _quiet_transformers()
-    import tempfile
-
     from .calibrate import calibrate_checkpoint
     from .checkpoint import trained_config
     from .suite import check_checkpoint_dir
@@ -401,15 +403,12 @@ def calibrate(
         check_checkpoint_dir(checkpoint)
     except MethodError as err:
         _fail(str(err))
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            trained_with = trained_config(checkpoint) if config is None else None
-        except ValueError as err:
-            _fail(str(err))
-        if trained_with is not None:
-            config = Path(tmp) / "trained_with.json"
-            config.write_text(json.dumps(trained_with))
-        cfg = _load(config, set_, catalog, pairs, data, format_, column)
+    try:
+        trained_with = trained_config(checkpoint) if config is None else None
+    except ValueError as err:
+        _fail(str(err))
+    cfg = _load(config, set_, catalog, pairs, data, format_, column, tree=trained_with,
+                source=f"{checkpoint}/summary.json (the config it was trained with)" if trained_with else None)
     dataset = _dataset(cfg, progress=not quiet)
     try:
         result = calibrate_checkpoint(checkpoint, dataset, cfg.eval, batch_size=cfg.train.eval_batch_size)

@@ -10,6 +10,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -183,10 +184,27 @@ def config_from_dict(tree: dict[str, Any], source: str = "config") -> Experiment
         raise ConfigError("\n".join(lines)) from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Load a YAML or JSON config file (or the defaults), then apply ``section.key=value`` overrides."""
-    tree: dict[str, Any] = {}
-    source = "defaults"
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    *,
+    tree: dict[str, Any] | None = None,
+    source: str | None = None,
+) -> ExperimentConfig:
+    """Load a YAML or JSON config file (or the defaults), then apply ``section.key=value`` overrides.
+
+    ``tree``: a config already read as a mapping (e.g. the one a checkpoint's summary.json records) instead of a
+    file; ``source`` names it in error messages.
+
+    Example::
+
+        cfg = load_config(tree=trained_config("runs/exp1/best"), overrides=["eval.calibration=isotonic"],
+                          source="runs/exp1/best/summary.json")
+    """
+    if path is not None and tree is not None:
+        raise ValueError("give a config file (path) or a config mapping (tree), not both")
+    source = source or ("config mapping" if tree is not None else "defaults")
+    tree = copy.deepcopy(tree) if tree is not None else {}
     if path is not None:
         path = Path(path)
         source = str(path)

@@ -143,12 +143,12 @@ def _resolve(value: Any) -> Any:
 class _ShardEncoder:
     """A Ray Data actor: loads the checkpoint once, then encodes whole shards (``store.encode_shard``)."""
 
-    def __init__(self, checkpoint: str, payload: Any, batch_size: int, skip_bad: bool) -> None:
+    def __init__(self, checkpoint: str, payload: Any, batch_size: int, skip_bad: bool, length_sorted: bool) -> None:
         from .model import QueryLifeModel
 
         self.catalogue, self.shards, self.hashes = _resolve(payload)
         self.model = QueryLifeModel.from_pretrained(checkpoint)
-        self.batch_size, self.skip_bad = batch_size, skip_bad
+        self.batch_size, self.skip_bad, self.length_sorted = batch_size, skip_bad, length_sorted
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from .data.errors import BadRows, DataError
@@ -161,7 +161,8 @@ class _ShardEncoder:
             self.catalogue.bad_rows = BadRows() if self.skip_bad else None
             try:
                 shard = encode_shard(self.model, self.catalogue, self.shards[int(k)], self.hashes,
-                                     batch_size=self.batch_size, skip_bad=self.skip_bad)
+                                     batch_size=self.batch_size, skip_bad=self.skip_bad,
+                                     length_sorted=self.length_sorted)
                 error = ""
             except DataError as err:  # sent back as data: the driver raises it as itself, in shard order
                 shard = ShardData(b"", 0, 0)
@@ -195,7 +196,8 @@ def _merge_bad_rows(catalogue: Catalogue, tally: dict[str, Any]) -> None:
 
 
 def embed_catalogue_ray(checkpoint: str | Path, catalogue: Catalogue, out: str | Path, options: RayOptions, *,
-                        batch_size: int = 256, skip_bad: bool = False, **kwargs: Any) -> EmbedResult:
+                        batch_size: int = 256, skip_bad: bool = False, length_sorted: bool = True,
+                        **kwargs: Any) -> EmbedResult:
     """``embed_catalogue`` with the shards encoded on Ray actors; the same store, byte for byte.
 
     The driver reads the catalogue, hashes the inputs, decides which shards to (re)make, and writes each shard and
@@ -222,7 +224,7 @@ def embed_catalogue_ray(checkpoint: str | Path, catalogue: Catalogue, out: str |
             payload = ray.put((catalogue, shards, hashes))
             for row in _ordered_map(ray, len(shards), _ShardEncoder,
                                     {"checkpoint": ckpt, "payload": payload, "batch_size": batch_size,
-                                     "skip_bad": skip_bad}, options):
+                                     "skip_bad": skip_bad, "length_sorted": length_sorted}, options):
                 _merge_bad_rows(catalogue, json.loads(row["bad_rows"]))
                 if row["error"]:
                     from .data.errors import DataError
@@ -232,7 +234,7 @@ def embed_catalogue_ray(checkpoint: str | Path, catalogue: Catalogue, out: str |
                 yield ShardData(bytes(row["data"]), int(row["rows"]), int(row["with_image"]))
 
     return embed_catalogue(checkpoint, catalogue, out, batch_size=batch_size, skip_bad=skip_bad, shard_runner=run,
-                           **kwargs)
+                           length_sorted=length_sorted, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------------------

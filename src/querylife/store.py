@@ -195,11 +195,13 @@ ShardRunner = Callable[[list[np.ndarray], list[str]], Iterable[ShardData]]
 
 def encode_shard(model: QueryLifeModel, catalogue: Catalogue, rows: np.ndarray, input_hashes: list[str], *,
                  batch_size: int = 256, skip_bad: bool = False,
-                 on_batch: Callable[[int], object] | None = None) -> ShardData:
+                 on_batch: Callable[[int], object] | None = None, length_sorted: bool = True) -> ShardData:
     """Encode catalogue ``rows`` into one shard (the per-shard step of ``embed``, in this process or a Ray worker).
 
     ``input_hashes``: one per catalogue row (:func:`~querylife.encode.product_input_hashes`); ``on_batch`` is called
-    with each encoded batch's size (a progress bar). The same rows give the same bytes wherever this runs.
+    with each encoded batch's size (a progress bar); ``length_sorted`` encodes the shard's products longest text
+    first (less padding per batch) and writes them back in the shard's own order. The same rows give the same
+    bytes wherever this runs.
 
     Example::
 
@@ -208,12 +210,18 @@ def encode_shard(model: QueryLifeModel, catalogue: Catalogue, rows: np.ndarray, 
     """
     from .encode import iter_product_batches
 
-    parts = []
-    for batch in iter_product_batches(model, catalogue, rows, batch_size=batch_size, skip_bad=skip_bad):
+    parts, done = [], []
+    for batch in iter_product_batches(model, catalogue, rows, batch_size=batch_size, skip_bad=skip_bad,
+                                      length_sorted=length_sorted):
         parts.append(batch.products)
+        done.append(batch.rows)
         if on_batch is not None:
             on_batch(len(batch.rows))
     products = StoredProducts.concat(parts)
+    if length_sorted and len(rows):  # back to the shard's own (catalogue) order
+        got = np.concatenate(done)
+        order = np.argsort(got)
+        products = products.select(order[np.searchsorted(got, rows, sorter=order)])  # row i of rows, from got
     return ShardData(_shard_bytes(products, [input_hashes[r] for r in rows]), len(products),
                      int(products.has_image.sum()))
 
@@ -457,6 +465,7 @@ def embed_catalogue(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     shard_runner: ShardRunner | None = None,
+    length_sorted: bool = True,
 ) -> EmbedResult:
     """Embed ``catalogue`` with the checkpoint into the store ``out`` (``querylife embed``).
 
@@ -472,6 +481,8 @@ def embed_catalogue(
         model: the checkpoint's model, when the caller already loaded it.
         shard_runner: encodes the shards elsewhere (e.g. on Ray workers, :mod:`querylife.ray_jobs`) and yields
             them in order; default: in this process, with :func:`encode_shard`.
+        length_sorted: encode each shard's products longest text first (less padding per batch; written back in
+            catalogue order). The vectors differ from unsorted batches by float rounding only.
 
     Raises:
         StoreError: ``out`` holds another checkpoint's vectors, or is a finished store and ``update`` is off, or is
@@ -523,7 +534,7 @@ def embed_catalogue(
             }
         return _embed_locked(out, manifest, resumed, checkpoint, catalogue, model, update=update,
                              batch_size=batch_size, shard_size=shard_size, skip_bad=skip_bad, progress=progress,
-                             say=say, start=start, shard_runner=shard_runner)
+                             say=say, start=start, shard_runner=shard_runner, length_sorted=length_sorted)
     finally:
         lock.close()
 
@@ -546,7 +557,7 @@ def _lock(out: Path):
 def _embed_locked(out: Path, manifest: dict[str, Any], resumed: bool, checkpoint: Path, catalogue: Catalogue,
                   model: QueryLifeModel, *, update: bool, batch_size: int, shard_size: int, skip_bad: bool,
                   progress: bool, say: Callable[[str], None], start: float,
-                  shard_runner: ShardRunner | None = None) -> EmbedResult:
+                  shard_runner: ShardRunner | None = None, length_sorted: bool = True) -> EmbedResult:
     from tqdm.auto import tqdm
 
     from . import __version__
@@ -602,7 +613,7 @@ def _embed_locked(out: Path, manifest: dict[str, Any], resumed: bool, checkpoint
         if shard_runner is None:
             encoded: Iterable[ShardData] = (
                 encode_shard(model, catalogue, rows, hashes, batch_size=batch_size, skip_bad=skip_bad,
-                             on_batch=bar.update) for rows in shards)
+                             on_batch=bar.update, length_sorted=length_sorted) for rows in shards)
         else:
             encoded = shard_runner(shards, hashes)
         # Shards are written in order, each with its manifest entry, so a kill leaves the same prefix of shards

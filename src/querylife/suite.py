@@ -110,6 +110,13 @@ class Suite:
         result, scored, calibrator = evaluate_model(
             trained.model, data, cache=self.cache, n_boot=self.n_boot, seed=cfg.train.seed, decision=self.decision
         )
+        best_dir = self.out_dir / "runs" / method.name / "best"
+        if calibrator is not None and (best_dir / "config.json").is_file():
+            # The decision eval just fitted on dev, saved beside the weights as `train` does: `serve` then gives
+            # probabilities for any suite or demo run (no re-scoring, so nothing reported changes).
+            from .calibrate import save_calibrator
+
+            save_calibrator(calibrator, best_dir, len(data.splits["dev"]))
         extra = {
             "best_epoch": trained.best_epoch,
             "dev_ndcg@10": trained.best_dev_ndcg,

@@ -85,6 +85,26 @@ class QueryBatcher:
         self._timer: asyncio.TimerHandle | None = None
         self._running = 0  # forwards in progress
 
+    def solo(self) -> bool:
+        """True when a query arriving now would be encoded on its own at once: no forward running, none pending,
+        and no other admitted request that could join (or batching is off). The caller may then encode in the
+        same thread hop as the rest of its work (:meth:`encode_blocking`): one pool hand-off instead of two."""
+        if not self.config.enabled:
+            return True
+        return not self._running and not self._pending and self._busy() <= 1
+
+    def encode_blocking(self, query: str) -> torch.Tensor:
+        """:meth:`encode` for one query without batching, run by the caller's own thread (cache, metrics and
+        result as :meth:`encode`); for a caller that saw :meth:`solo`."""
+        cached = self._cache.get(query)
+        if cached is not None:
+            self._on_hit()
+            return cached
+        self._on_batch(1)
+        vector = torch.as_tensor(self._encode([query]), dtype=torch.float32)[0]  # (D,)
+        self._cache.put(query, vector)
+        return vector
+
     async def encode(self, query: str) -> torch.Tensor:
         """The projected unit vector (D,) of ``query``."""
         cached = self._cache.get(query)

@@ -127,12 +127,18 @@ class Service:
     # ---- relevance ----------------------------------------------------------------------------------------
     def score_stored(self, q: torch.Tensor, product_ids: list[str], *, skip_unknown: bool) -> Scored:
         """Scores of query vector ``q`` (D,) against stored ``product_ids`` in one batched call."""
-        row_of = self.searcher.products.row_of
-        unknown = list(dict.fromkeys(p for p in product_ids if p not in row_of))
-        if unknown and not skip_unknown:
-            raise UnknownProducts(unknown)
-        known = [p for p in product_ids if p in row_of] if unknown else list(product_ids)
-        rel = self.searcher.relevance(q, self.searcher.products.rows(known))
+        get = self.searcher.products.row_of.get
+        rows = np.array([get(p, -1) for p in product_ids], dtype=np.int64)  # one dict pass; -1: not in the store
+        missing = rows < 0
+        known: list[str | None] = list(product_ids)
+        unknown: list[str] = []
+        if missing.any():
+            unknown = list(dict.fromkeys(p for p, m in zip(product_ids, missing.tolist(), strict=True) if m))
+            if not skip_unknown:
+                raise UnknownProducts(unknown)
+            known = [p for p, m in zip(product_ids, missing.tolist(), strict=True) if not m]
+            rows = rows[~missing]
+        rel = self.searcher.relevance(q, rows)
         prob, relevant = self._decide(rel.scores)
         return Scored(known, rel.scores, rel.image_weight, prob, relevant, unknown)
 
