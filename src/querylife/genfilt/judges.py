@@ -76,6 +76,7 @@ class JudgeStats:
     undecided: int = 0  # the model answered None, or the pair was over the per-batch budget
     over_budget: int = 0  # suspicious pairs not asked because of max_pairs_per_batch
     fallbacks: int = 0  # products judged on their title because they had no description
+    protected: int = 0  # suspicious pairs not asked (nor masked) because the user labelled them
 
     @property
     def masked_fraction(self) -> float:
@@ -455,6 +456,8 @@ class GenerativeJudge(_BaseJudge):
             :class:`~querylife.genfilt.ask.AnswerCache`, to reuse answers across runs).
         product_types, images: product_id -> type / image path, passed to an ``ask`` that has ``ask_many``
             (:class:`~querylife.genfilt.ask.YesNoClient`: the questions of a batch go out together, with photos).
+        protected: (query, product_id) pairs the user labelled (``train.protect_labelled_negatives``): never asked
+            about and never masked, whatever the prefilter says.
 
     Reference: Query-LIFE (arXiv 2311.14742), GenFilt: a generative model judges suspected false negatives.
 
@@ -477,6 +480,7 @@ class GenerativeJudge(_BaseJudge):
         cache: MutableMapping[tuple[str, str], bool] | None = None,
         product_types: Mapping[str, str] | None = None,
         images: Mapping[str, str | None] | None = None,
+        protected: set[tuple[str, str]] | None = None,
         name: str = "",
     ):
         super().__init__()
@@ -492,6 +496,7 @@ class GenerativeJudge(_BaseJudge):
         self.cache: MutableMapping[tuple[str, str], bool] = {} if cache is None else cache
         self.product_types = product_types
         self.images = images
+        self.protected = protected or set()
         self.name = name or f"generative[{getattr(prefilter, 'name', 'prefilter')}]"
 
     def _text(self, pid: str) -> str:
@@ -507,6 +512,12 @@ class GenerativeJudge(_BaseJudge):
 
     def _mask(self, queries, product_ids, positive_ids, own):
         suspicious = np.asarray(self.prefilter.mask(queries, product_ids, positive_ids), dtype=bool) & ~own
+        if self.protected:
+            # Labelled pairs the user's labels decide: never masked, so never worth a question.
+            for i, j in np.argwhere(suspicious).tolist():
+                if (queries[i], product_ids[j]) in self.protected:
+                    suspicious[i, j] = False
+                    self.stats.protected += 1
         cells = np.argwhere(suspicious)
         scores = getattr(self.prefilter, "last_scores", None)
         if scores is not None and np.shape(scores) == suspicious.shape and len(cells):
