@@ -192,7 +192,7 @@ def test_generative_judge_end_to_end_with_cap_cache_and_protection(judge_lm, tmp
     assert mask.shape == (2, 4) and not mask[0, 0] and not mask[1, 1]  # never a row's own positive
     assert not mask[0, 2]  # protected
     # 6 off-positive pairs, 1 protected: 5 suspicious, 2 asked (the cap), 3 over budget -> kept as negatives
-    assert first.stats.asked == 2 and first.stats.over_budget == 3 and first.stats.protected == 1
+    assert first.stats.asked == 2 and first.stats.over_budget == 3 and first.skipped_protected == 1
     assert sum(forwards) == 2 and client.stats["asked"] == 2
     asked = [(1, 0), (0, 1)]  # the most suspicious (lowest column index) unprotected cells
     assert mask.sum() == sum(bool(client.ask(queries[i], texts[cols[j]])) for i, j in asked)
@@ -242,7 +242,7 @@ def test_training_judge_on_a_local_lm_never_masks_a_labelled_pair(tiny_config, t
     assert hit.any() and not (mask & hit).any()  # labelled pairs in the batch, none masked
     # threshold -inf: every asked pair is a yes; the budget caps the questions, the rest keep the prefilter's flag
     assert fn.judge.stats.asked == 8 and fn.judge.stats.yes == 8 and mask.sum() > 0
-    assert fn.judge.stats.protected > 0  # labelled pairs were never asked about
+    assert fn.judge.skipped_protected > 0  # labelled pairs were never asked about
 
 
 def test_local_describer_from_the_config(tiny_config, chat_llama_dir):

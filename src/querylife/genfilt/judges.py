@@ -76,7 +76,6 @@ class JudgeStats:
     undecided: int = 0  # the model answered None, or the pair was over the per-batch budget
     over_budget: int = 0  # suspicious pairs not asked because of max_pairs_per_batch
     fallbacks: int = 0  # products judged on their title because they had no description
-    protected: int = 0  # suspicious pairs not asked (nor masked) because the user labelled them
 
     @property
     def masked_fraction(self) -> float:
@@ -497,6 +496,7 @@ class GenerativeJudge(_BaseJudge):
         self.product_types = product_types
         self.images = images
         self.protected = protected or set()
+        self.skipped_protected = 0  # suspicious pairs not asked (nor masked) because the user labelled them
         self.name = name or f"generative[{getattr(prefilter, 'name', 'prefilter')}]"
 
     def _text(self, pid: str) -> str:
@@ -517,7 +517,7 @@ class GenerativeJudge(_BaseJudge):
             for i, j in np.argwhere(suspicious).tolist():
                 if (queries[i], product_ids[j]) in self.protected:
                     suspicious[i, j] = False
-                    self.stats.protected += 1
+                    self.skipped_protected += 1
         cells = np.argwhere(suspicious)
         scores = getattr(self.prefilter, "last_scores", None)
         if scores is not None and np.shape(scores) == suspicious.shape and len(cells):
