@@ -534,7 +534,7 @@ def test_genfilt_judge_writes_and_explains_its_flags(tiny_store, tiny_text_model
     assert summary["true_equivalents"] + summary["labelled_negatives"] + summary["unlabelled"] == len(flagged)
     assert summary["masked_in_training"] == len(flagged) - int(flagged["protected"].sum())
     assert (~flagged["protected"] | flagged["labelled_negative"]).all()  # only labelled negatives are protected
-    assert summary["protect_labelled_negatives"] == "irrelevant"  # the default: "irrelevant" labels win
+    assert summary["protect_labelled_negatives"] == "all"  # the default: every labelled pair is the user's truth
     assert (flagged["positive_id"] != flagged["product_id"]).all()
     assert "flagged as false negatives" in proc.stdout and "%" in proc.stdout
 

@@ -127,3 +127,30 @@ def test_sample_batches_are_the_training_batches(tiny_config, tiny_store):
     assert sample_batches(data, cfg, steps + 3) == batches
     assert sample_batches(data, cfg, steps + 3, seed=4) != batches
     assert sample_batches(data, cfg, 0) == []
+
+
+def test_sample_batches_are_what_the_trainer_passes_its_judge(tiny_config, tiny_store, tmp_path):
+    """`genfilt evaluate` (sample_batches) scores the very batches a training run hands its false-negative judge:
+    recorded from Trainer.fit, hard negatives included, across an epoch boundary."""
+    import numpy as np
+    import torch
+
+    from querylife.config import with_overrides
+    from querylife.data.prepare import prepare_dataset
+    from querylife.train import Trainer
+
+    data = prepare_dataset(tiny_store.catalog_path, tiny_store.pairs_path, image_size=32, progress=False)
+    cfg = with_overrides(tiny_config, {"train.batch_size": 16, "train.hard_negatives": 1, "train.seed": 5,
+                                       "train.epochs": 2, "train.patience": 0})
+    ids = data.catalog["product_id"].to_numpy()
+    seen: list[tuple[list[str], list[str]]] = []
+
+    def record(queries, product_rows):
+        seen.append((list(queries), [str(p) for p in ids[np.asarray(product_rows)]]))
+        return torch.zeros(len(queries), len(product_rows), dtype=torch.bool)
+
+    Trainer(cfg, data, tmp_path / "run", negative_mask_fn=record, progress=False).fit()
+    sampled = sample_batches(data, cfg, n_batches=len(seen))
+    assert len(seen) > 2 and len(sampled) == len(seen)
+    assert [(q, cols) for q, cols, _ in sampled] == seen
+    assert all(cols[: len(q)] == pos for q, cols, pos in sampled)  # the positives are the first columns

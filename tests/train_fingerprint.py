@@ -38,6 +38,8 @@ OVERRIDES = [
     "train.batch_size=32",
     "train.eval_batch_size=128",
     "train.patience=0",
+    # Recorded when "irrelevant" was the default; pinned so the recorded judge paths stay comparable bit for bit.
+    "train.protect_labelled_negatives=irrelevant",
     "train.device=cpu",
     "genfilt.margin=0.05",
 ]

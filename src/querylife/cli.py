@@ -586,7 +586,7 @@ def genfilt_describe(
         cfg = load_config(config, set_ or [])
     except ConfigError as err:
         _fail(str(err))
-    if cfg.genfilt.describer == "hf":
+    if cfg.genfilt.describer in ("hf", "local"):
         _quiet_transformers()
     try:
         summary = describe_from_config(

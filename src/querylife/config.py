@@ -109,8 +109,10 @@ class TrainConfig(BaseModel):
     false_negative_judge: Literal["none", "duplicate_title", "guide", "descriptions", "generative"] = "none"
     # "drop" (GIST): a wrong flag costs one negative; "positive" (SupCon): a wrong flag pulls towards a wrong product.
     false_negative_action: Literal["drop", "positive"] = "drop"
-    # Labels a judge may not overrule: a human "no" beats a guess, partial matches are GenFilt's target (GENFILT.md).
-    protect_labelled_negatives: Literal["irrelevant", "all", "none"] = "irrelevant"
+    # Labels a judge may not overrule. all: every labelled non-positive (the user's labels are the truth);
+    # irrelevant: only gain-0 labels, so judges may mask labelled partial matches; none: GISTEmbed's behaviour, for
+    # comparisons only (GENFILT.md; CrowdFlower numbers per setting in benchmarks/results/crowdflower_protect/).
+    protect_labelled_negatives: Literal["all", "irrelevant", "none"] = "all"
     patience: int = 4  # epochs without dev NDCG@10 improvement before early stopping; 0 disables
     save_every_steps: int = 0  # 0: checkpoint at each epoch end only
     eval_batch_size: int = 512

@@ -103,9 +103,10 @@ def _describe_for_genfilt(config, data, out_dir: Path, methods: list[str], progr
                 methods.remove(name)
         return config, (
             "GenFilt rows with generated descriptions (mask_genfilt_descriptions, mask_genfilt_generative) were not "
-            "run: no generative describer is configured (none ships with querylife or can be downloaded offline). "
-            "Run them with `querylife demo --set genfilt.model=MODEL --set genfilt.base_url=http://HOST:PORT/v1` (any "
-            "OpenAI-compatible server) or `--set genfilt.describer=hf --set genfilt.model=LOCAL_DIR`."
+            "run: no generative describer is configured. Run them with `querylife demo --set genfilt.model=MODEL "
+            "--set genfilt.base_url=http://HOST:PORT/v1` (any OpenAI-compatible server), `--set genfilt.describer=hf "
+            "--set genfilt.model=LOCAL_DIR`, or `--set genfilt.describer=local --set genfilt.model=smollm2-135m` (the "
+            "genfilt-local extra; measured too weak to help: benchmarks/results/genfilt_smollm2.md)."
         )
     from .genfilt import DescriptionCache, describe_catalog, products_from_catalog
     from .genfilt.describe import make_describer

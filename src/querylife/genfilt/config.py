@@ -28,9 +28,11 @@ class GenFiltConfig(BaseModel):
     """GenFilt stage 1 (describing products) and stage 2 (judging in-batch negatives)."""
 
     model_config = ConfigDict(extra="forbid")
-    describer: Literal["openai", "hf"] = "openai"
+    # openai: an OpenAI-compatible server; hf: a local HF model (text or vision); local: a local causal LM given as
+    # a HF folder, a .gguf file or a packaged name (smollm2-135m; the genfilt-local extra), text only.
+    describer: Literal["openai", "hf", "local"] = "openai"
     base_url: str = "http://127.0.0.1:8000/v1"  # any OpenAI-compatible server: vLLM, Ollama, llama.cpp, hosted
-    model: str = ""  # the server's model name, or a local HF directory / hub id for describer="hf"
+    model: str = ""  # the server's model name; a local HF directory / hub id (hf); a folder, .gguf or name (local)
     hf_kind: Literal["text", "vision"] = "text"
     max_concurrency: int = 4
     timeout_s: float = 30.0
@@ -50,3 +52,12 @@ class GenFiltConfig(BaseModel):
     max_questions_per_batch: int = 32  # new questions per batch (bounded cost); cached answers are free
     answers: str = "genfilt_answers.jsonl"  # append-only cache of yes / no answers, keyed like descriptions
     judge_prompt: JudgePrompt = Field(default_factory=JudgePrompt)  # versioned like the description prompt
+    # The yes / no model. "" = ask the describer (it generates a word, parsed as yes / no); otherwise a local causal
+    # LM (HF folder, .gguf file or smollm2-135m) answering from one forward pass: log P(yes) - log P(no).
+    judge_model: str = ""
+    judge_threshold: float = 0.0  # judge_model: yes (mask) when log P(yes) - log P(no) >= this; higher = fewer masks
+    judge_batch_size: int = Field(16, ge=1)  # judge_model: prompts per forward pass
+    # Which judge picks the suspicious pairs: the description similarity judge (needs genfilt.cache) or the guide
+    # on raw titles (no descriptions needed; the model is then shown titles).
+    generative_prefilter: Literal["descriptions", "guide"] = "descriptions"
+    lm_cache_dir: str = ""  # where .gguf models are converted to safetensors once; "" = ~/.cache/querylife/lm

@@ -260,7 +260,8 @@ def query_descriptions(store: DescriptionCache, describer: str, version: str) ->
 
 
 def make_describer(config) -> Describer:
-    """The describer configured in ``genfilt`` (an OpenAI-compatible server, or a local HF model)."""
+    """The describer configured in ``genfilt`` (an OpenAI-compatible server, a local HF model, or a local causal LM
+    from a folder, a .gguf file or a packaged name)."""
     g = config.genfilt
     if not g.model:
         raise ValueError("no generative model: set genfilt.model (the server's model name, or a local HF directory)")
@@ -268,6 +269,13 @@ def make_describer(config) -> Describer:
         from .hf import HFDescriber
 
         return HFDescriber(g.model, kind=g.hf_kind, batch_size=g.batch_size)
+    if g.describer == "local":
+        from .hf import HFDescriber
+        from .lm import local_model_dir
+
+        # A text-only causal LM: descriptions from title and type; photos need a VLM (describer=hf, hf_kind=vision).
+        folder = local_model_dir(g.model, g.lm_cache_dir or None, log=log.info)
+        return HFDescriber(str(folder), kind="text", batch_size=g.batch_size, name=f"local:{g.model}")
     from .openai_client import OpenAIDescriber
 
     return OpenAIDescriber(

@@ -93,6 +93,8 @@ class HFDescriber:
         dtype: torch dtype or its name; None = float32 on CPU, the checkpoint's dtype on a GPU.
         max_chars: descriptions are whitespace-normalised and cut to this length.
         trust_remote_code: passed to ``from_pretrained`` (off by default: never run code from a checkpoint).
+        name: the describer's name in cache keys (default ``hf:{model}:{kind}``); e.g. a model converted into a
+            cache folder keeps the name it was asked for.
 
     ``name`` (part of the description cache key) is ``hf:{model}:{kind}``; bump the prompt version when you
     change generation settings, as for any describer.
@@ -112,12 +114,14 @@ class HFDescriber:
         dtype: str | torch.dtype | None = None,
         max_chars: int = 500,
         trust_remote_code: bool = False,
+        name: str = "",
     ):
         if kind not in ("text", "vision"):
             raise ValueError(f"kind must be 'text' or 'vision', got {kind!r}")
         if batch_size < 1 or max_new_tokens < 1:
             raise ValueError("batch_size and max_new_tokens must be >= 1")
         self.model_name = str(model)
+        self._name = name
         self.kind = kind
         self.device = _resolve_device(device)
         self.batch_size = int(batch_size)
@@ -140,7 +144,7 @@ class HFDescriber:
 
     @property
     def name(self) -> str:
-        return self.name_for(self.model_name, self.kind)
+        return self._name or self.name_for(self.model_name, self.kind)
 
     @staticmethod
     def name_for(model: str, kind: str) -> str:

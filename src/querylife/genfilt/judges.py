@@ -455,6 +455,8 @@ class GenerativeJudge(_BaseJudge):
             :class:`~querylife.genfilt.ask.AnswerCache`, to reuse answers across runs).
         product_types, images: product_id -> type / image path, passed to an ``ask`` that has ``ask_many``
             (:class:`~querylife.genfilt.ask.YesNoClient`: the questions of a batch go out together, with photos).
+        protected: (query, product_id) pairs the user labelled (``train.protect_labelled_negatives``): never asked
+            about and never masked, whatever the prefilter says.
 
     Reference: Query-LIFE (arXiv 2311.14742), GenFilt: a generative model judges suspected false negatives.
 
@@ -477,6 +479,7 @@ class GenerativeJudge(_BaseJudge):
         cache: MutableMapping[tuple[str, str], bool] | None = None,
         product_types: Mapping[str, str] | None = None,
         images: Mapping[str, str | None] | None = None,
+        protected: set[tuple[str, str]] | None = None,
         name: str = "",
     ):
         super().__init__()
@@ -492,6 +495,8 @@ class GenerativeJudge(_BaseJudge):
         self.cache: MutableMapping[tuple[str, str], bool] = {} if cache is None else cache
         self.product_types = product_types
         self.images = images
+        self.protected = protected or set()
+        self.skipped_protected = 0  # suspicious pairs not asked (nor masked) because the user labelled them
         self.name = name or f"generative[{getattr(prefilter, 'name', 'prefilter')}]"
 
     def _text(self, pid: str) -> str:
@@ -507,6 +512,12 @@ class GenerativeJudge(_BaseJudge):
 
     def _mask(self, queries, product_ids, positive_ids, own):
         suspicious = np.asarray(self.prefilter.mask(queries, product_ids, positive_ids), dtype=bool) & ~own
+        if self.protected:
+            # Labelled pairs the user's labels decide: never masked, so never worth a question.
+            for i, j in np.argwhere(suspicious).tolist():
+                if (queries[i], product_ids[j]) in self.protected:
+                    suspicious[i, j] = False
+                    self.skipped_protected += 1
         cells = np.argwhere(suspicious)
         scores = getattr(self.prefilter, "last_scores", None)
         if scores is not None and np.shape(scores) == suspicious.shape and len(cells):

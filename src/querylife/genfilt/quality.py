@@ -71,7 +71,8 @@ def compare_judges(
 
     Known equivalents: products of the same ``group_id`` and products labelled positive for the same query.
     Judges: duplicate title and the GIST-style guide always; with ``cache`` (generated descriptions) the GenFilt
-    similarity judge; with ``cache`` and ``genfilt.model`` also the generative judge. Raises FileNotFoundError /
+    similarity judge; with ``cache`` and ``genfilt.model`` (or ``genfilt.judge_model``) also the generative judge
+    (without ``cache`` when ``genfilt.generative_prefilter=guide``). Raises FileNotFoundError /
     ValueError for missing descriptions, :class:`~querylife.genfilt.base.DescribeError` for an unreachable model.
     """
     sampled = sample_batches(data, config, n_batches)  # exactly the batches training sees
@@ -83,8 +84,11 @@ def compare_judges(
         name, version, descriptions, _ = load_descriptions(config, describer)
         source = f"{name} (prompt {version}), {len(descriptions)} products"
         kinds["genfilt_similarity"] = "descriptions"
-        if config.genfilt.model:  # a generative model is configured: GenFilt + generative judge too (answers cached)
-            kinds["genfilt_generative"] = "generative"
+    g = config.genfilt
+    # A generative model is configured: the generative judge too (answers cached). Its prefilter needs
+    # descriptions unless it is the guide.
+    if (g.model or g.judge_model) and (cache or g.generative_prefilter == "guide"):
+        kinds["genfilt_generative"] = "generative"
     encoder = text_tower_encoder(config.genfilt.guide_model)  # one guide (and its embedding cache) for every judge
     judges = {n: build_judge(config, data, kind=k, describer=describer, encoder=encoder) for n, k in kinds.items()}
     if "genfilt_generative" in judges:

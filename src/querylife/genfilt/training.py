@@ -212,6 +212,10 @@ def build_judge(
     encoder = encoder or guide_encoder(config, text_tower)
     if kind == "guide":
         return GuideModelJudge(encoder, titles, margin=g.margin, margin_kind=g.margin_kind)
+    if kind == "generative" and g.generative_prefilter == "guide":
+        # The guide on raw titles picks the suspicious pairs (no descriptions needed); the model sees titles.
+        guide = GuideModelJudge(encoder, titles, margin=g.prefilter_margin, margin_kind=g.margin_kind)
+        return generative_judge(config, data, guide, ask=ask)
     _, _, descriptions, intents = load_descriptions(config, describer)
     margin = g.margin if kind == "descriptions" else g.prefilter_margin
     judge = DescriptionSimilarityJudge(
@@ -225,12 +229,25 @@ def build_judge(
 def generative_judge(config, data: Dataset, prefilter: Judge, ask=None) -> GenerativeJudge:
     """GenFilt's generative judge over ``prefilter`` with a persistent answer cache (``genfilt.answers``).
 
-    ``ask``: a ready client (tests pass one); default: a :class:`~querylife.genfilt.ask.YesNoClient` over the
-    configured describer, checked once so that an unreachable server fails here and not in the first batch.
+    ``ask``: a ready client (tests pass one); default: with ``genfilt.judge_model`` a
+    :class:`~querylife.genfilt.lm_judge.LogprobYesNo` on that local model (one forward pass per pair), else a
+    :class:`~querylife.genfilt.ask.YesNoClient` over the configured describer, checked once so that an unreachable
+    server fails here and not in the first batch. The labelled pairs of ``train.protect_labelled_negatives`` are
+    never asked about (they could not be masked anyway).
     """
     from .ask import AnswerCache, YesNoClient
 
     g = config.genfilt
+    if ask is None and g.judge_model:
+        from .lm_judge import LogprobYesNo
+
+        ask = LogprobYesNo.from_spec(
+            g.judge_model,
+            g.judge_prompt,
+            threshold=g.judge_threshold,
+            batch_size=g.judge_batch_size,
+            cache_dir=g.lm_cache_dir or None,
+        )
     if ask is None:
         describer = make_describer(config)
         check = getattr(describer, "check", None)
@@ -255,6 +272,7 @@ def generative_judge(config, data: Dataset, prefilter: Judge, ask=None) -> Gener
         cache=cache,
         product_types=dict(zip(cat["product_id"], cat["product_type"], strict=True)),
         images=images,
+        protected=protected_pairs(config, data),
     )
 
 
