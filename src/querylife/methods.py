@@ -53,6 +53,16 @@ _ALL: tuple[Method, ...] = (
     Method("concat", "concat + MLP fusion, all loss terms", overrides={"model.fusion.mode": "concat"}),
     Method("type_gate", "ablation: type-only gate (query-independent)", overrides={"model.fusion.mode": "type_gate"}),
     Method(
+        "query_gate",
+        "Query-LIFE's query+type gate, trained (selected after the gate started)",
+        overrides={"model.fusion.mode": "query_type_gate"},
+    ),
+    Method(
+        "dev_type_gate",
+        "trained as mean fusion, then one image weight per product type picked on dev",
+        overrides={"model.fusion.mode": "dev_type_gate"},
+    ),
+    Method(
         "no_fused_term",
         "ablation: per-modality alignment only (no query-fused term)",
         overrides={"loss.query_fused": 0.0},

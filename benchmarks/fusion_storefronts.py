@@ -1,0 +1,215 @@
+"""Fusion modes across the generated storefronts (issue 14): every mode trained with several seeds on each
+storefront, with dev numbers (what choices were made on) and test numbers (reported, never tuned on).
+
+For each storefront (``demo``, ``home_books``, ``media_market``; 3,000 products, data seed 0, split by intent) and
+training seed, each method is trained once (``querylife.suite.Suite``) and scored on dev and test: overall, per
+type group (image- / title-informative / mixed) and per product type; NDCG@10, pooled and within-type ROC-AUC,
+gate weights per type. ``dev_type_gate`` is not trained again: its training is exactly ``mean``'s (its per-type
+weights get no gradient; tests/test_gate_fit.py checks this), so the ``mean`` run's vectors get the per-type
+weights picked on dev. Its honest dev estimate is cross-fitted: weights picked on one half of the dev intents are
+scored on the other half, and the other way round.
+
+Run:  python benchmarks/fusion_storefronts.py --seeds 0 1 2 3 4 --work runs/fusion --out benchmarks/results
+      (one JSON line per run in WORK/runs.jsonl, written as each finishes; --lock FILE takes that file lock
+      around each training run on a shared machine). Then ``--report`` writes fusion_{storefront}.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+
+from querylife.config import with_overrides  # noqa: E402
+from querylife.data.storefront import DemoConfig  # noqa: E402
+from querylife.evaluate import MethodRun, evaluate_model, gate_weight_by_type  # noqa: E402
+from querylife.gate_fit import fit_type_weights, set_type_weights  # noqa: E402
+from querylife.methods import METHODS  # noqa: E402
+from querylife.metrics import evaluate_scored  # noqa: E402
+from querylife.model import WEIGHTS_NAME, QueryLifeModel  # noqa: E402
+from querylife.runinfo import command_line, machine_info  # noqa: E402
+from querylife.scoring import score_pairs  # noqa: E402
+from querylife.suite import Suite  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from benchkit import demo_dataset, quiet_transformers  # noqa: E402
+
+STOREFRONTS = ["demo", "home_books", "media_market"]
+TRAINED = ["query_gate", "mean", "concat", "title_only", "image_only"]
+KEYS = ("ndcg@10", "roc_auc", "roc_auc_in_type")
+
+
+@contextlib.contextmanager
+def file_lock(path: str | None):
+    if not path:
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def load_model(suite: Suite, cfg, run_dir: Path) -> QueryLifeModel:
+    """A suite run's best checkpoint, rebuilt around the suite's shared frozen text tower."""
+    model_cfg = cfg.model.model_copy(update={"product_types": suite.data.product_types})
+    model = QueryLifeModel(model_cfg, towers=suite._towers())
+    model.load_state_dict(load_file(str(run_dir / "best" / WEIGHTS_NAME)), strict=False)
+    return model.eval()
+
+
+def scored_metrics(scored: pd.DataFrame, groups: dict[str, list[str]]) -> dict:
+    """Overall, per type group and per product type metrics of scored pairs (query_type column needed)."""
+    out = {"overall": {k: float(evaluate_scored(scored, n_boot=0, by_type=False).overall[k]) for k in KEYS}}
+    for name, types in [*groups.items(), *((t, [t]) for t in sorted(scored["query_type"].unique()))]:
+        sub = scored[scored["query_type"].isin(types)]
+        res = evaluate_scored(sub, n_boot=0, by_type=False).overall if len(sub) else {}
+        out[name] = {k: float(res.get(k, np.nan)) for k in KEYS}
+    return out
+
+
+def dev_halves(dev: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Dev split in two by intent (paraphrases of one intent stay together), alternating over sorted intents."""
+    key = dev["intent"] if "intent" in dev else dev["query"]
+    names = sorted(key.unique())
+    first = set(names[::2])
+    mask = key.isin(first)
+    return dev[mask], dev[~mask]
+
+
+def cross_fit(model: QueryLifeModel, data, dev: pd.DataFrame, cache) -> pd.DataFrame:
+    """Dev scores of ``dev_type_gate`` with each half's weights picked on the other half."""
+    a, b = dev_halves(dev)
+    parts = []
+    start = torch.full_like(model.fusion.type_logit, model.config.fusion.init_image_weight).cpu()
+    for fit_on, score_on in ((a, b), (b, a)):
+        set_type_weights(model, start)
+        fit_type_weights(model, data, fit_on, cache)
+        parts.append(score_on.assign(score=score_pairs(model, data, score_on, cache).score))
+    set_type_weights(model, start)
+    return pd.concat(parts).loc[dev.index]
+
+
+def run_one(store_name: str, seed: int, suite: Suite, cfg, groups, data, lock: str | None) -> list[dict]:
+    out = []
+    dev = data.splits["dev"]
+    for name in TRAINED:
+        t0 = time.time()
+        with file_lock(lock):
+            run = suite.run_method(name)
+            mcfg = with_overrides(cfg, dict(METHODS[name].overrides))
+            model = load_model(suite, mcfg, suite.out_dir / "runs" / name)
+            dev_scored = dev.assign(score=score_pairs(model, data, dev, suite.cache).score)
+            runs = [(run, dev_scored, {})]
+            if name == "mean":  # dev_type_gate: mean's vectors, per-type weights picked on dev
+                dcfg = with_overrides(cfg, dict(METHODS["dev_type_gate"].overrides))
+                dtg = load_model(suite, dcfg, suite.out_dir / "runs" / name)
+                t1 = time.time()
+                cv_scored = cross_fit(dtg, data, dev, suite.cache)
+                fit = fit_type_weights(dtg, data, dev, suite.cache)
+                res, scored, _ = evaluate_model(
+                    dtg, data, cache=suite.cache, n_boot=0, seed=seed, decision=suite.decision
+                )
+                dtg_run = MethodRun(
+                    "dev_type_gate",
+                    METHODS["dev_type_gate"].description,
+                    res,
+                    run.seconds + time.time() - t1,
+                    scored,
+                    gate_weight_by_type(scored),
+                    {
+                        **run.extra,
+                        "type_weights": fit.weights,
+                        "fit_dev_before": fit.dev_ndcg_before,
+                        "fit_dev_after": fit.dev_ndcg_after,
+                        "moves": fit.moves,
+                    },
+                )
+                dtg_dev = dev.assign(score=score_pairs(dtg, data, dev, suite.cache).score)
+                runs.append((dtg_run, dtg_dev, {"dev_crossfit": scored_metrics(cv_scored, groups)}))
+        state_path = suite.out_dir / "runs" / name / "last" / "trainer_state.json"  # every epoch's dev score
+        hist = json.loads(state_path.read_text()).get("history") if state_path.exists() else None
+        for r, dscored, more in runs:
+            rec = {
+                "storefront": store_name,
+                "seed": seed,
+                "method": r.name,
+                "test": scored_metrics(r.scored, groups),
+                "dev": scored_metrics(dscored, groups),
+                "gate_by_type": r.gate_by_type,
+                "seconds": round(time.time() - t0, 1),
+                "extra": {k: v for k, v in (r.extra or {}).items() if k not in ("calibrator", "history")},
+                "test_per_query": r.result.per_query[["query", "ndcg@10"]].to_dict("list"),
+                **more,
+            }
+            if hist:
+                rec["history"] = hist
+            out.append(rec)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--storefronts", nargs="+", default=STOREFRONTS)
+    parser.add_argument("--products", type=int, default=3000)
+    parser.add_argument("--work", default="runs/fusion")
+    parser.add_argument("--lock", default=None)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override KEY=VALUE")
+    args = parser.parse_args()
+    quiet_transformers()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "runs.jsonl"
+    done = set()
+    if log.exists():
+        for line in log.read_text().splitlines():
+            r = json.loads(line)
+            done.add((r["storefront"], r["seed"]))
+    meta = {"command": command_line(), "machine": machine_info()}
+    (work / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    stores = {}
+    for seed in args.seeds:
+        for name in args.storefronts:
+            if (name, seed) in done:
+                continue
+            if name not in stores:
+                stores[name] = demo_dataset(
+                    Path(args.work) / "data" / name,
+                    args.overrides,
+                    DemoConfig(n_products=args.products, seed=0, storefront=name),
+                )
+            store, base, data = stores[name]
+            cfg = with_overrides(base, {"train.seed": seed})
+            suite = Suite(cfg, data, work / name / f"seed{seed}", progress=False, n_boot=0, log=lambda s: None)
+            start = time.time()
+            recs = run_one(name, seed, suite, cfg, store.type_groups(), data, args.lock)
+            with log.open("a") as fh:
+                for r in recs:
+                    fh.write(json.dumps(r, default=float) + "\n")
+            print(
+                f"{name} seed {seed} ({time.time() - start:.0f} s): "
+                + ", ".join(
+                    f"{r['method']} dev {r['dev']['overall']['ndcg@10']:.4f} test {r['test']['overall']['ndcg@10']:.4f}"
+                    for r in recs
+                ),
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
