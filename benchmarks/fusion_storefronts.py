@@ -268,6 +268,7 @@ def write_report(work: Path, out: Path, reference: str) -> None:
 
     recs = [json.loads(line) for line in (work / "runs.jsonl").read_text().splitlines()]
     meta = json.loads((work / "meta.json").read_text())
+    combined: dict = {}
     for store in STOREFRONTS:
         mine = [r for r in recs if r["storefront"] == store]
         if not mine:
@@ -430,6 +431,58 @@ def write_report(work: Path, out: Path, reference: str) -> None:
             ]
         write_results(out, f"fusion_{store}", md, {**meta, **payload})
         print("\n".join(md))
+        combined[store] = payload
+    if combined:
+        write_results(out, "fusion_storefronts", combined_table(combined, meta), {**meta, "storefronts": combined})
+
+
+def combined_table(combined: dict, meta: dict) -> list[str]:
+    """One table over the storefronts: test NDCG@10 / ROC-AUC in type, overall and per type group (for README)."""
+    from benchkit import run_header
+
+    from querylife.report import md_table
+
+    stores = list(combined)
+    header = ["method"] + [f"{s} NDCG@10" for s in stores] + [f"{s} ROC-AUC in type" for s in stores]
+    rows = []
+    for m in ORDER:
+        if not all(m in combined[s]["methods"] for s in stores):
+            continue
+        t = [combined[s]["methods"][m]["test"] for s in stores]
+        rows.append([LABELS[m], *(_cell(x["ndcg@10"]) for x in t), *(_cell(x["roc_auc_in_type"]) for x in t)])
+    grows = []
+    for s in stores:
+        groups = combined[s]["groups"]
+        for m in ORDER:
+            if m not in combined[s]["methods"]:
+                continue
+            tg = combined[s]["methods"][m]["test_groups"]
+            grows.append(
+                [
+                    s,
+                    LABELS[m],
+                    *(
+                        f"{_cell(tg[g]['ndcg@10'])} / {_cell(tg[g]['roc_auc_in_type'])}"
+                        for g in ("image-informative", "title-informative", "mixed")
+                        if g in groups
+                    ),
+                ]
+            )
+    seeds = sorted({x for s in stores for x in combined[s]["seeds"]})
+    return [
+        "# Fusion modes across storefronts (test split)",
+        "",
+        *run_header(meta),
+        f"Training seeds {', '.join(map(str, seeds))} (per storefront: see fusion_<storefront>.md); mean ± std over "
+        "seeds.",
+        "",
+        md_table(header, rows),
+        "",
+        "Per type group, NDCG@10 / ROC-AUC in type:",
+        "",
+        md_table(["storefront", "method", "image-informative", "title-informative", "mixed"], grows),
+        "",
+    ]
 
 
 if __name__ == "__main__":
