@@ -104,13 +104,38 @@ def cross_fit(model: QueryLifeModel, data, dev: pd.DataFrame, cache) -> pd.DataF
     return pd.concat(parts).loc[dev.index]
 
 
-def run_one(store_name: str, seed: int, suite: Suite, cfg, groups, data, lock: str | None) -> list[dict]:
+def finished(run_dir: Path) -> dict | None:
+    """The trainer state of a run that trained to its end (all epochs or early-stopped), else None."""
+    path = run_dir / "last" / "trainer_state.json"
+    if not (path.exists() and (run_dir / "best").exists()):
+        return None
+    state = json.loads(path.read_text())
+    epochs = json.loads((run_dir / "config.json").read_text())["train"]["epochs"]
+    return state if state.get("stopped_early") or state.get("epoch", 0) >= epochs else None
+
+
+def run_or_reuse(suite: Suite, name: str) -> MethodRun:
+    """Train method ``name``, or evaluate its finished checkpoint from an interrupted earlier invocation."""
+    run_dir = suite.out_dir / "runs" / name
+    state = finished(run_dir)
+    if state is None:
+        return suite.run_method(name)
+    run = suite.run_checkpoint(run_dir / "best")
+    best = json.loads((run_dir / "best" / "summary.json").read_text())
+    run.description = METHODS[name].description
+    run.extra = {"best_epoch": best["best_epoch"], "dev_ndcg@10": best["dev_ndcg@10"], "reused_checkpoint": True}
+    return run
+
+
+def run_one(
+    store_name: str, seed: int, suite: Suite, cfg, groups, data, lock: str | None, methods, log: Path
+) -> list[dict]:
     out = []
     dev = data.splits["dev"]
-    for name in TRAINED:
+    for name in methods:
         t0 = time.time()
         with file_lock(lock):
-            run = suite.run_method(name)
+            run = run_or_reuse(suite, name)
             mcfg = with_overrides(cfg, dict(METHODS[name].overrides))
             model = load_model(suite, mcfg, suite.out_dir / "runs" / name)
             dev_scored = dev.assign(score=score_pairs(model, data, dev, suite.cache).score)
@@ -160,6 +185,18 @@ def run_one(store_name: str, seed: int, suite: Suite, cfg, groups, data, lock: s
             if hist:
                 rec["history"] = hist
             out.append(rec)
+            with log.open("a") as fh:  # one line per run as it finishes: an interrupted invocation keeps its runs
+                fh.write(json.dumps(rec, default=float) + "\n")
+        print(
+            f"{store_name} seed {seed} {name}: "
+            + ", ".join(
+                f"{r.name} dev {dscored_ndcg:.4f} test {r.result.overall['ndcg@10']:.4f}"
+                for r, dscored_ndcg in (
+                    (r, float(np.nanmean(per_query_metrics(d, ks=(10,))["ndcg@10"]))) for r, d, _ in runs
+                )
+            ),
+            flush=True,
+        )
     return out
 
 
@@ -168,6 +205,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--storefronts", nargs="+", default=STOREFRONTS)
     parser.add_argument("--products", type=int, default=3000)
+    parser.add_argument("--methods", nargs="+", default=TRAINED, help="trained methods, in this order per seed")
     parser.add_argument("--work", default="runs/fusion")
     parser.add_argument("--lock", default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override KEY=VALUE")
@@ -186,13 +224,20 @@ def main() -> None:
     if log.exists():
         for line in log.read_text().splitlines():
             r = json.loads(line)
-            done.add((r["storefront"], r["seed"]))
+            done.add((r["storefront"], r["seed"], r["method"]))
     meta = {"command": command_line(), "machine": machine_info()}
     (work / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-    stores = {}
+    stores: dict = {}
+    caches: dict = {}
     for seed in args.seeds:
         for name in args.storefronts:
-            if (name, seed) in done:
+            # mean's record comes with dev_type_gate's (the same run): both must be there
+            todo = [
+                m
+                for m in args.methods
+                if (name, seed, m) not in done or (m == "mean" and (name, seed, "dev_type_gate") not in done)
+            ]
+            if not todo:
                 continue
             if name not in stores:
                 stores[name] = demo_dataset(
@@ -203,19 +248,10 @@ def main() -> None:
             store, base, data = stores[name]
             cfg = with_overrides(base, {"train.seed": seed})
             suite = Suite(cfg, data, work / name / f"seed{seed}", progress=False, n_boot=0, log=lambda s: None)
-            start = time.time()
-            recs = run_one(name, seed, suite, cfg, store.type_groups(), data, args.lock)
-            with log.open("a") as fh:
-                for r in recs:
-                    fh.write(json.dumps(r, default=float) + "\n")
-            print(
-                f"{name} seed {seed} ({time.time() - start:.0f} s): "
-                + ", ".join(
-                    f"{r['method']} dev {r['dev']['overall']['ndcg@10']:.4f} test {r['test']['overall']['ndcg@10']:.4f}"
-                    for r in recs
-                ),
-                flush=True,
-            )
+            if name in caches:  # the frozen text tower's features are the same on every seed
+                suite.cache, suite._text_tower = caches[name]
+            run_one(name, seed, suite, cfg, store.type_groups(), data, args.lock, todo, log)
+            caches[name] = (suite.cache, suite._text_tower)
 
 
 # ---- the report: WORK/runs.jsonl -> OUT/fusion_{storefront}.{md,json} -------------------------------------------
