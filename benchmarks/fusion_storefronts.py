@@ -230,28 +230,24 @@ def main() -> None:
     stores: dict = {}
     caches: dict = {}
     for seed in args.seeds:
-        for name in args.storefronts:
-            # mean's record comes with dev_type_gate's (the same run): both must be there
-            todo = [
-                m
-                for m in args.methods
-                if (name, seed, m) not in done or (m == "mean" and (name, seed, "dev_type_gate") not in done)
-            ]
-            if not todo:
-                continue
-            if name not in stores:
-                stores[name] = demo_dataset(
-                    Path(args.work) / "data" / name,
-                    args.overrides,
-                    DemoConfig(n_products=args.products, seed=0, storefront=name),
-                )
-            store, base, data = stores[name]
-            cfg = with_overrides(base, {"train.seed": seed})
-            suite = Suite(cfg, data, work / name / f"seed{seed}", progress=False, n_boot=0, log=lambda s: None)
-            if name in caches:  # the frozen text tower's features are the same on every seed
-                suite.cache, suite._text_tower = caches[name]
-            run_one(name, seed, suite, cfg, store.type_groups(), data, args.lock, todo, log)
-            caches[name] = (suite.cache, suite._text_tower)
+        for method in args.methods:  # method-outer: each method on every storefront before the next method
+            for name in args.storefronts:
+                # mean's record comes with dev_type_gate's (the same run): both must be there
+                if (name, seed, method) in done and (method != "mean" or (name, seed, "dev_type_gate") in done):
+                    continue
+                if name not in stores:
+                    stores[name] = demo_dataset(
+                        Path(args.work) / "data" / name,
+                        args.overrides,
+                        DemoConfig(n_products=args.products, seed=0, storefront=name),
+                    )
+                store, base, data = stores[name]
+                cfg = with_overrides(base, {"train.seed": seed})
+                suite = Suite(cfg, data, work / name / f"seed{seed}", progress=False, n_boot=0, log=lambda s: None)
+                if name in caches:  # the frozen text tower's features are the same on every seed
+                    suite.cache, suite._text_tower = caches[name]
+                run_one(name, seed, suite, cfg, store.type_groups(), data, args.lock, [method], log)
+                caches[name] = (suite.cache, suite._text_tower)
 
 
 # ---- the report: WORK/runs.jsonl -> OUT/fusion_{storefront}.{md,json} -------------------------------------------
