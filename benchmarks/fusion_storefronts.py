@@ -315,6 +315,9 @@ def write_report(work: Path, out: Path, reference: str) -> None:
         queries = pd.read_parquet(work / "data" / store / "queries.parquet")
         qtype = dict(zip(queries["query"], queries["product_type"], strict=True))
         seeds = sorted({r["seed"] for r in mine if r["method"] == reference})
+        if not seeds:
+            print(f"{store}: no {reference} run yet, no report")
+            continue
         by = {
             m: sorted((r for r in mine if r["method"] == m and r["seed"] in seeds), key=lambda r: r["seed"])
             for m in ORDER
