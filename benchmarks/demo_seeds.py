@@ -23,6 +23,7 @@ from querylife.evaluate import metrics_by_group  # noqa: E402
 from querylife.methods import resolve_methods  # noqa: E402
 from querylife.report import md_table  # noqa: E402
 from querylife.runinfo import command_line, machine_info  # noqa: E402
+from querylife.seeds import aggregate_seeds, seeds_section  # noqa: E402
 from querylife.suite import Suite  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -49,10 +50,12 @@ def main() -> None:
     )
     groups = store.type_groups()
     per_seed: dict[str, dict[str, dict]] = {m: {} for m in args.methods}
+    runs_by_seed = {}
     for seed in args.seeds:
         cfg = with_overrides(base, {"train.seed": seed})
         suite = Suite(cfg, data, Path(args.work) / f"seed{seed}", progress=False, n_boot=0, log=lambda s: None)
         runs = [suite.run_method(m) for m in args.methods]
+        runs_by_seed[seed] = runs
         by_group = metrics_by_group(runs, groups, seed=seed)
         for r in runs:
             per_seed[r.name][seed] = {
@@ -62,18 +65,13 @@ def main() -> None:
             }
         print(f"seed {seed}: " + ", ".join(f"{r.name} {r.result.overall['ndcg@10']:.4f}" for r in runs), flush=True)
 
-    cols = [
-        ("NDCG@10", lambda d: d["overall"]["ndcg@10"]),
-        ("ROC-AUC", lambda d: d["overall"]["roc_auc"]),
-        ("AUC in type", lambda d: d["overall"]["roc_auc_in_type"]),
-    ]
-    for g in groups:
-        cols += [
-            (f"{g} NDCG@10", lambda d, g=g: d["groups"][g]["ndcg@10"]),
-            (f"{g} ROC-AUC", lambda d, g=g: d["groups"][g]["roc_auc"]),
-            (f"{g} image weight", lambda d, g=g: d["groups"][g]["image_weight"]),
-        ]
-    summary = {m: {name: mean_std(get(per_seed[m][s]) for s in args.seeds) for name, get in cols} for m in args.methods}
+    # One aggregation for the CLI (`querylife eval --suite --seeds N`) and this script: mean ± std, paired
+    # intervals against querylife, overall and per type group (querylife.seeds).
+    summary = aggregate_seeds(runs_by_seed, n_boot=1000, seed=args.seeds[0], groups=groups)
+    weights = {
+        m: {g: mean_std(per_seed[m][s]["groups"][g]["image_weight"] for s in args.seeds) for g in groups}
+        for m in args.methods
+    }
     meta = {"command": command_line(), "machine": machine_info()}
     md = [
         "# Demo storefront: seed variation",
@@ -82,10 +80,15 @@ def main() -> None:
         f"Storefront: {args.products} products, data seed 0, split by intent; training seeds {args.seeds}; "
         f"test split; mean ± sample std over seeds. Total {time.time() - start:.0f} s.",
         "",
-        md_table(["method", *(c for c, _ in cols)], [[m, *map(fmt_mean_std, summary[m].values())] for m in summary]),
+        seeds_section(summary, n_boot=1000),
+        "",
+        "Mean image weight of the gate on in-type candidates, per type group (mean ± std over seeds):",
+        "",
+        md_table(["method", *groups], [[m, *(fmt_mean_std(weights[m][g], 2) for g in groups)] for m in args.methods]),
         "",
     ]
-    write_results(args.out, "demo_seeds", md, {**meta, "seeds": args.seeds, "summary": summary, "per_seed": per_seed})
+    payload = {**meta, "seeds": args.seeds, "summary": summary.to_dict(), "image_weight": weights, "per_seed": per_seed}
+    write_results(args.out, "demo_seeds", md, payload)
     print("\n".join(md))
 
 

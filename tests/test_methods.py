@@ -25,7 +25,9 @@ from querylife.methods import (
 
 def test_defaults_are_the_offline_methods_in_table_order():
     assert DEFAULT_METHODS[:3] == ("bm25", "zero_shot", REFERENCE_METHOD)
-    assert set(DEFAULT_METHODS) | set(NEEDS_DESCRIBER) == set(METHODS)
+    named_only = {m for m in METHODS if not METHODS[m].in_default}  # run only when named
+    assert named_only == {"query_gate", "dev_type_gate"}
+    assert set(DEFAULT_METHODS) | set(NEEDS_DESCRIBER) | named_only == set(METHODS)
     assert not set(DEFAULT_METHODS) & set(NEEDS_DESCRIBER)
     assert NEEDS_DESCRIBER == ("mask_genfilt_descriptions", "mask_genfilt_generative")
     assert [m for m in METHODS if not METHODS[m].trained] == ["bm25", "zero_shot"]
@@ -76,3 +78,13 @@ def test_help_names_every_method_and_alias():
     text = methods_help()
     for name in [*METHODS, *ALIASES]:
         assert name in text
+
+
+def test_fusion_modes_under_measurement_run_only_when_named():
+    from querylife.methods import DEFAULT_METHODS, METHODS, parse_methods
+
+    for name in ("query_gate", "dev_type_gate"):
+        assert name not in DEFAULT_METHODS
+        assert parse_methods(name) == (name,)
+    assert METHODS["dev_type_gate"].overrides == {"model.fusion.mode": "dev_type_gate"}
+    assert METHODS["query_gate"].overrides == {"model.fusion.mode": "query_type_gate"}

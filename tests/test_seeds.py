@@ -58,6 +58,29 @@ def test_aggregate_seeds_mean_std_paired_difference_and_ahead_counts():
     assert set(summary.to_dict()["per_seed"]) == {"0", "1"}
 
 
+def test_aggregate_seeds_per_type_group():
+    runs = {s: [_run("querylife", 1.0, 10 + s), _run("sharp", 0.2, 20 + s)] for s in (0, 1, 2)}
+    groups = {"clothes": ["dress"], "all": ["dress", "charger"]}
+    summary = aggregate_seeds(runs, n_boot=200, groups=groups)
+    assert summary.groups == groups
+    for s, seed_runs in runs.items():
+        for r in seed_runs:
+            sub = r.scored[r.scored["query_type"] == "dress"]
+            expected = evaluate_scored(sub, n_boot=0, by_type=False).overall
+            cell = summary.group_spread[r.name]["clothes"]
+            assert cell["ndcg@10"].values[s] == pytest.approx(expected["ndcg@10"])
+            assert cell["roc_auc_in_type"].values[s] == pytest.approx(expected["roc_auc_in_type"])
+    # a group of every type is the overall comparison; a one-type group compares that type's 15 queries
+    c_all, c_dress = summary.group_comparisons["sharp"]["all"], summary.group_comparisons["sharp"]["clothes"]
+    assert c_all.mean_diff == pytest.approx(summary.comparisons["sharp"].mean_diff)
+    assert c_dress.n_queries == 15 and c_dress.n_seeds == 3 and c_dress.lo <= c_dress.mean_diff <= c_dress.hi
+    text = seeds_section(summary, n_boot=200)
+    assert "| clothes (dress) | sharp |" in text and "Per type group" in text
+    d = summary.to_dict()
+    assert d["group_comparisons"]["sharp"]["clothes"]["n_queries"] == 15
+    assert set(d["group_summary"]["querylife"]) == {"clothes", "all"}
+
+
 def test_aggregate_seeds_rejects_seeds_with_different_methods():
     with pytest.raises(ValueError, match="seed 1 ran"):
         aggregate_seeds({0: [_run("querylife", 1.0, 0)], 1: [_run("mean", 1.0, 1)]}, n_boot=0)

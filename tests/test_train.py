@@ -185,10 +185,17 @@ def test_resume_of_an_early_stopped_run_does_not_train_on(tiny_config, tiny_data
     from querylife.config import with_overrides
 
     # lr 0 and a frozen vision tower (batch-norm statistics would otherwise move in train mode): the model never
-    # changes, dev NDCG never improves after epoch 1, so patience 1 stops after epoch 2 of 5
+    # changes, dev NDCG never improves after epoch 1, so patience 1 stops after epoch 2 of 5 (mean fusion: a gated
+    # mode's epochs inside the gate hold count for neither selection nor patience, test_gate_fit.py)
     cfg = with_overrides(
         tiny_config,
-        {"train.lr": 0.0, "train.patience": 1, "train.epochs": 5, "model.tower.train_vision_layers": 0},
+        {
+            "train.lr": 0.0,
+            "train.patience": 1,
+            "train.epochs": 5,
+            "model.tower.train_vision_layers": 0,
+            "model.fusion.mode": "mean",
+        },
     )
     first = Trainer(cfg, tiny_data, tmp_path / "run", progress=False).fit()
     assert len(first.history) == 2

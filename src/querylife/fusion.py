@@ -13,10 +13,16 @@ mode               image weight w                                query-aware / i
 ``concat``         n/a: ``p = MLP([t; v; has_image])``          no / yes
 ``type_gate``      sigmoid(gate(type))                          no / yes
 ``query_type_gate`` sigmoid(gate(type) + MLP(q, type))             yes / its type-only part is indexable
+``dev_type_gate``  one weight per type, chosen on the dev split    no / yes
 =================  ===========================================  =====================================
 
-``gate(type)`` is one learned scalar per product type. A product without an image always gets ``w = 0``: the gate
-falls back to the title, never to a zero vector. The score is the cosine of ``q`` and the fused vector ``p``.
+``gate(type)`` is one learned scalar per product type. ``dev_type_gate`` trains as ``mean`` (its per-type weights
+get no gradient) and then picks each type's weight on the dev split (:mod:`querylife.gate_fit`): the contrastive
+loss's in-batch negatives are mostly of other types, where any photo helps, so a gradient-trained gate keeps image
+weight on types whose photo says nothing within the type; dev NDCG@10 ranks within the query's candidates.
+
+A product without an image always gets ``w = 0``: the gate falls back to the title, never to a zero vector. The
+score is the cosine of ``q`` and the fused vector ``p``.
 
 Because ``w`` depends on the query in ``query_type_gate``, a batch of ``Bq`` queries and ``Bp`` products has
 ``Bq x Bp`` fused vectors. They are never materialised: with unit ``q, t, v``
@@ -31,13 +37,15 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from .compat import removed_options_validator
 
-FusionMode = Literal["title", "image", "mean", "concat", "type_gate", "query_type_gate"]
-FUSION_MODES: tuple[str, ...] = ("title", "image", "mean", "concat", "type_gate", "query_type_gate")
+FusionMode = Literal["title", "image", "mean", "concat", "type_gate", "query_type_gate", "dev_type_gate"]
+FUSION_MODES: tuple[str, ...] = ("title", "image", "mean", "concat", "type_gate", "query_type_gate", "dev_type_gate")
+#: Modes whose image weight is one number per product type (the ANN index vectors are then exact).
+TYPE_GATED_MODES: tuple[str, ...] = ("type_gate", "query_type_gate", "dev_type_gate")
 
 
 class FusionConfig(BaseModel):
@@ -48,6 +56,12 @@ class FusionConfig(BaseModel):
     hidden_dim: int = 64  # gate / concat MLP width: the gate is a small decision, it needs little capacity
     type_embed_dim: int = 16  # the query-aware gate's product-type embedding
     init_image_weight: float = 0.5  # sigmoid of the initial gate logit; 0.5 starts every gated mode as "mean"
+    # dev_type_gate only: the image weights tried per product type on the dev split after training (querylife.gate_fit).
+    fit_grid: list[float] = Field(default_factory=lambda: [i / 10 for i in range(11)])
+    # A type's weight leaves its current value only for a dev NDCG@10 gain above this: ~60 dev queries, where one
+    # query moving by 0.06 is worth 0.001, so smaller "gains" are one query's noise (docs/TUNING.md).
+    fit_min_gain: float = Field(default=0.001, ge=0.0)
+    fit_passes: int = Field(default=2, ge=1)  # coordinate-ascent sweeps over the types (a second rarely moves any)
     # Options removed since earlier versions: dropped at their old default, an error otherwise (querylife.compat).
     _removed = removed_options_validator("model.fusion")
 
@@ -79,9 +93,12 @@ class Fusion(nn.Module):
         self.mode = config.mode
         self.dim = dim
         init = torch.logit(torch.tensor(config.init_image_weight).clamp(1e-4, 1 - 1e-4)).item()
-        if self.mode in ("type_gate", "query_type_gate"):
+        if self.mode in TYPE_GATED_MODES:
             # Few scalars that the optimiser's "gate" group moves faster (docs/TUNING.md, train.gate_lr_multiplier).
-            self.type_logit = nn.Parameter(torch.full((n_types,), init))
+            # dev_type_gate: no gradient at all (training is exactly mean fusion's); querylife.gate_fit sets them
+            # from the dev split after training.
+            trained = self.mode != "dev_type_gate"
+            self.type_logit = nn.Parameter(torch.full((n_types,), init), requires_grad=trained)
         self.query_aware = self.mode == "query_type_gate"
         if self.query_aware:
             h = config.hidden_dim

@@ -31,7 +31,7 @@ class Method:
 
     ``overrides``: dotted config keys applied on top of the experiment config (trained methods only);
     ``needs_describer``: the method trains with generated descriptions (GenFilt stage 1), so it runs only when a
-    describer is configured.
+    describer is configured; ``in_default``: part of the suite when no methods are named.
     """
 
     name: str
@@ -39,6 +39,8 @@ class Method:
     trained: bool = True
     overrides: Mapping[str, Any] = field(default_factory=dict)
     needs_describer: bool = False
+    # False: run only when named (a fusion mode under measurement, or one that equals querylife under the defaults)
+    in_default: bool = True
 
 
 NO_AUX: dict[str, float] = {"loss.query_title": 0.0, "loss.query_image": 0.0, "loss.title_image": 0.0}
@@ -52,6 +54,18 @@ _ALL: tuple[Method, ...] = (
     Method("mean", "mean fusion, all loss terms", overrides={"model.fusion.mode": "mean"}),
     Method("concat", "concat + MLP fusion, all loss terms", overrides={"model.fusion.mode": "concat"}),
     Method("type_gate", "ablation: type-only gate (query-independent)", overrides={"model.fusion.mode": "type_gate"}),
+    Method(
+        "query_gate",
+        "Query-LIFE's query+type gate, trained (selected after the gate started)",
+        overrides={"model.fusion.mode": "query_type_gate"},
+        in_default=False,
+    ),
+    Method(
+        "dev_type_gate",
+        "trained as mean fusion, then one image weight per product type picked on dev",
+        overrides={"model.fusion.mode": "dev_type_gate"},
+        in_default=False,
+    ),
     Method(
         "no_fused_term",
         "ablation: per-modality alignment only (no query-fused term)",
@@ -110,7 +124,7 @@ ALIASES: Mapping[str, str] = MappingProxyType(
 )
 
 #: The methods run when none are named: everything that runs offline without a generative describer.
-DEFAULT_METHODS: tuple[str, ...] = tuple(m.name for m in _ALL if not m.needs_describer)
+DEFAULT_METHODS: tuple[str, ...] = tuple(m.name for m in _ALL if not m.needs_describer and m.in_default)
 
 #: The methods that need generated descriptions (GenFilt stage 1).
 NEEDS_DESCRIBER: tuple[str, ...] = tuple(m.name for m in _ALL if m.needs_describer)

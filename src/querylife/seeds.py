@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .evaluate import MethodRun
+from .evaluate import MethodRun, metrics_by_group
 from .methods import REFERENCE_METHOD
 from .metrics import paired_bootstrap
 from .report import md_table
@@ -45,6 +45,8 @@ SEED_METRICS: tuple[tuple[str, str], ...] = (
     ("roc_auc_in_type", "ROC-AUC in type"),
 )
 COMPARED_METRIC = "ndcg@10"
+#: The metrics summarised per type group (a group's test queries are those whose own product type is in it).
+GROUP_METRICS: tuple[tuple[str, str], ...] = (("ndcg@10", "NDCG@10"), ("roc_auc_in_type", "ROC-AUC in type"))
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,11 @@ class SeedSummary:
     comparisons: dict[str, SeedComparison]
     reference: str | None
     runs: dict[int, list[MethodRun]] = field(repr=False, default_factory=dict)
+    #: type group -> product types; ``group_spread[method][group][metric]`` and ``group_comparisons[method][group]``
+    #: are the same numbers over the test queries of each group (empty without groups).
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    group_spread: dict[str, dict[str, dict[str, Spread]]] = field(default_factory=dict)
+    group_comparisons: dict[str, dict[str, SeedComparison]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form with the per-seed numbers (NaN left as float: the report writer turns it into null)."""
@@ -113,6 +120,29 @@ class SeedSummary:
                 }
                 for m, c in self.comparisons.items()
             },
+            "groups": self.groups,
+            "group_summary": {
+                m: {
+                    g: {k: {"mean": s.mean, "std": s.std, "per_seed": list(s.values)} for k, s in by.items()}
+                    for g, by in groups.items()
+                }
+                for m, groups in self.group_spread.items()
+            },
+            "group_comparisons": {
+                m: {
+                    g: {
+                        "mean_diff": c.mean_diff,
+                        "lo": c.lo,
+                        "hi": c.hi,
+                        "per_seed_diff": list(c.per_seed),
+                        "ahead": c.ahead,
+                        "n_seeds": c.n_seeds,
+                        "n_queries": c.n_queries,
+                    }
+                    for g, c in by.items()
+                }
+                for m, by in self.group_comparisons.items()
+            },
             "per_seed": {
                 str(seed): {
                     r.name: {"overall": r.result.overall, "seconds": round(r.seconds, 1), **(r.extra or {})}
@@ -123,11 +153,49 @@ class SeedSummary:
         }
 
 
-def _mean_per_query(runs: Sequence[MethodRun], metric: str) -> pd.DataFrame:
-    """Per-query ``metric`` averaged over the runs (one per seed); a query missing on a seed averages the rest."""
-    frames = [r.result.per_query[["query", metric]] for r in runs]
+def _mean_per_query(runs: Sequence[MethodRun], metric: str, types: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per-query ``metric`` averaged over the runs (one per seed); a query missing on a seed averages the rest.
+    ``types``: only the queries whose own product type is one of them."""
+    frames = []
+    for r in runs:
+        pq = r.result.per_query
+        if types is not None:
+            pq = pq[pq["query_type"].isin(list(types))] if "query_type" in pq else pq.iloc[:0]
+        frames.append(pq[["query", metric]])
     stacked = pd.concat(frames, ignore_index=True)
     return stacked.groupby("query", sort=False, as_index=False)[metric].mean()
+
+
+def _compare(
+    runs: Sequence[MethodRun], ref_runs: Sequence[MethodRun], diffs: tuple[float, ...], types, *, n_boot, seed, alpha
+) -> SeedComparison:
+    pb = paired_bootstrap(
+        _mean_per_query(runs, COMPARED_METRIC, types),
+        _mean_per_query(ref_runs, COMPARED_METRIC, types),
+        COMPARED_METRIC,
+        n_boot=n_boot,
+        seed=seed,
+        alpha=alpha,
+    )
+    return SeedComparison(
+        mean_diff=pb["mean_diff"],
+        lo=pb["lo"],
+        hi=pb["hi"],
+        per_seed=diffs,
+        ahead=int(sum(d > 0 for d in diffs)),
+        n_seeds=len(diffs),
+        n_queries=int(pb["n_queries"]),
+    )
+
+
+def type_groups_of(runs_by_seed: Mapping[int, Sequence[MethodRun]]) -> dict[str, list[str]]:
+    """Each product type of the test queries as a group of its own (when no grouping is given)."""
+    types: set[str] = set()
+    for runs in runs_by_seed.values():
+        for r in runs:
+            if "query_type" in r.scored:
+                types.update(str(t) for t in r.scored["query_type"].dropna().unique())
+    return {t: [t] for t in sorted(types)}
 
 
 def aggregate_seeds(
@@ -137,8 +205,11 @@ def aggregate_seeds(
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
+    groups: Mapping[str, Sequence[str]] | None = None,
 ) -> SeedSummary:
-    """Mean ± std over seeds of :data:`SEED_METRICS` for each method, and each method vs ``reference``.
+    """Mean ± std over seeds of :data:`SEED_METRICS` for each method, and each method vs ``reference``; with
+    ``groups`` (group name -> product types, e.g. a storefront's ``type_groups()``, or :func:`type_groups_of` for
+    one group per type) the same per type group (:data:`GROUP_METRICS`, paired intervals on the group's queries).
 
     ``runs_by_seed``: training seed -> the runs of that seed (every seed the same method names; a seed-independent
     baseline may be the same run on each seed, then its std is 0). The comparison needs each run's per-query
@@ -157,35 +228,49 @@ def aggregate_seeds(
         m: {k: Spread.of([by_seed[s][m].result.overall.get(k, math.nan) for s in seeds]) for k, _ in SEED_METRICS}
         for m in methods
     }
+    groups = {g: list(t) for g, t in (groups or {}).items()}
+    numbers = {s: metrics_by_group(list(runs_by_seed[s]), groups, seed=seed) for s in seeds} if groups else {}
+    group_spread = (
+        {
+            m: {
+                g: {k: Spread.of([numbers[s][m][g].get(k, math.nan) for s in seeds]) for k, _ in GROUP_METRICS}
+                for g in groups
+            }
+            for m in methods
+        }
+        if groups
+        else {}
+    )
     comparisons: dict[str, SeedComparison] = {}
+    group_comparisons: dict[str, dict[str, SeedComparison]] = {}
     ref = reference if reference in methods else None
     if ref is not None:
-        ref_mean = _mean_per_query([by_seed[s][ref] for s in seeds], COMPARED_METRIC)
+        ref_runs = [by_seed[s][ref] for s in seeds]
+        opts = {"n_boot": n_boot, "seed": seed, "alpha": alpha}
         for m in methods:
             if m == ref:
                 continue
+            runs = [by_seed[s][m] for s in seeds]
             diffs = tuple(
                 by_seed[s][m].result.overall[COMPARED_METRIC] - by_seed[s][ref].result.overall[COMPARED_METRIC]
                 for s in seeds
             )
-            pb = paired_bootstrap(
-                _mean_per_query([by_seed[s][m] for s in seeds], COMPARED_METRIC),
-                ref_mean,
-                COMPARED_METRIC,
-                n_boot=n_boot,
-                seed=seed,
-                alpha=alpha,
-            )
-            comparisons[m] = SeedComparison(
-                mean_diff=pb["mean_diff"],
-                lo=pb["lo"],
-                hi=pb["hi"],
-                per_seed=diffs,
-                ahead=int(sum(d > 0 for d in diffs)),
-                n_seeds=len(seeds),
-                n_queries=int(pb["n_queries"]),
-            )
-    return SeedSummary(seeds, methods, spread, comparisons, ref, {s: list(runs_by_seed[s]) for s in seeds})
+            comparisons[m] = _compare(runs, ref_runs, diffs, None, **opts)
+            group_comparisons[m] = {}
+            for g, types in groups.items():
+                gd = tuple(numbers[s][m][g][COMPARED_METRIC] - numbers[s][ref][g][COMPARED_METRIC] for s in seeds)
+                group_comparisons[m][g] = _compare(runs, ref_runs, gd, types, **opts)
+    return SeedSummary(
+        seeds,
+        methods,
+        spread,
+        comparisons,
+        ref,
+        {s: list(runs_by_seed[s]) for s in seeds},
+        groups,
+        group_spread,
+        group_comparisons,
+    )
 
 
 def _pm(s: Spread) -> str:
@@ -224,10 +309,45 @@ def seeds_section(summary: SeedSummary, *, n_boot: int) -> str:
             f"Δ: each test query's NDCG@10 is averaged over the {n} seeds, for the method and for "
             f"`{summary.reference}`; the interval is a paired percentile bootstrap over queries of that difference "
             f"({n_boot} resamples), so it is the mean over seeds of the seed-level differences with query sampling "
-            f"as the uncertainty. \"ahead on\" counts the seeds where the method's NDCG@10 is above "
+            f'as the uncertainty. "ahead on" counts the seeds where the method\'s NDCG@10 is above '
             f"`{summary.reference}`'s on the same seed. report.json keeps every seed's numbers (meta.seeds).",
         ]
+    if summary.groups:
+        text += ["", group_table(summary)]
     return "\n".join(text)
+
+
+def _delta(c: SeedComparison | None, ref: bool) -> str:
+    if ref:
+        return "(reference)"
+    if c is None or not math.isfinite(c.mean_diff):
+        return "–"
+    ci = "" if not math.isfinite(c.lo) else f" [{c.lo:+.4f}, {c.hi:+.4f}]"
+    return f"{c.mean_diff:+.4f}{ci}"
+
+
+def group_table(summary: SeedSummary) -> str:
+    """Markdown: per type group, each method's NDCG@10 and within-type ROC-AUC (mean ± std over seeds) and its
+    NDCG@10 against the reference on the group's queries (paired interval, as in the overall table)."""
+    ref = summary.reference
+    header = ["Type group", "Method", *(f"{h} (mean ± std)" for _, h in GROUP_METRICS)]
+    if ref is not None:
+        header.append(f"Δ NDCG@10 vs {ref} [95% CI]")
+    rows = []
+    for g, types in summary.groups.items():
+        label = g if [g] == list(types) else f"{g} ({', '.join(types)})"
+        for m in summary.methods:
+            row = [label, m, *(_pm(summary.group_spread[m][g][k]) for k, _ in GROUP_METRICS)]
+            if ref is not None:
+                row.append(_delta(summary.group_comparisons.get(m, {}).get(g), m == ref))
+            rows.append(row)
+    return "\n".join(
+        [
+            "Per type group: the test queries whose own product type is in the group, same seeds and intervals.",
+            "",
+            md_table(header, rows),
+        ]
+    )
 
 
 def seeds_table_text(summary: SeedSummary) -> str:

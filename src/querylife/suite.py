@@ -29,7 +29,7 @@ from .methods import DEFAULT_METHODS, METHODS, MethodError, resolve_method, reso
 from .model import QueryLifeModel
 from .report import results_table_text, write_suite_report
 from .scoring import FeatureCache
-from .seeds import SeedSummary, aggregate_seeds, seeds_section, seeds_table_text
+from .seeds import SeedSummary, aggregate_seeds, seeds_section, seeds_table_text, type_groups_of
 from .towers import TextTower
 from .train import Trainer
 
@@ -272,6 +272,21 @@ class SeedsEvaluation:
     table: str
 
 
+def seed_type_groups(config: ExperimentConfig, runs_by_seed: dict[int, list[MethodRun]]) -> dict[str, list[str]]:
+    """The type groups of a multi-seed report: a generated storefront's (``meta.json`` next to the catalogue:
+    image- / title-informative / mixed), then every product type of the test queries on its own."""
+    groups: dict[str, list[str]] = {}
+    if config.data.catalog:
+        meta = Path(config.data.catalog).parent / "meta.json"
+        try:
+            from .data.storefront import DemoStorefront
+
+            groups.update(DemoStorefront.at(meta.parent).type_groups() if meta.exists() else {})
+        except (KeyError, ValueError, OSError):  # not a generated storefront's meta.json
+            groups = {}
+    return {**groups, **type_groups_of(runs_by_seed)}
+
+
 def run_seeds(
     config: ExperimentConfig,
     data: Dataset,
@@ -323,7 +338,8 @@ def run_seeds(
             runs.append(run)
         runs_by_seed[s] = runs
     first = suites[seeds[0]]
-    summary = aggregate_seeds(runs_by_seed, n_boot=max(first.n_boot, 1000), seed=base)
+    groups = seed_type_groups(config, runs_by_seed)
+    summary = aggregate_seeds(runs_by_seed, n_boot=max(first.n_boot, 1000), seed=base, groups=groups)
     base_runs = runs_by_seed[base]
     paths = write_suite_report(
         out,
@@ -333,7 +349,7 @@ def run_seeds(
         title=f"querylife evaluation over {n_seeds} seeds",
         command=command,
         notes=[
-            f"Every table but \"Over {n_seeds} seeds\" is seed {base}'s alone (train.seed={base}); that section "
+            f'Every table but "Over {n_seeds} seeds" is seed {base}\'s alone (train.seed={base}); that section '
             f"aggregates seeds {seeds[0]}..{seeds[-1]}."
         ],
         judges=first.judge_results(base_runs),

@@ -41,6 +41,7 @@ from .checkpoint import (
 )
 from .config import ExperimentConfig
 from .data.prepare import Dataset
+from .gate_fit import TypeWeightFit, fit_type_weights
 from .losses import TERMS, BatchMasks, LossConfig, LossOutput, alignment_loss
 from .metrics import per_query_metrics
 from .model import QueryLifeModel
@@ -79,6 +80,7 @@ class TrainResult:
     best_dev_ndcg: float
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    type_weights: TypeWeightFit | None = None  # dev_type_gate: the per-type image weights chosen on dev
 
 
 def seed_everything(seed: int) -> None:
@@ -297,12 +299,14 @@ class TrainState:
         self.step_in_epoch += 1
         self.global_step += 1
 
-    def observe_dev(self, score: float, has_dev: bool, patience: int) -> bool:
-        """Book the epoch's dev score and close the epoch; True when it is the best so far (or there is no dev)."""
-        best = score > self.best_dev or not has_dev
+    def observe_dev(self, score: float, has_dev: bool, patience: int, *, eligible: bool = True) -> bool:
+        """Book the epoch's dev score and close the epoch; True when it is the best so far (or there is no dev).
+        An epoch that is not ``eligible`` (a gated mode's epoch inside the gate hold, with
+        ``train.select_after_gate``) can be neither the best nor a bad epoch for patience."""
+        best = eligible and (score > self.best_dev or not has_dev)
         if best:
             self.best_dev, self.best_epoch, self.bad_epochs = score, self.epoch + 1, 0
-        else:
+        elif eligible:
             self.bad_epochs += 1
         self.epoch, self.step_in_epoch, self.loss_sum, self.loss_steps = self.epoch + 1, 0, 0.0, 0
         self.stopped_early = bool(patience and self.bad_epochs >= patience)
@@ -505,7 +509,28 @@ class Trainer:
         self.model.load_state_dict(best_state, strict=False)
         self.model.eval()
         st = self.state
-        return TrainResult(self.model, self.run_dir, st.best_epoch, st.best_dev, st.history, time.time() - start_time)
+        type_weights = self._fit_type_weights()
+        return TrainResult(
+            self.model, self.run_dir, st.best_epoch, st.best_dev, st.history, time.time() - start_time, type_weights
+        )
+
+    def _fit_type_weights(self) -> TypeWeightFit | None:
+        """``dev_type_gate``: pick each type's image weight on dev for the selected epoch's vectors and save them
+        into ``best/`` (None for other modes, or without a dev split)."""
+        dev = self.data.splits["dev"]
+        if self.config.model.fusion.mode != "dev_type_gate" or not len(dev):
+            return None
+        fit = fit_type_weights(self.model, self.data, dev, self.cache, batch_size=self.config.train.eval_batch_size)
+        st = self.state
+        summary = self._summary(st.best_epoch, st.best_dev, st.history)
+        summary["type_weights"] = asdict(fit)
+        if self.is_main:  # every rank fits the same weights; one writes them
+            self.checkpoints.save_best(self.model, summary)
+        if self.progress:
+            moved = ", ".join(f"{m['type']} {m['from']:.1f}->{m['to']:.1f}" for m in fit.moves) or "none moved"
+            gain = f"{fit.dev_ndcg_before:.4f} -> {fit.dev_ndcg_after:.4f}"
+            print(f"dev image weights per type: {moved}; dev NDCG@10 {gain}")
+        return fit
 
     def _begin(self, resume: bool) -> None:
         """Recover half-written checkpoints, restore ``last/`` when resuming, write ``config.json``."""
@@ -588,7 +613,10 @@ class Trainer:
             fn = record.get("false_negatives")
             masked = f"  masked {fn['masked_negatives']} negatives ({fn['judge']})" if fn else ""
             print(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  dev NDCG@10 {score:.4f}{masked}")
-        best = st.observe_dev(score, bool(len(self.data.splits["dev"])), tc.patience)
+        # A gated mode's epoch inside the hold is mean fusion: selecting it would report mean fusion under the gate's
+        # name (issue 14), so with select_after_gate only epochs that include gate training compete.
+        eligible = not (tc.select_after_gate and record.get("gate_trained") is False)
+        best = st.observe_dev(score, bool(len(self.data.splits["dev"])), tc.patience, eligible=eligible)
         if self.is_main:
             if best:
                 self.checkpoints.save_best(self.model, self._summary(epoch + 1, score, st.history))
