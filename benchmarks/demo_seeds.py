@@ -93,7 +93,11 @@ def main() -> None:
     parser.add_argument("--label", help="merge this call's rows under LABEL into an existing STEM.json")
     parser.add_argument("--lock", help="hold an exclusive flock on this file during each seed (shared machines)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override KEY=VALUE")
+    parser.add_argument("--render", action="store_true", help="only rewrite STEM.md from STEM.json")
     args = parser.parse_args()
+    if args.render:
+        render_only(args.out, args.stem, args.products)
+        return
     args.methods = list(resolve_methods(args.methods))  # old names (full) run under their new ones
     quiet_transformers()
     share_trunk_caches()
@@ -188,19 +192,36 @@ def write_table(args, groups: list[str], per_seed: dict[str, dict[int, dict]], t
         merged["towers"][args.label] = entry
     else:
         merged = {"towers": {"": entry}}
+    md = render(merged, args.products)
+    write_results(args.out, args.stem, md, merged)
+    print("\n".join(md[-6:]), flush=True)
+
+
+def paired(e: dict, a: str, b: str, key: str = "ndcg@10") -> str:
+    """``a - b`` per seed on ``key``: mean ± std and on how many seeds ``a`` is ahead."""
+
+    def at(method: str, seed: int) -> float:  # seeds are int keys in memory, str keys once read back from JSON
+        runs = e["per_seed"][method]
+        return runs[seed if seed in runs else str(seed)]["overall"][key]
+
+    diffs = [at(a, s) - at(b, s) for s in e["seeds"]]
+    cell = mean_std(diffs)
+    return f"{cell['mean']:+.4f} ± {cell['std']:.4f} (ahead on {sum(d > 0 for d in diffs)} of {len(diffs)})"
+
+
+def render(merged: dict, products: int) -> list[str]:
+    """The Markdown of every tower (label) in a results file."""
     md = ["# Demo storefront: seed variation", ""]
     for label, e in merged["towers"].items():
+        names = list(next(iter(e["summary"].values())))
         md += [f"## {label}", ""] if label else []
         md += [
             *run_header(e),
-            f"Storefront: {args.products} products rendered at {e['image_size']} px, data seed 0, split by intent; "
+            f"Storefront: {products} products rendered at {e['image_size']} px, data seed 0, split by intent; "
             f"overrides {e['overrides'] or 'none'}; training seeds {e['seeds']}; test split; mean ± sample std over "
             f"seeds. Total {e['wall_seconds']:.0f} s wall, {e['cpu_seconds']:.0f} s CPU in this process.",
             "",
-            md_table(
-                ["method", *(c for c, _ in cols)],
-                [[m, *map(fmt_mean_std, e["summary"][m].values())] for m in e["summary"]],
-            ),
+            md_table(["method", *names], [[m, *map(fmt_mean_std, e["summary"][m].values())] for m in e["summary"]]),
             "",
             md_table(
                 [
@@ -216,8 +237,19 @@ def write_table(args, groups: list[str], per_seed: dict[str, dict[int, dict]], t
             ),
             "",
         ]
-    write_results(args.out, args.stem, md, merged)
-    print("\n".join(md[-6:]), flush=True)
+        if "querylife" in e["summary"] and "mean" in e["summary"]:
+            md += [
+                "querylife - mean, paired by seed: "
+                + "; ".join(f"{k} {paired(e, 'querylife', 'mean', k)}" for k in KEYS),
+                "",
+            ]
+    return md
+
+
+def render_only(out: str, stem: str, products: int) -> None:
+    """Rewrite ``STEM.md`` from ``STEM.json`` (e.g. after a cut run)."""
+    merged = json.loads((Path(out) / f"{stem}.json").read_text())
+    write_results(out, stem, render(merged, products), merged)
 
 
 if __name__ == "__main__":
