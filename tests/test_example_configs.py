@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from querylife.config import ConfigError, ExperimentConfig, load_config, with_overrides
+from querylife.pipeline import DEMO_TOWER, demo_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 FILES = sorted(CONFIGS.glob("*.yaml")) + sorted(CONFIGS.glob("*.json"))
@@ -30,11 +31,11 @@ def test_a_typo_in_an_example_config_is_an_error(path, tmp_path):
 
 
 def test_demo_config_is_the_demo_settings():
-    # `querylife demo` trains with the defaults pointed at its storefront and split by intent (run_demo); the values
-    # demo.yaml writes out must stay those defaults.
+    # `querylife demo` trains with the defaults and the demo's vision tower, pointed at its storefront and split by
+    # intent (run_demo); the values demo.yaml writes out must stay those.
     demo = load_config(CONFIGS / "demo.yaml")
     expected = with_overrides(
-        ExperimentConfig(),
+        demo_config(),
         {
             "data.catalog": "runs/demo/data/catalog.parquet",
             "data.pairs": "runs/demo/data/pairs.parquet",
@@ -42,6 +43,16 @@ def test_demo_config_is_the_demo_settings():
         },
     )
     assert demo.model_dump() == expected.model_dump()
+    assert demo.model.tower.vision_model == "efficientnet-lite0" and demo.model.tower.train_vision_layers == 0
+
+
+def test_demo_tower_is_pretrained_and_frozen_and_set_overrides_win():
+    assert DEMO_TOWER == {"model.tower.vision_model": "efficientnet-lite0", "model.tower.train_vision_layers": 0}
+    back = demo_config(None, ["model.tower.vision_model=small_cnn", "model.tower.train_vision_layers=-1"])
+    assert back.model.tower == ExperimentConfig().model.tower  # --set restores the small CNN exactly
+    assert ExperimentConfig().model.tower.vision_model == "small_cnn"  # the library default is unchanged
+    # a config file is taken as it is: the demo tower is only the default when no file is given
+    assert demo_config(CONFIGS / "catalogue.yaml").model.tower == load_config(CONFIGS / "catalogue.yaml").model.tower
 
 
 def test_crowdflower_config_is_text_only():

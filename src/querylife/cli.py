@@ -93,25 +93,29 @@ def demo(
 ) -> None:
     """Run the whole pipeline on the bundled demo storefront: generate, train, evaluate, report."""
     _quiet_transformers()
-    from .config import ConfigError, load_config
-    from .pipeline import run_demo
+    from .config import ConfigError
+    from .pipeline import demo_config, run_demo
+    from .towers import TowerLoadError
 
     try:
-        cfg = load_config(config, set_ or [])
+        cfg = demo_config(config, set_ or [])
     except ConfigError as err:
         _fail(str(err))
     chosen = _methods(methods)
     _check_storefront(storefront)
-    result = run_demo(
-        out,
-        n_products=products,
-        seed=seed,
-        epochs=epochs,
-        methods=chosen,
-        config=cfg,
-        progress=not quiet,
-        storefront=storefront,
-    )
+    try:
+        result = run_demo(
+            out,
+            n_products=products,
+            seed=seed,
+            epochs=epochs,
+            methods=chosen,
+            config=cfg,
+            progress=not quiet,
+            storefront=storefront,
+        )
+    except TowerLoadError as err:  # e.g. the demo's EfficientNet-Lite0 without the `vision` extra
+        _fail(str(err))
     typer.echo(result.table)
     typer.echo(f"report: {result.report_dir / 'report.md'} (also report.json and PNG plots)")
     typer.echo(f"done in {result.seconds:.0f} s")

