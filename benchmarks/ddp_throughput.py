@@ -6,7 +6,7 @@ DDP step with gathered negatives for N) on the demo storefront, each rank a proc
 (N * per-rank batch) per second of wall time over the timed steps, after warm-up steps. The speedup target is
 >= 1.7x for 2 ranks where the hardware has a free core (or GPU) per rank.
 
-Run:  flock /work/notes/heavy.lock python benchmarks/ddp_throughput.py --ranks 1 2 --out benchmarks/results
+Run:  python benchmarks/ddp_throughput.py --ranks 1 2 --out benchmarks/results
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ Rows (all on the same first ``--batches`` training batches, :func:`querylife.gen
   no images: a text-only model), then the description-similarity judge and the yes / no judge on descriptions.
 
 Run (shared 2-core machine: one heavy job at a time):
-  flock /work/notes/heavy.lock env OMP_NUM_THREADS=1 python benchmarks/genfilt_smollm2.py --batches 6 --cap 32
+  OMP_NUM_THREADS=1 python benchmarks/genfilt_smollm2.py --batches 6 --cap 32
 Writes genfilt_smollm2.md and .json (command, machine, numbers).
 """
 

@@ -11,7 +11,7 @@ freed during set-up is reused by the step unseen, and the numbers are noise. The
 ``--steps`` more steps are timed. The catalogue is a larger demo storefront (6,000 products, 3,000 queries), so
 that a batch of 1,024 distinct queries exists.
 
-Run:  flock /work/notes/heavy.lock python benchmarks/grad_cache_memory.py --out benchmarks/results
+Run:  python benchmarks/grad_cache_memory.py --out benchmarks/results
 """
 
 from __future__ import annotations
