@@ -26,7 +26,7 @@ import torch
 from .data.prepare import Dataset
 from .metrics import per_query_metrics
 from .model import QueryLifeModel
-from .scoring import FeatureCache, encode_products, encode_query_vectors
+from .scoring import FeatureCache, encode_pairs
 
 __all__ = ["PairParts", "TypeWeightFit", "fit_type_weights", "pair_parts", "set_type_weights"]
 
@@ -53,15 +53,10 @@ def pair_parts(
     model: QueryLifeModel, data: Dataset, pairs: pd.DataFrame, cache: FeatureCache | None = None, batch_size: int = 512
 ) -> PairParts:
     """Encode the queries and products of ``pairs`` once and return the per-row score parts."""
-    cache = cache or FeatureCache()
-    rows = data.rows(pairs["product_id"])
-    uniq_rows, prod_pos = np.unique(rows, return_inverse=True)
-    products = encode_products(model, data, uniq_rows, cache, batch_size)
-    queries = list(dict.fromkeys(pairs["query"]))
-    q_index = {q: i for i, q in enumerate(queries)}
-    qv = encode_query_vectors(model, queries, cache, batch_size).cpu()  # (Q, D)
-    q_pos = torch.from_numpy(np.fromiter((q_index[q] for q in pairs["query"]), dtype=np.int64, count=len(pairs)))
-    p_pos = torch.from_numpy(prod_pos.astype(np.int64))
+    enc = encode_pairs(model, data, pairs, cache or FeatureCache(), batch_size)
+    products, qv = enc.products, enc.queries.cpu()  # (Q, D)
+    q_pos = torch.from_numpy(enc.query_pos)
+    p_pos = torch.from_numpy(enc.product_pos.astype(np.int64))
     q, t, v = qv[q_pos], products.t.cpu()[p_pos], products.v.cpu()[p_pos]  # (N, D) each
     return PairParts(
         (q * t).sum(-1),

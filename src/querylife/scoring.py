@@ -175,6 +175,31 @@ class PairScores:
     image_weight: np.ndarray
 
 
+@dataclass
+class PairVectors:
+    """Each distinct query and product of a pair table encoded once, and where each row's pair finds them."""
+
+    queries: torch.Tensor  # (Q, D) unit query vectors
+    products: ProductVectors  # the distinct products (t, v, type_ids, has_image)
+    query_pos: np.ndarray  # (N,) row -> index into queries
+    product_pos: np.ndarray  # (N,) row -> index into products
+
+
+@torch.no_grad()
+def encode_pairs(
+    model: QueryLifeModel, data: Dataset, pairs: pd.DataFrame, cache: FeatureCache, batch_size: int = 512
+) -> PairVectors:
+    """Encode the distinct queries and products of ``pairs`` (the one encoding eval and the dev fits share)."""
+    rows = data.rows(pairs["product_id"])
+    uniq_rows, prod_pos = np.unique(rows, return_inverse=True)
+    products = encode_products(model, data, uniq_rows, cache, batch_size)
+    queries = list(dict.fromkeys(pairs["query"]))
+    q_index = {q: i for i, q in enumerate(queries)}
+    qv = encode_query_vectors(model, queries, cache, batch_size)
+    q_pos = np.fromiter((q_index[q] for q in pairs["query"]), dtype=np.int64, count=len(pairs))
+    return PairVectors(qv, products, q_pos, prod_pos)
+
+
 @torch.no_grad()
 def score_pairs(
     model: QueryLifeModel,
@@ -184,14 +209,8 @@ def score_pairs(
     batch_size: int = 512,
 ) -> PairScores:
     """Score each (query, product_id) row of ``pairs`` with the model's fused relevance score."""
-    cache = cache or FeatureCache()
-    rows = data.rows(pairs["product_id"])
-    uniq_rows, prod_pos = np.unique(rows, return_inverse=True)
-    products = encode_products(model, data, uniq_rows, cache, batch_size)
-    queries = list(dict.fromkeys(pairs["query"]))
-    q_index = {q: i for i, q in enumerate(queries)}
-    qv = encode_query_vectors(model, queries, cache, batch_size)
-    q_pos = np.fromiter((q_index[q] for q in pairs["query"]), dtype=np.int64)
+    enc = encode_pairs(model, data, pairs, cache or FeatureCache(), batch_size)
+    qv, products, q_pos, prod_pos = enc.queries, enc.products, enc.query_pos, enc.product_pos
     was_training = model.training
     model.eval()
     scores, weights = [], []
