@@ -178,3 +178,24 @@ def test_parameters_and_their_order(mode, names):
 def test_unknown_mode_rejected():
     with pytest.raises(ValueError):
         FusionConfig(mode="attention")
+
+
+def test_pairwise_gate_runs_per_type_and_equals_the_per_product_network():
+    """The pairwise gate evaluates its network once per (query, type) and gathers it to the products; values and
+    gradients equal the network run on every (query, product) pair."""
+    torch.manual_seed(0)
+    fusion = Fusion(FusionConfig(mode="query_type_gate"), N_TYPES, D)
+    torch.nn.init.normal_(fusion.gate_out.weight)
+    q, t, v, _, has = _inputs(6, 9, seed=3)
+    types = torch.tensor([3, 1, 3, 3, 1, 1, 3, 1, 3])  # two of the four types: column positions != type ids
+    has[2] = False
+    w = fusion.image_weight(q, t, v, types, has, pairwise=True)  # (6, 9)
+    ph = fusion.gate_p(fusion.gate_type_embed(types))  # (9, H): the per-product form
+    h = torch.relu(fusion.gate_q(q).unsqueeze(1) + ph.unsqueeze(0))  # (6, 9, H)
+    ref = torch.sigmoid(fusion.type_logit[types].unsqueeze(0) + fusion.gate_out(h).squeeze(-1)) * has.float()
+    assert torch.allclose(w, ref, atol=1e-6)
+    params = [fusion.gate_q.weight, fusion.gate_p.weight, fusion.gate_out.weight, fusion.type_logit]
+    grads = torch.autograd.grad((w * torch.arange(54.0).view(6, 9)).sum(), params)
+    ref_grads = torch.autograd.grad((ref * torch.arange(54.0).view(6, 9)).sum(), params)
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert torch.allclose(g, r, atol=1e-5)

@@ -133,9 +133,17 @@ class Fusion(nn.Module):
                 logit = logit.unsqueeze(0)  # (1, Bp)
             if self.query_aware:
                 qh = self.gate_q(q)  # (Bq, H)
-                ph = self.gate_p(self.gate_type_embed(type_ids))  # (Bp, H)
-                h = torch.relu(qh.unsqueeze(1) + ph.unsqueeze(0)) if pairwise else torch.relu(qh + ph)
-                logit = logit + self.gate_out(h).squeeze(-1)  # (Bq, Bp) or (N,)
+                if pairwise:
+                    # The product side of the gate depends on the type alone, so the network runs once per (query,
+                    # type) and is gathered to the products: (Bq, T, H) instead of (Bq, Bp, H) activations, which
+                    # dominated a large contrastive batch's memory (benchmarks/results/grad_cache_memory.md).
+                    types, col = torch.unique(type_ids, return_inverse=True)  # (T,), (Bp,)
+                    ph = self.gate_p(self.gate_type_embed(types))  # (T, H)
+                    h = torch.relu(qh.unsqueeze(1) + ph.unsqueeze(0))  # (Bq, T, H)
+                    logit = logit + self.gate_out(h).squeeze(-1)[:, col]  # (Bq, Bp)
+                else:
+                    ph = self.gate_p(self.gate_type_embed(type_ids))  # (N, H)
+                    logit = logit + self.gate_out(torch.relu(qh + ph)).squeeze(-1)  # (N,)
             w = torch.sigmoid(logit)
             if pairwise and w.shape[0] != n_q:
                 w = w.expand(n_q, -1)
