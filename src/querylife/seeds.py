@@ -63,6 +63,10 @@ class Spread:
         std = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
         return cls(tuple(float(v) for v in vals), float(vals.mean()), std)
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: mean, std and the per-seed values."""
+        return {"mean": self.mean, "std": self.std, "per_seed": list(self.values)}
+
 
 @dataclass(frozen=True)
 class SeedComparison:
@@ -79,6 +83,18 @@ class SeedComparison:
     ahead: int
     n_seeds: int
     n_queries: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (``per_seed`` under the report's key ``per_seed_diff``)."""
+        return {
+            "mean_diff": self.mean_diff,
+            "lo": self.lo,
+            "hi": self.hi,
+            "per_seed_diff": list(self.per_seed),
+            "ahead": self.ahead,
+            "n_seeds": self.n_seeds,
+            "n_queries": self.n_queries,
+        }
 
 
 @dataclass
@@ -105,40 +121,24 @@ class SeedSummary:
             "reference": self.reference,
             "metric_compared": COMPARED_METRIC,
             "summary": {
-                m: {k: {"mean": s.mean, "std": s.std, "per_seed": list(s.values)} for k, s in by.items()}
+                m: {k: s.to_dict() for k, s in by.items()}
                 for m, by in self.spread.items()
             },
             "comparisons": {
-                m: {
-                    "mean_diff": c.mean_diff,
-                    "lo": c.lo,
-                    "hi": c.hi,
-                    "per_seed_diff": list(c.per_seed),
-                    "ahead": c.ahead,
-                    "n_seeds": c.n_seeds,
-                    "n_queries": c.n_queries,
-                }
+                m: c.to_dict()
                 for m, c in self.comparisons.items()
             },
             "groups": self.groups,
             "group_summary": {
                 m: {
-                    g: {k: {"mean": s.mean, "std": s.std, "per_seed": list(s.values)} for k, s in by.items()}
+                    g: {k: s.to_dict() for k, s in by.items()}
                     for g, by in groups.items()
                 }
                 for m, groups in self.group_spread.items()
             },
             "group_comparisons": {
                 m: {
-                    g: {
-                        "mean_diff": c.mean_diff,
-                        "lo": c.lo,
-                        "hi": c.hi,
-                        "per_seed_diff": list(c.per_seed),
-                        "ahead": c.ahead,
-                        "n_seeds": c.n_seeds,
-                        "n_queries": c.n_queries,
-                    }
+                    g: c.to_dict()
                     for g, c in by.items()
                 }
                 for m, by in self.group_comparisons.items()
