@@ -462,7 +462,7 @@ class DistributedTrainStep:
     def __call__(self, batch: TrainBatch, global_step: int) -> StepOutput:
         import time
 
-        from .train import StepOutput
+        from .train import mask_counts
 
         s, env = self.step, self.env
         t0 = time.perf_counter()
@@ -471,33 +471,15 @@ class DistributedTrainStep:
         inputs = s.inputs.for_rows(index, batch.product_rows[shard.padded_cols])
         t1 = time.perf_counter()
         masks = s.masks(batch)  # the global batch's: (M, Cg), (Cg, Cg); CPU
-        masked = int(masks.ignore.sum() - masks.ignore.diagonal().sum())
-        extra = 0 if masks.extra_positive is None else int(masks.extra_positive.sum())
+        counts = mask_counts(masks)
         t2 = time.perf_counter()
         logit_scale = float(s.model.logit_scale.detach())  # at the forward pass, as the single-process step logs it
         loss, value, parts = self.ddp(inputs, shard, masks)
         s.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # DDP averages the gradients over ranks here
-        s.hold.clear_gradients(s.optimizer, global_step)
-        if s.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(s.model.parameters(), s.grad_clip)
-        s.optimizer.step()
-        s.scheduler.step()
+        s.update(global_step)
         names = [n for n in TERMS if n in parts]
         summed = env.all_sum([float(value), *(float(parts[n]) for n in names)])
         t3 = time.perf_counter()
         terms = dict(zip(names, summed[1:], strict=True))
-        return StepOutput(
-            step=global_step,
-            total=summed[0],
-            **{n: terms.get(n) for n in TERMS},
-            logit_scale=logit_scale,
-            rows=batch.size,
-            columns=len(batch.product_rows),
-            masked_negatives=masked,
-            extra_positives=extra,
-            gate_held=s.hold.is_held(global_step),
-            data_seconds=t1 - t0,
-            mask_seconds=t2 - t1,
-            model_seconds=t3 - t2,
-        )
+        return s.output(batch, global_step, summed[0], terms, logit_scale, counts, (t0, t1, t2, t3))

@@ -198,6 +198,13 @@ class BatchInputs:
         return kwargs
 
 
+def mask_counts(masks: BatchMasks) -> tuple[int, int]:
+    """Off-diagonal cells a batch's masks leave out of the query terms, and cells a judge made positives."""
+    masked = int(masks.ignore.sum() - masks.ignore.diagonal().sum())
+    extra = 0 if masks.extra_positive is None else int(masks.extra_positive.sum())
+    return masked, extra
+
+
 class TrainStep:
     """One optimiser step on one batch: inputs, masks, embeddings, loss, backward, the gate hold, clipping, the
     optimiser and scheduler steps. Training and the benchmarks run this and nothing else.
@@ -223,37 +230,54 @@ class TrainStep:
         self.optimizer, self.scheduler, self.hold, self.grad_clip = optimizer, scheduler, hold, grad_clip
 
     def __call__(self, batch: TrainBatch, global_step: int) -> StepOutput:
-        model = self.model
         t0 = time.perf_counter()
         inputs = self.inputs(batch)
         t1 = time.perf_counter()
         masks = self.masks(batch)  # (B, Bp) ignore / extra positives, (Bp, Bp) same product; CPU
-        masked = int(masks.ignore.sum() - masks.ignore.diagonal().sum())
-        extra = 0 if masks.extra_positive is None else int(masks.extra_positive.sum())
+        counts = mask_counts(masks)
         t2 = time.perf_counter()
         loss, scale = self.forward_backward(inputs, masks.to(self.inputs.device))
-        self.hold.clear_gradients(self.optimizer, global_step)
-        if self.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), self.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
+        self.update(global_step)
         t3 = time.perf_counter()
         parts = loss.parts
+        return self.output(batch, global_step, parts["total"], parts, float(scale.detach()), counts, (t0, t1, t2, t3))
+
+    def update(self, global_step: int) -> None:
+        """After the backward pass: the gate hold, gradient clipping, the optimiser and the scheduler steps (the
+        multi-process step runs the same)."""
+        self.hold.clear_gradients(self.optimizer, global_step)
+        if self.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+
+    def output(
+        self,
+        batch: TrainBatch,
+        global_step: int,
+        total: float,
+        terms: dict[str, Any],
+        logit_scale: float,
+        counts: tuple[int, int],
+        times: tuple[float, float, float, float],
+    ) -> StepOutput:
+        """The :class:`StepOutput` of a step: its loss and terms, the masks' counts (:func:`mask_counts`) and the
+        times at its start, after the inputs, after the masks and at its end."""
+        t0, t1, t2, t3 = times
         return StepOutput(
             step=global_step,
-            total=parts["total"],
-            **{n: parts.get(n) for n in TERMS},
-            logit_scale=float(scale.detach()),
+            total=total,
+            **{n: terms.get(n) for n in TERMS},
+            logit_scale=logit_scale,
             rows=batch.size,
             columns=len(batch.product_rows),
-            masked_negatives=masked,
-            extra_positives=extra,
+            masked_negatives=counts[0],
+            extra_positives=counts[1],
             gate_held=self.hold.is_held(global_step),
             data_seconds=t1 - t0,
             mask_seconds=t2 - t1,
             model_seconds=t3 - t2,
         )
-
 
     def forward_backward(self, inputs: dict[str, Any], masks: BatchMasks) -> tuple[LossOutput, torch.Tensor]:
         """Embeddings, loss and the parameters' gradients (zeroed first) of one batch; returns the loss and the logit
