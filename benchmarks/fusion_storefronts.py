@@ -11,7 +11,11 @@ scored on the other half, and the other way round.
 
 Run:  python benchmarks/fusion_storefronts.py --seeds 0 1 2 3 4 --work runs/fusion --out benchmarks/results
       (one JSON line per run in WORK/runs.jsonl, written as each finishes; --lock FILE takes that file lock
-      around each training run on a shared machine). Then ``--report`` writes fusion_{storefront}.{md,json}.
+      around each training run on a shared machine). Then ``--report [--tag T]`` writes
+      fusion_{storefront}[_T].{md,json} and fusion_storefronts[_T].{md,json}, each ending in issue 14's acceptance
+      lines for the reference mode (``--reference``, default ``query_gate``: the library's default fusion).
+      ``--set KEY=VALUE`` changes the config of every run (e.g. the vision tower; the storefronts are rendered at
+      its input size).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from querylife.config import with_overrides  # noqa: E402
+from querylife.config import load_config, with_overrides  # noqa: E402
 from querylife.data.storefront import DemoConfig  # noqa: E402
 from querylife.evaluate import MethodRun, evaluate_model, gate_weight_by_type  # noqa: E402
 from querylife.gate_fit import fit_type_weights, set_type_weights  # noqa: E402
@@ -42,6 +46,7 @@ from querylife.model import WEIGHTS_NAME, QueryLifeModel  # noqa: E402
 from querylife.runinfo import command_line, machine_info  # noqa: E402
 from querylife.scoring import score_pairs  # noqa: E402
 from querylife.suite import Suite  # noqa: E402
+from querylife.towers import vision_image_size  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from benchkit import demo_dataset, quiet_transformers  # noqa: E402
@@ -210,11 +215,12 @@ def main() -> None:
     parser.add_argument("--lock", default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override KEY=VALUE")
     parser.add_argument("--report", action="store_true", help="only write OUT/fusion_*.md/json from WORK/runs.jsonl")
-    parser.add_argument("--reference", default="dev_type_gate", help="the Δ columns' reference (the default mode)")
+    parser.add_argument("--reference", default="query_gate", help="the Δ columns' reference (the default mode)")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--tag", default="", help="report files fusion_<storefront>_<tag>.md (a tower set-up)")
     args = parser.parse_args()
     if args.report:
-        write_report(Path(args.work), Path(args.out), args.reference)
+        write_report(Path(args.work), Path(args.out), args.reference, args.tag)
         return
     quiet_transformers()
     work = Path(args.work)
@@ -236,10 +242,12 @@ def main() -> None:
                 if (name, seed, method) in done and (method != "mean" or (name, seed, "dev_type_gate") in done):
                     continue
                 if name not in stores:
+                    # rendered at the vision tower's own input size (224 px for EfficientNet-Lite0), as the demo is
+                    size = vision_image_size(load_config(None, args.overrides).model.tower)
                     stores[name] = demo_dataset(
                         Path(args.work) / "data" / name,
                         args.overrides,
-                        DemoConfig(n_products=args.products, seed=0, storefront=name),
+                        DemoConfig(n_products=args.products, seed=0, storefront=name, image_size=size),
                     )
                 store, base, data = stores[name]
                 cfg = with_overrides(base, {"train.seed": seed})
@@ -270,20 +278,21 @@ def _cell(values: list[float], digits: int = 4) -> str:
     return f"{np.nanmean(v):.{digits}f} ± {std:.{digits}f}"
 
 
-def _per_query(recs: list[dict], types: set[str] | None, qtype: dict[str, str]) -> pd.DataFrame:
+def _per_query(recs: list[dict], types: set[str] | None, qtype: dict[str, str], split: str = "test") -> pd.DataFrame:
     frames = []
     for r in recs:
-        pq = pd.DataFrame(r["test_per_query"])
+        pq = pd.DataFrame(r[f"{split}_per_query"])
         if types is not None:
             pq = pq[pq["query"].map(qtype).isin(types)]
         frames.append(pq)
     return pd.concat(frames).groupby("query", as_index=False)["ndcg@10"].mean()
 
 
-def _delta(recs, ref, types, qtype, n_boot=1000) -> dict:
+def _delta(recs, ref, types, qtype, n_boot=1000, split: str = "test") -> dict:
     from querylife.metrics import paired_bootstrap
 
-    pb = paired_bootstrap(_per_query(recs, types, qtype), _per_query(ref, types, qtype), "ndcg@10", n_boot=n_boot)
+    a, b = _per_query(recs, types, qtype, split), _per_query(ref, types, qtype, split)
+    pb = paired_bootstrap(a, b, "ndcg@10", n_boot=n_boot)
     return {k: float(pb[k]) for k in ("mean_diff", "lo", "hi", "n_queries")}
 
 
@@ -293,13 +302,50 @@ def _fmt_delta(d: dict | None) -> str:
     return f"{d['mean_diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]"
 
 
-def write_report(work: Path, out: Path, reference: str) -> None:
+def _seed_delta(a: list[float], b: list[float]) -> dict:
+    """Mean of the per-seed differences a - b with a 95% t interval over seeds (the runs are paired by seed)."""
+    from scipy import stats
+
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return {"mean_diff": float(d.mean()), "lo": float(d.mean() - half), "hi": float(d.mean() + half), "n": len(d)}
+
+
+def criteria(by: dict, reference: str, groups: dict, qtype: dict, split: str = "test") -> list[dict]:
+    """Issue 14's acceptance lines for the ``reference`` mode on one storefront: at least as good as concat + MLP
+    overall, and at least as good as the best single modality (the better of title / image only on ``split``'s
+    mean) on each type group; NDCG@10 (paired bootstrap over queries) and within-type ROC-AUC (paired by
+    seed, t interval). "at least as good" = the 95% interval of reference - other reaches 0 or above."""
+    out = []
+    ref = by[reference]
+
+    def line(scope: str, other: str, types: set[str] | None) -> dict:
+        key = "overall" if types is None else scope
+        nd = _delta(ref, by[other], types, qtype, split=split)
+        auc = _seed_delta([r[split][key]["roc_auc_in_type"] for r in ref],
+                          [r[split][key]["roc_auc_in_type"] for r in by[other]])  # fmt: skip
+        return {"scope": scope, "other": other, "ndcg@10": nd, "roc_auc_in_type": auc,
+                "met": bool(nd["hi"] >= 0 and auc["hi"] >= 0)}  # fmt: skip
+
+    if "concat" in by:
+        out.append(line("overall", "concat", None))
+    for g, types in groups.items():
+        singles = [m for m in ("title_only", "image_only") if m in by]
+        if not singles:
+            continue
+        best = max(singles, key=lambda m: np.mean([r[split][g]["ndcg@10"] for r in by[m]]))
+        out.append(line(g, best, set(types)))
+    return out
+
+
+def write_report(work: Path, out: Path, reference: str, tag: str = "") -> None:
     from benchkit import run_header, write_results
 
     from querylife.report import md_table
 
     recs = [json.loads(line) for line in (work / "runs.jsonl").read_text().splitlines()]
     meta = json.loads((work / "meta.json").read_text())
+    suffix = f"_{tag}" if tag else ""
     combined: dict = {}
     for store in STOREFRONTS:
         mine = [r for r in recs if r["storefront"] == store]
@@ -464,11 +510,45 @@ def write_report(work: Path, out: Path, reference: str) -> None:
                 ),
                 "",
             ]
-        write_results(out, f"fusion_{store}", md, {**meta, **payload})
+        crit = criteria(by, reference, groups, qtype)
+        dev_crit = criteria(by, reference, groups, qtype, split="dev")
+        payload["criteria"], payload["dev_criteria"] = crit, dev_crit
+        md += [
+            "## Issue 14's acceptance lines for the reference mode (test split)",
+            "",
+            *criteria_table(crit, reference),
+            "",
+            "The same on the dev split (dev_type_gate's dev numbers here are not cross-fitted):",
+            "",
+            *criteria_table(dev_crit, reference),
+            "",
+        ]
+        write_results(out, f"fusion_{store}{suffix}", md, {**meta, **payload})
         print("\n".join(md))
         combined[store] = payload
     if combined:
-        write_results(out, "fusion_storefronts", combined_table(combined, meta), {**meta, "storefronts": combined})
+        write_results(
+            out, f"fusion_storefronts{suffix}", combined_table(combined, meta), {**meta, "storefronts": combined}
+        )
+
+
+def criteria_table(crit: list[dict], reference: str) -> list[str]:
+    """Markdown rows of :func:`criteria`: reference - other with 95% intervals, and whether the line is met."""
+    from querylife.report import md_table
+
+    def fmt(d: dict) -> str:
+        return f"{d['mean_diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]"
+
+    rows = [
+        [c["scope"], LABELS[c["other"]], fmt(c["ndcg@10"]), fmt(c["roc_auc_in_type"]), "yes" if c["met"] else "**no**"]
+        for c in crit
+    ]
+    return [
+        f"`{reference}` minus the other method: NDCG@10 paired over test queries (bootstrap), ROC-AUC in type paired "
+        "by seed (t interval). Met: both intervals reach 0 or above (not worse beyond the noise).",
+        "",
+        md_table(["scope", "versus", "Δ NDCG@10 [95% CI]", "Δ ROC-AUC in type [95% CI]", "met"], rows),
+    ]
 
 
 def combined_table(combined: dict, meta: dict) -> list[str]:
@@ -517,6 +597,14 @@ def combined_table(combined: dict, meta: dict) -> list[str]:
         "",
         md_table(["storefront", "method", "image-informative", "title-informative", "mixed"], grows),
         "",
+        "Issue 14's acceptance lines, per storefront (details in each storefront's file):",
+        "",
+        *(
+            line
+            for s in stores
+            if combined[s].get("criteria")
+            for line in (f"**{s}**", "", *criteria_table(combined[s]["criteria"], combined[s]["reference"]), "")
+        ),
     ]
 
 

@@ -23,12 +23,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from querylife.config import with_overrides  # noqa: E402
+from querylife.config import load_config, with_overrides  # noqa: E402
 from querylife.data.storefront import DemoConfig  # noqa: E402
 from querylife.losses import info_nce  # noqa: E402
 from querylife.model import WEIGHTS_NAME  # noqa: E402
 from querylife.report import md_table  # noqa: E402
 from querylife.runinfo import command_line, machine_info  # noqa: E402
+from querylife.towers import vision_image_size  # noqa: E402
 from querylife.train import Trainer  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -42,10 +43,15 @@ def main() -> None:
     parser.add_argument("--work", default="runs/fusion")
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--stem", default=None, help="results file name (default gate_gradient_STOREFRONT)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="the run's config overrides")
     args = parser.parse_args()
     quiet_transformers()
+    size = vision_image_size(load_config(None, args.overrides).model.tower)  # the storefront as the run saw it
     store, base, data = demo_dataset(
-        Path(args.work) / "data" / args.storefront, (), DemoConfig(seed=0, storefront=args.storefront)
+        Path(args.work) / "data" / args.storefront,
+        args.overrides,
+        DemoConfig(seed=0, storefront=args.storefront, image_size=size),
     )
     cfg = with_overrides(base, {"model.fusion.mode": "query_type_gate"})
     trainer = Trainer(cfg, data, Path(args.work) / "gradient_tmp", progress=False)
@@ -104,7 +110,7 @@ def main() -> None:
     share = sum(same_share) / len(same_share)
     meta = {"command": command_line(), "machine": machine_info()}
     md = [
-        f"# Gate gradient by negative type ({args.storefront})",
+        f"# Gate gradient by negative type ({', '.join([args.storefront, *args.overrides])})",
         "",
         *run_header(meta),
         f"Checkpoint `{args.checkpoint}`; {args.batches} training batches of epoch 0's order. Share of in-batch "
@@ -120,7 +126,10 @@ def main() -> None:
         "",
     ]
     write_results(
-        args.out, f"gate_gradient_{args.storefront}", md, {**meta, "same_type_share": share, "types": payload}
+        args.out,
+        args.stem or f"gate_gradient_{args.storefront}",
+        md,
+        {**meta, "same_type_share": share, "types": payload},
     )
     print("\n".join(md))
 
