@@ -13,8 +13,9 @@ Vision towers (issue 13): one call per tower, each merged under its ``--label`` 
         --set model.tower.train_vision_layers=0 --lock /path/to/shared.lock
 
 The results are rewritten after every seed (a cut run keeps its finished seeds). Frozen-tower features (and the
-frozen trunk of a partly trained EfficientNet-Lite) are computed once per process and shared by every run of it, as
-a suite shares them between its methods; the first run pays for the encoding (its own column).
+frozen trunk of a partly trained EfficientNet-Lite) are computed once per process and shared by every run of it
+through one FeatureCache, as a suite shares them between its methods; the first run pays for the encoding (its own
+column).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import querylife.towers as towers_module  # noqa: E402
 from querylife.config import with_overrides  # noqa: E402
 from querylife.data.storefront import DemoConfig  # noqa: E402
 from querylife.evaluate import metrics_by_group  # noqa: E402
@@ -62,16 +62,6 @@ def held(lock: str | None):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def share_trunk_caches() -> None:
-    """One frozen-trunk cache for every partly trained EfficientNet-Lite this process builds.
-
-    The frozen blocks are the same pretrained function in every run of one call (one tower setting), so, as the
-    suite shares frozen features between its methods, the trunk is computed once per image and process."""
-    made: dict[int, towers_module.TrunkCache] = {}
-    original = towers_module.TrunkCache
-    towers_module.TrunkCache = lambda max_bytes, **kw: made.setdefault(max_bytes, original(max_bytes, **kw))
-
-
 def epoch_seconds(run_dir: Path) -> list[float]:
     """Seconds of each epoch of a finished run, from its ``last/`` trainer state (cumulative times there)."""
     state = run_dir / "last" / "trainer_state.json"
@@ -100,7 +90,6 @@ def main() -> None:
         return
     args.methods = list(resolve_methods(args.methods))  # old names (full) run under their new ones
     quiet_transformers()
-    share_trunk_caches()
     start, cpu_start = time.time(), time.process_time()
     data_dir = Path(args.work) / ("data" if args.image_size == 64 else f"data_{args.image_size}")
     with held(args.lock):
@@ -108,7 +97,7 @@ def main() -> None:
             data_dir, args.overrides, DemoConfig(n_products=args.products, seed=0, image_size=args.image_size)
         )
     groups = store.type_groups()
-    cache = FeatureCache()  # frozen-tower features: computed by the first run, shared by all (as in a suite)
+    cache = FeatureCache()  # frozen-tower features and trunks: computed by the first run, shared by all (as in a suite)
     per_seed: dict[str, dict[int, dict]] = {m: {} for m in args.methods}
     timing: dict[str, float] = {}
     for i, seed in enumerate(args.seeds):

@@ -220,7 +220,7 @@ def test_partly_trained_tower_computes_its_frozen_trunk_once_per_image():
     assert tower.encoder.net._blocks[13]._project_conv.weight.grad is None
 
 
-def test_trunk_cache_stops_storing_at_its_size_limit_and_still_answers():
+def test_trunk_cache_stops_storing_at_its_size_limit_and_still_answers(caplog):
     calls = []
 
     def trunk(images):
@@ -229,10 +229,84 @@ def test_trunk_cache_stops_storing_at_its_size_limit_and_still_answers():
 
     cache = TrunkCache(max_bytes=192 * 3)
     images = _images(5, 4)
-    assert torch.equal(cache.get(images, trunk), images.float() * 2)
-    assert len(cache) == 3 and cache.bytes == 576 and calls == [5]
-    assert torch.equal(cache.get(images, trunk), images.float() * 2)
+    with caplog.at_level("WARNING", logger="querylife.towers"):
+        assert torch.equal(cache.get(images, trunk), images.float() * 2)
+        assert len(cache) == 3 and cache.bytes == 576 and calls == [5] and cache.not_stored == 2
+        assert torch.equal(cache.get(images, trunk), images.float() * 2)
     assert calls == [5, 2]  # the two that did not fit are computed again
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1  # once, not once per image
+    assert "full at 3 images" in warnings[0] and "model.tower.vision_trunk_cache_mb" in warnings[0]
+
+
+def _trained_grads(tower: VisionTower) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in tower.named_parameters() if p.requires_grad and p.grad is not None}
+
+
+@needs_vision
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_trunk_cache_gives_the_uncached_features_and_gradients(blocks):
+    cfg = TowerConfig(vision_model=LITE0, train_vision_layers=blocks, image_size=64)
+    cached, plain = VisionTower(cfg).train(), VisionTower(cfg.model_copy(update={"vision_trunk_cache_mb": 0})).train()
+    assert cached.trunk_key == (LITE0, 64, 16 - blocks) and plain.trunk_key is None
+    images = _images(6, 64, seed=1)
+    images[5] = images[0]  # a repeated picture within the batch
+    weights = torch.randn(6, 1280, generator=torch.Generator().manual_seed(2))
+    for _ in range(2):  # first call fills the cache, second reads it: both equal the full network
+        for tower in (cached, plain):
+            tower.zero_grad()
+            (tower(images) * weights).sum().backward()
+        assert torch.allclose(cached(images), plain(images), atol=1e-5)
+        got, want = _trained_grads(cached), _trained_grads(plain)
+        assert set(got) == set(want) and len(got) > 0
+        assert {n.split(".")[2] for n in got} == {"_blocks", "_conv_head", "_bn1"}
+        for name in want:
+            assert torch.allclose(got[name], want[name], rtol=1e-4, atol=1e-5), name
+    assert cached._trunks.misses == 5 and cached._trunks.hits > 0
+    net = cached.encoder.net
+    assert not net._blocks[15 - blocks]._bn1.training and net._blocks[16 - blocks]._bn1.training  # frozen: eval
+
+
+@needs_vision
+def test_trunk_bytes_per_image_at_224_px():
+    sizes = {n: VisionTower(TowerConfig(vision_model=LITE0, train_vision_layers=n)).trunk_bytes_per_image()
+             for n in (1, 2, 5)}
+    assert sizes == {1: 192 * 7 * 7 * 4, 2: 192 * 7 * 7 * 4, 5: 112 * 14 * 14 * 4}  # 37,632 and 87,808 bytes
+    assert VisionTower(TowerConfig(vision_model=LITE0, train_vision_layers=0)).trunk_bytes_per_image() == 0
+
+
+@needs_vision
+def test_training_with_the_trunk_cache_equals_training_without_it(tiny_config, tmp_path):
+    from querylife.config import with_overrides
+    from querylife.data.prepare import prepare_from_config
+    from querylife.train import Trainer
+
+    sets = {"model.tower.vision_model": LITE0, "model.tower.train_vision_layers": 1, "model.tower.image_size": 32}
+    cfg = with_overrides(tiny_config, sets)
+    data = prepare_from_config(cfg, progress=False)
+    plain_cfg = with_overrides(cfg, {"model.tower.vision_trunk_cache_mb": 0})
+    cache = FeatureCache()
+    runs = {
+        "cached": Trainer(cfg, data, tmp_path / "cached", cache=cache, progress=False),
+        "plain": Trainer(plain_cfg, data, tmp_path / "plain", progress=False),
+    }
+    assert runs["plain"].model.vision_tower.trunk_key is None
+    batches = list(runs["cached"].batches.epoch(0))[:3]
+    losses = {name: [t.training_step(b).total for b in batches] for name, t in runs.items()}
+    assert losses["cached"] == pytest.approx(losses["plain"], rel=1e-5, abs=1e-6)
+    trained = "vision_tower.encoder.net._blocks.15._project_conv.weight"
+    after = {name: dict(t.model.named_parameters())[trained].detach() for name, t in runs.items()}
+    # AdamW steps an element by about lr whatever the size of its gradient, so where a gradient is ~0 a rounding-level
+    # difference (trunk computed in chunks vs in the batch) can flip its step: a few elements may differ by < lr.
+    diff = (after["cached"] - after["plain"]).abs()
+    assert diff.max() < cfg.train.lr and diff.mean() < 1e-6, (diff.max(), diff.mean())
+    trunks = runs["cached"].model.vision_tower._trunks
+    assert trunks.hits > 0 and trunks is cache._trunks[(LITE0, 32, 15)]
+    # Another run through the same FeatureCache (a suite's next method, the next seed) reuses the trunk outputs.
+    again = Trainer(cfg, data, tmp_path / "again", cache=cache, progress=False)
+    misses = trunks.misses
+    again.training_step(batches[0])
+    assert again.model.vision_tower._trunks is trunks and trunks.misses == misses
 
 
 @pytest.mark.slow  # a subprocess: about 10 s

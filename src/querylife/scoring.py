@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from .data.prepare import Dataset
 from .encode import ProductVectors, encode_product_rows
 from .model import QueryLifeModel
+from .towers import TrunkCache
 
 
 class FeatureCache:
@@ -32,6 +33,7 @@ class FeatureCache:
     def __init__(self) -> None:
         self._text: dict[tuple, dict[str, torch.Tensor]] = {}
         self._images: dict[tuple, dict[bytes, torch.Tensor]] = {}
+        self._trunks: dict[tuple, TrunkCache] = {}  # frozen trunks of partly trained towers, by VisionTower.trunk_key
         self.hits = 0
         self.misses = 0
         self.image_hits = 0
@@ -41,6 +43,22 @@ class FeatureCache:
     def caches_images(model: QueryLifeModel) -> bool:
         """Whether :meth:`images` caches this model's vision features (a frozen pretrained tower)."""
         return model.vision_tower.cache_key is not None
+
+    def share_trunks(self, model: QueryLifeModel) -> None:
+        """Point a partly trained EfficientNet-Lite's trunk cache at this cache's one for the same
+        :attr:`~querylife.towers.VisionTower.trunk_key` (the first tower's cache, with its size cap, becomes the
+        shared one), so the runs of a suite or of several seeds compute each image's frozen trunk once per process,
+        as :meth:`images` does for a frozen tower. Nothing for other towers.
+
+        Example: ``cache.share_trunks(model)`` before training or scoring ``model``.
+        """
+        tower = model.vision_tower
+        key = tower.trunk_key
+        if key is None:
+            return
+        shared = self._trunks.setdefault(key, tower._trunks)
+        if shared is not tower._trunks:
+            tower.use_trunk_cache(shared)
 
     def images(
         self,
@@ -136,6 +154,7 @@ def encode_products(
     ``cache`` (each image encoded once per process).
     """
     cache = cache or FeatureCache()
+    cache.share_trunks(model)
     features = None
     if cache.caches_images(model):
         features = lambda: cache.images(model, data.images, data.has_image, rows, progress=progress)  # noqa: E731

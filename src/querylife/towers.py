@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import os
 from pathlib import Path
 from typing import Literal
@@ -25,6 +26,8 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 # Model types whose checkpoints hold a paired text + vision model (get_text_features / get_image_features).
 CLIP_FAMILY = ("clip", "siglip", "siglip2", "chinese_clip", "altclip")
@@ -58,8 +61,8 @@ class TowerConfig(BaseModel):
     train_text_layers: int = 0
     train_vision_layers: int = -1
     # A partly trained EfficientNet-Lite keeps its frozen trunk's output for each distinct image (up to this many
-    # MiB; about 37 KB an image at 224 px with 1-3 trained blocks), so a step runs only the trained blocks.
-    # 0: recompute the whole network at every step.
+    # MiB; 37,632 bytes an image at 224 px with 1-4 trained blocks, 87,808 with 5-7), so a step runs only the
+    # trained blocks. Images beyond the cap are recomputed at every use (a warning says so); 0: no cache at all.
     vision_trunk_cache_mb: int = Field(default=2048, ge=0)
     small_cnn: SmallCNNConfig = Field(default_factory=SmallCNNConfig)
     # Pixels of the images the data set loads and the vision tower reads. None: the tower's own (small_cnn.image_size,
@@ -248,6 +251,9 @@ class VisionTower(nn.Module):
             self.image_size = config.image_size or native_image_size(name)
             self.encoder = EfficientNetLite(name, image_size=self.image_size, train_blocks=config.train_vision_layers)
             self.dim = self.encoder.dim
+            # The trunk is cacheable because it is a fixed function of the stored pixels: its blocks are frozen and
+            # stay in eval mode (EfficientNetLite.train), and images reach the tower without augmentation (resized
+            # deterministically in pixels()). A random image transform before the tower would make it invalid.
             if 0 < config.train_vision_layers and config.vision_trunk_cache_mb > 0:
                 self._trunks = TrunkCache(config.vision_trunk_cache_mb * 2**20)
             mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # the Lite models' preprocessing: (x - 0.5) / 0.5
@@ -290,6 +296,35 @@ class VisionTower(nn.Module):
             return None
         return (self.name, self.image_size)
 
+    @property
+    def trunk_key(self) -> tuple | None:
+        """Key of this tower's frozen-trunk outputs in a feature cache (:meth:`querylife.scoring.FeatureCache.
+        share_trunks`): set when a partly trained EfficientNet-Lite caches its trunk; None otherwise. Two towers
+        with the same key compute the same trunk (the package's weights, the same blocks, the same input size)."""
+        if self._trunks is None:
+            return None
+        return (self.name, self.image_size, self.encoder.first_trained)
+
+    def use_trunk_cache(self, cache: TrunkCache) -> None:
+        """Read and fill ``cache`` (shared with other towers of the same :attr:`trunk_key`) from now on."""
+        if self._trunks is None:
+            raise ValueError(f"vision tower {self.name} does not cache a frozen trunk (trunk_key is None)")
+        self._trunks = cache
+
+    def trunk_bytes_per_image(self) -> int:
+        """Bytes one image's cached trunk output takes (fp32 C x h x w): 37,632 for Lite0 at 224 px with 1-4
+        trained blocks, 87,808 with 5-7; 0 when the tower caches no trunk.
+
+        Example::
+
+            VisionTower(TowerConfig(vision_model="efficientnet-lite0", train_vision_layers=1)).trunk_bytes_per_image()
+        """
+        if self._trunks is None:
+            return 0
+        with torch.no_grad():  # one blank image through the trunk: its shape is what every image's output has
+            h = self.encoder.trunk(torch.zeros(1, 3, self.image_size, self.image_size, device=self.mean.device))
+        return h[0].numel() * 4
+
     def frozen_state_prefixes(self) -> list[str]:
         """State-dict prefixes (relative to this tower) that checkpoints need not copy: a frozen pretrained
         tower entirely (config.json names it), the frozen blocks of a partly trained EfficientNet-Lite."""
@@ -323,6 +358,9 @@ class VisionTower(nn.Module):
 class TrunkCache:
     """Outputs of a frozen trunk per distinct image (keyed by a hash of its pixels), up to ``max_bytes``.
 
+    Images that do not fit under ``max_bytes`` are computed again at every use (the answer is the same, only
+    slower); the first one logs a warning naming the cap (``model.tower.vision_trunk_cache_mb``).
+
     Example::
 
         cache = TrunkCache(2**30)
@@ -336,6 +374,7 @@ class TrunkCache:
         self._store: dict[bytes, torch.Tensor] = {}
         self.hits = 0
         self.misses = 0
+        self.not_stored = 0  # computations whose output did not fit under max_bytes (recomputed at every use)
 
     def __len__(self) -> int:
         return len(self._store)
@@ -358,6 +397,15 @@ class TrunkCache:
                 if self.bytes + size <= self.max_bytes:
                     self._store[k] = fresh[k]
                     self.bytes += size
+                    continue
+                if not self.not_stored:
+                    log.warning(
+                        "vision trunk cache full at %d images (%.0f MiB, %d bytes an image; cap "
+                        "model.tower.vision_trunk_cache_mb=%.0f): images beyond it run the frozen blocks again at "
+                        "every use (same results, slower); raise the cap if memory allows",
+                        len(self._store), self.bytes / 2**20, size, self.max_bytes / 2**20,
+                    )
+                self.not_stored += 1
         return torch.stack([self._store[k] if k in self._store else fresh[k] for k in keys])
 
 

@@ -167,6 +167,7 @@ class BatchInputs:
             index = {q: i for i, q in enumerate(uniq)}
             self.query_feats = feats[[index[q] for q in pairs.queries]]  # (n_train_pairs, d)
         self.image_feats = None  # (n_products, d_v) for a frozen pretrained vision tower, encoded once
+        cache.share_trunks(model)  # a partly trained tower: its frozen trunk is computed once per image and process
         if cache.caches_images(model):
             self.image_feats = cache.images(
                 model, data.images, data.has_image, progress=progress, desc="encoding images (frozen tower, once)"
