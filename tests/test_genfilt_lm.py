@@ -285,6 +285,7 @@ def test_training_judge_on_a_local_lm_never_masks_a_labelled_pair(tiny_config, t
     assert cfg.train.protect_labelled_negatives == "all"  # the default
     fn = build_negative_mask_fn(cfg, tiny_data)
     assert isinstance(fn.judge.ask, LogprobYesNo) and fn.judge.ask.name.startswith(f"logprob:{chat_llama_dir}")
+    assert fn.judge.ask.prefix_cache  # genfilt.judge_prefix_cache defaults to true; the cache key ignores it
     labelled = labelled_negative_pairs(tiny_data, "train", include_partial=False)  # irrelevant and partial
     ids = tiny_data.catalog["product_id"].to_numpy()
     batch = next(iter(EpochBatches.from_config(tiny_data, cfg).steps(1)))
