@@ -84,6 +84,10 @@ def main() -> None:
     parser.add_argument("--lock", help="hold an exclusive flock on this file during each seed (shared machines)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override KEY=VALUE")
     parser.add_argument("--render", action="store_true", help="only rewrite STEM.md from STEM.json")
+    parser.add_argument(
+        "--paired", nargs=2, action="append", default=[], metavar=("A", "B"),
+        help="also report A - B paired by seed (repeatable; querylife - mean is reported whenever both ran)",
+    )
     args = parser.parse_args()
     if args.render:
         render_only(args.out, args.stem, args.products)
@@ -122,6 +126,7 @@ def main() -> None:
                 "epoch_seconds": epochs,
                 "best_epoch": r.extra.get("best_epoch"),
                 "dev_ndcg@10": r.extra.get("dev_ndcg@10"),
+                "false_negatives": r.extra.get("false_negatives"),  # per epoch: what the judge masked (if any)
             }
         print(f"seed {seed}: " + ", ".join(f"{r.name} {r.result.overall['ndcg@10']:.4f}" for r in runs), flush=True)
         timing = {
@@ -170,6 +175,7 @@ def write_table(args, groups: list[str], per_seed: dict[str, dict[int, dict]], t
         "seeds": seeds,
         "image_size": args.image_size,
         "overrides": args.overrides,
+        "paired": [list(p) for p in args.paired],
         "summary": summary,
         "speed": speed,
         "per_seed": per_seed,
@@ -226,12 +232,10 @@ def render(merged: dict, products: int) -> list[str]:
             ),
             "",
         ]
-        if "querylife" in e["summary"] and "mean" in e["summary"]:
-            md += [
-                "querylife - mean, paired by seed: "
-                + "; ".join(f"{k} {paired(e, 'querylife', 'mean', k)}" for k in KEYS),
-                "",
-            ]
+        pairs = [("querylife", "mean")] if "querylife" in e["summary"] and "mean" in e["summary"] else []
+        pairs += [tuple(p) for p in e.get("paired", []) if all(m in e["summary"] for m in p)]
+        for a, b in pairs:
+            md += [f"{a} - {b}, paired by seed: " + "; ".join(f"{k} {paired(e, a, b, k)}" for k in KEYS), ""]
     return md
 
 

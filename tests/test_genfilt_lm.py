@@ -65,13 +65,13 @@ def judge_lm(chat_llama_dir):
 
 def _count_forwards(judge: LogprobYesNo) -> list[int]:
     calls: list[int] = []
-    real = judge._score_texts
+    real = judge._forward
 
-    def spy(texts):
-        calls.append(len(texts))
-        return real(texts)
+    def spy(rows, prefix=None):
+        calls.append(len(rows))
+        return real(rows, prefix)
 
-    judge._score_texts = spy
+    judge._forward = spy
     return calls
 
 
@@ -127,6 +127,58 @@ def test_scores_are_one_per_question_and_independent_of_batching(judge_lm):
     assert alone.shape == (len(QUESTIONS),) and alone.dtype == np.float32 and np.isfinite(alone).all()
     np.testing.assert_allclose(batched, alone, atol=1e-4)
     assert len(set(np.round(alone, 5))) > 1  # the question changes the answer
+
+
+LONGER = [  # lengths differ by several tokens: right-padded suffixes and unsorted input
+    ("red dress", "red floral midi dress with long sleeves and a belt", "dress", None),
+    ("cable", "usb c cable", "cable", None),
+    ("black sneakers high top leather", "black sneakers", "sneakers", None),
+    ("white dress", "white dress", "dress", None),
+    ("power bank 10000 mah", "power bank 10000 mah black compact fast charging", "power bank", None),
+]
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 16])
+def test_prefix_cache_gives_the_whole_prompt_scores(judge_lm, batch_size):
+    questions = QUESTIONS + LONGER
+    whole = LogprobYesNo(judge_lm, batch_size=1, prefix_cache=False).scores(questions)
+    judge = LogprobYesNo(judge_lm, batch_size=batch_size)
+    forwards = _count_forwards(judge)
+    cached = judge.scores(questions)
+    np.testing.assert_allclose(cached, whole, atol=1e-4)
+    prefix = judge.shared_prefix()
+    assert prefix is not None and judge.prompts_whole == 0  # every prompt ran over the cached prefix
+    ids = judge_lm.tokenizer(judge.render(*QUESTIONS[0][:3]), add_special_tokens=False)["input_ids"]
+    shared = judge_lm.tokenizer.decode(prefix.ids)  # system prompt and user template up to the query
+    assert shared.startswith("system :") and shared.endswith("user : [UNK] [UNK] :")  # "Search query:" is unknown
+    assert prefix.ids == ids[: len(prefix.ids)] and len(prefix.ids) < len(ids)
+    assert prefix.cache.get_seq_length() == len(prefix.ids)
+    assert sum(forwards) == len(questions) and max(forwards) <= batch_size
+    np.testing.assert_array_equal(judge.scores(questions), cached)  # the prefix's cache is not grown by a call
+    assert prefix.cache.get_seq_length() == len(prefix.ids)
+
+
+def test_sorted_batches_return_scores_in_the_callers_order(judge_lm):
+    questions = QUESTIONS + LONGER
+    one_by_one = np.array([LogprobYesNo(judge_lm).scores([q])[0] for q in questions])
+    perm = np.random.default_rng(0).permutation(len(questions))
+    for prefix_cache in (True, False):
+        judge = LogprobYesNo(judge_lm, batch_size=4, prefix_cache=prefix_cache)
+        np.testing.assert_allclose(judge.scores([questions[k] for k in perm]), one_by_one[perm], atol=1e-4)
+        np.testing.assert_allclose(judge.scores(questions), one_by_one, atol=1e-4)
+    assert LogprobYesNo(judge_lm).scores([]).shape == (0,)
+
+
+def test_a_prompt_not_starting_with_the_prefix_tokens_runs_whole(judge_lm):
+    whole = LogprobYesNo(judge_lm, prefix_cache=False).scores(QUESTIONS)
+    judge = LogprobYesNo(judge_lm)
+    prefix = judge.shared_prefix()
+    assert prefix is not None
+    prefix.ids = [*prefix.ids[:-1], judge_lm.tokenizer.pad_token_id]  # as if the boundary token merged differently
+    forwards = _count_forwards(judge)
+    np.testing.assert_allclose(judge.scores(QUESTIONS), whole, atol=1e-4)
+    assert judge.prompts_whole == len(QUESTIONS) and sum(forwards) == len(QUESTIONS)
+    assert LogprobYesNo(judge_lm, prefix_cache=False).shared_prefix() is None
 
 
 def test_score_is_log_p_yes_minus_log_p_no(judge_lm):
@@ -233,6 +285,7 @@ def test_training_judge_on_a_local_lm_never_masks_a_labelled_pair(tiny_config, t
     assert cfg.train.protect_labelled_negatives == "all"  # the default
     fn = build_negative_mask_fn(cfg, tiny_data)
     assert isinstance(fn.judge.ask, LogprobYesNo) and fn.judge.ask.name.startswith(f"logprob:{chat_llama_dir}")
+    assert fn.judge.ask.prefix_cache  # genfilt.judge_prefix_cache defaults to true; the cache key ignores it
     labelled = labelled_negative_pairs(tiny_data, "train", include_partial=False)  # irrelevant and partial
     ids = tiny_data.catalog["product_id"].to_numpy()
     batch = next(iter(EpochBatches.from_config(tiny_data, cfg).steps(1)))

@@ -57,6 +57,9 @@ class GenFiltConfig(BaseModel):
     judge_model: str = ""
     judge_threshold: float = 0.0  # judge_model: yes (mask) when log P(yes) - log P(no) >= this; higher = fewer masks
     judge_batch_size: int = Field(16, ge=1)  # judge_model: prompts per forward pass
+    # judge_model: run the prompts' shared prefix (system prompt, template up to the query) once and reuse its
+    # key / value cache; the same scores (to float rounding) for fewer tokens per pair. false = whole prompts.
+    judge_prefix_cache: bool = True
     # Which judge picks the suspicious pairs: the description similarity judge (needs genfilt.cache) or the guide
     # on raw titles (no descriptions needed; the model is then shown titles).
     generative_prefilter: Literal["descriptions", "guide"] = "descriptions"

@@ -246,6 +246,7 @@ def generative_judge(config, data: Dataset, prefilter: Judge, ask=None) -> Gener
             g.judge_prompt,
             threshold=g.judge_threshold,
             batch_size=g.judge_batch_size,
+            prefix_cache=g.judge_prefix_cache,
             cache_dir=g.lm_cache_dir or None,
         )
     if ask is None:
