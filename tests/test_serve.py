@@ -510,12 +510,14 @@ def test_load_service_over_an_embedded_store_and_index(checkpoint, dataset, tiny
     store = tmp_path / "store"
     catalogue = load_catalogue(DataConfig(catalog=str(tiny_store.catalog_path)))
     embed_catalogue(checkpoint, catalogue, store, batch_size=64, progress=False)
-    exhaustive = load_service(checkpoint, store, ServeConfig())
+    exhaustive = load_service(checkpoint, store, ServeConfig(torchscript=False))
     assert exhaustive.searcher.index is None and "exhaustive" in exhaustive.info["index"]
+    assert exhaustive.info["query_encoder"] == "pytorch (eager)"
     build_index(store)
     service = load_service(checkpoint, store, ServeConfig())
     assert service.info["index"] == "flat" and service.info["checkpoint_sha256"] == checkpoint_hash(checkpoint)
     assert service.info["store_products"] == len(dataset.catalog) and service.calibrator is not None
+    assert service.info["query_encoder"].startswith("pytorch (torchscript")  # the default; scores checked below
     test = dataset.splits["test"]
     pairs = test[test["query"] == test["query"].iloc[0]]
     q = service.searcher.encode_queries([pairs["query"].iloc[0]])[0]

@@ -51,6 +51,10 @@ class ServeConfig(BaseModel):
     worker_threads: int = Field(default=0, ge=0)
     # torch intra-op threads per process; 0 = the CPU count divided by the number of workers (no oversubscription).
     torch_threads: int = Field(default=0, ge=0)
+    # Without --onnx: encode queries with the TorchScript trace of the query path (frozen, oneDNN pre-packed
+    # linears; querylife.traced_query), checked against eager PyTorch at load (1e-5). A MiniLM query forward took
+    # ~30% less time than eager PyTorch (benchmarks/results/serve_latency.md); false, or a failed trace: eager.
+    torchscript: bool = True
     # Name of the environment variable holding the API key (never the key itself, never on the command line);
     # None: no key needed. /healthz, /readyz and /metrics stay open for probes and scrapers.
     api_key_env: str | None = None

@@ -50,7 +50,8 @@ def app_from_env():
 
             encoder = OnnxQueryEncoder.for_checkpoint(spec["onnx"], spec["checkpoint"], intra_op_threads=threads)
         service = load_service(spec["checkpoint"], spec["store"], settings, query_encoder=encoder)
-        service.info["query_encoder"] = f"onnxruntime ({spec['onnx']})" if encoder is not None else "pytorch"
+        if encoder is not None:
+            service.info["query_encoder"] = f"onnxruntime ({spec['onnx']})"
         return service
 
     return create_app(settings, loader=load)
