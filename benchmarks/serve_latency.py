@@ -249,7 +249,6 @@ class Floors:
         from querylife.model import QueryLifeModel
         from querylife.onnx_export import OnnxQueryEncoder
         from querylife.store import EmbeddingStore
-
         from querylife.traced_query import TracedQueryEncoder
 
         torch.set_num_threads(threads)

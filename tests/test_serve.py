@@ -499,6 +499,18 @@ def test_serve_config_refuses_unknown_keys(tmp_path):
         load_serve_config(path, ["batcher.max_batch=0"])
 
 
+def test_auto_threads_leave_half_the_cores_to_the_rest_of_the_service():
+    from querylife.serve.run import auto_threads, configure_process
+
+    assert [auto_threads(1, cpus=2), auto_threads(1, cpus=16), auto_threads(4, cpus=16), auto_threads(8, cpus=4)] == [
+        1, 8, 2, 1]
+    before = torch.get_num_threads()
+    try:
+        assert configure_process(ServeConfig(torch_threads=3)) == 3 and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_load_service_over_an_embedded_store_and_index(checkpoint, dataset, tiny_store, tiny_text_model_dir,
                                                         tmp_path):
     from querylife.config import DataConfig
