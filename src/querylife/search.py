@@ -95,7 +95,7 @@ class Searcher:
             raise ValueError(f"the index holds {index.size} vectors, the store {len(products)} products: "
                              "rebuild it with `querylife index STORE`")
 
-    @torch.no_grad()
+    @torch.inference_mode()  # no autograd bookkeeping at all (the vectors are only ever read)
     def _torch_queries(self, queries: list[str]) -> torch.Tensor:
         return self.model.encode_queries(queries).float().cpu()  # (B, D)
 
