@@ -488,35 +488,6 @@ def test_batcher_queries_arriving_during_a_forward_go_in_the_next_one():
     assert calls == [["q1"], ["q2", "q3", "q4"]]
 
 
-def test_batcher_max_forwards_starts_a_second_forward_next_to_a_running_one():
-    calls = []
-
-    def encode(texts):
-        calls.append(list(texts))
-        time.sleep(0.1)
-        return torch.zeros(len(texts), 2)
-
-    async def main():
-        loop = asyncio.get_running_loop()
-
-        async def run(fn):
-            return await loop.run_in_executor(None, fn)
-
-        busy = [1]  # q1 alone: it goes at once
-        b = QueryBatcher(encode, BatcherConfig(max_batch=8, max_wait_ms=50, max_forwards=2), run=run,
-                         busy=lambda: busy[0])
-        first = asyncio.ensure_future(b.encode("q1"))
-        await asyncio.sleep(0.03)  # q1's forward is running
-        busy[0] = 2  # q1 and q2 in flight; q1 is inside the running forward, so nobody could join q2's batch
-        start = time.perf_counter()
-        await b.encode("q2")  # its own forward at once, beside q1's
-        await first
-        return time.perf_counter() - start
-
-    waited = asyncio.run(main())
-    assert calls == [["q1"], ["q2"]] and waited < 0.18  # not 0.07 + 0.1 behind q1's forward and more
-
-
 def test_serve_config_refuses_unknown_keys(tmp_path):
     with pytest.raises(ValueError, match="max_candidatez"):
         load_serve_config(None, ["max_candidatez=3"])

@@ -1,11 +1,11 @@
 """Micro-batching of query encoding across concurrent requests, with an LRU of recent query vectors.
 
 A tower forward over 16 queries costs little more than over one, so when requests overlap their queries are
-encoded together. One forward runs at a time (``max_forwards``): queries that arrive while it runs wait for it and
-then go in the next forward together (up to ``max_batch``; a full batch starts at once), so batches grow with the
-load and an idle service adds no wait. With a forward slot free, a query waits at most ``max_wait_ms`` for company,
-and not at all when no other admitted request could join (``busy()`` says how many are in flight, less those in a
-running forward). Repeated queries (a search engine's head queries) come from the cache without a forward.
+encoded together. One forward runs at a time: queries that arrive while it runs wait for it and then go in the
+next forward together (up to ``max_batch``; a full batch starts at once), so batches grow with the load and an
+idle service adds no wait. With no forward running, a query waits at most ``max_wait_ms`` for company, and not at
+all when no other admitted request could join (``busy()`` says how many are in flight). Repeated queries (a
+search engine's head queries) come from the cache without a forward.
 
 Example::
 
@@ -84,7 +84,6 @@ class QueryBatcher:
         self._pending: list[tuple[str, asyncio.Future]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._running = 0  # forwards in progress
-        self._in_forward = 0  # queries (callers) in those forwards: in flight, but they cannot join a new batch
 
     def solo(self) -> bool:
         """True when a query arriving now would be encoded on its own at once: no forward running, none pending,
@@ -118,10 +117,10 @@ class QueryBatcher:
         self._pending.append((query, future))
         if len(self._pending) >= self.config.max_batch:
             self._flush()  # full: go now, even next to a running forward
-        elif self._running >= self.config.max_forwards:
-            pass  # a running forward's end starts the next batch, with whatever arrived meanwhile
-        elif len(self._pending) >= max(1, self._busy() - self._in_forward) or self.config.max_wait_ms == 0:
-            self._flush()  # every request that could join is already waiting here: waiting gains nothing
+        elif self._running:
+            pass  # the running forward's end starts the next batch, with whatever arrived meanwhile
+        elif len(self._pending) >= max(1, self._busy()) or self.config.max_wait_ms == 0:
+            self._flush()  # every request in flight is already waiting here: waiting gains nothing
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.config.max_wait_ms / 1000, self._flush)
         return await future
@@ -133,7 +132,6 @@ class QueryBatcher:
         batch, self._pending = self._pending[: self.config.max_batch], self._pending[self.config.max_batch :]
         if batch:
             self._running += 1
-            self._in_forward += len(batch)
             asyncio.ensure_future(self._run_batch(batch))
 
     async def _run_batch(self, batch: list[tuple[str, asyncio.Future]]) -> None:
@@ -147,8 +145,7 @@ class QueryBatcher:
             return
         finally:
             self._running -= 1
-            self._in_forward -= len(batch)
-            if self._pending and self._running < self.config.max_forwards:
+            if self._pending and not self._running:
                 self._flush()  # the queries that arrived during this forward
         row = {q: vectors[i] for i, q in enumerate(texts)}
         for q, future in batch:

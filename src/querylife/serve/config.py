@@ -26,9 +26,6 @@ class BatcherConfig(BaseModel):
     max_batch: int = Field(default=32, ge=1, le=1024)  # queries per forward: past ~32 a CPU forward stops amortising
     max_wait_ms: float = Field(default=2.0, ge=0.0, le=100.0)  # wait for company; bounded so p99 barely moves
     cache_size: int = Field(default=10_000, ge=0)  # query vectors kept (LRU): head queries repeat a lot; 0 = off
-    # Forwards running at once (each on torch_threads threads): more than one lets single-threaded forwards use
-    # several cores while a batch is being encoded; 1 = the next batch waits for the running forward.
-    max_forwards: int = Field(default=1, ge=1, le=64)
 
 
 class ServeConfig(BaseModel):
