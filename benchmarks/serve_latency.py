@@ -14,7 +14,8 @@ candidates (random ids, a fresh sample per request), the demo's queries in turn.
 requests/s, errors; the server's own service time and its spans (query encode, fused scoring, JSON) from each
 response's ``Server-Timing`` header; CPU seconds per request of the client and of the server process.
 
-The floor: the bare query-tower forward for one query (``model.encode_queries`` / the ONNX session), in the
+The floor: the bare query-tower forward for one query with the encoder the server uses (the TorchScript trace,
+``querylife.traced_query``, with eager ``model.encode_queries`` shown beside it / the ONNX session), in the
 benchmark process with the same thread count just before each server starts, and service time / floor (client
 and server p50 at concurrency 1 over the floor's p50). In-process ``Searcher.relevance`` (encode + fused scoring
 of the candidates, no HTTP) splits the rest.
@@ -248,13 +249,15 @@ class Floors:
         from querylife.model import QueryLifeModel
         from querylife.onnx_export import OnnxQueryEncoder
         from querylife.store import EmbeddingStore
+        from querylife.traced_query import TracedQueryEncoder
 
         torch.set_num_threads(threads)
-        self.model = QueryLifeModel.from_pretrained(paths["checkpoint"])
+        self.model = QueryLifeModel.from_pretrained(paths["checkpoint"]).eval()
         self.encoders = {
-            "pytorch": lambda qs: self.model.encode_queries(qs).float(),
+            "pytorch": TracedQueryEncoder(self.model),  # what `querylife serve` encodes with (torchscript: true)
             "onnx": OnnxQueryEncoder(paths["onnx"], intra_op_threads=threads),
         }
+        self.eager = lambda qs: self.model.encode_queries(qs).float()  # shown beside it: what tracing saves
         self.products = EmbeddingStore.open(paths["store"]).load()
         self.index = ProductIndex.load(paths["store"])
 
@@ -275,6 +278,10 @@ class Floors:
         for _ in range(10):
             enc(next_query())
         out = {"query forward": stats(timed(lambda: enc(next_query()), n))}
+        if encoder == "pytorch":
+            for _ in range(10):
+                self.eager(next_query())
+            out["query forward (eager PyTorch)"] = stats(timed(lambda: self.eager(next_query()), n))
         searcher = Searcher(self.model, self.products, self.index, query_encoder=enc)
         rng = random.Random(0)
         ids = self.products.product_ids

@@ -116,3 +116,31 @@ def test_inline_products_score_like_stored_ones(model, dataset):
     np.testing.assert_allclose(got.scores, ref.scores, atol=2e-6)
     text_only = searcher.encode_products(["Summer dress"], ["dress"])
     assert not bool(text_only.has_image[0]) and float(searcher.score_vectors(q, text_only).image_weight[0]) == 0.0
+
+
+@pytest.mark.parametrize("mode", ["title", "image", "mean", "concat", "type_gate", "query_type_gate", "dev_type_gate"])
+def test_one_query_pairwise_row_equals_paired_scores(mode):
+    # The service scores one query against n products with pairwise=True (gate once per (query, type)); eval scores
+    # pairs with pairwise=False. Same module, same formula: equal to float32 rounding in every fusion mode.
+    from querylife.fusion import Fusion, FusionConfig
+
+    torch.manual_seed(0)
+    fusion = Fusion(FusionConfig(mode=mode), n_types=5, dim=16).eval()
+    with torch.no_grad():
+        for p in fusion.parameters():  # non-trivial gate values (the zero-initialised gate output would hide errors)
+            p.normal_(0, 0.5)
+    n = 40
+    q = torch.nn.functional.normalize(torch.randn(16), dim=-1)  # (D,)
+    t = torch.nn.functional.normalize(torch.randn(n, 16), dim=-1)  # (n, D)
+    has = torch.rand(n) > 0.3  # (n,)
+    v = torch.nn.functional.normalize(torch.randn(n, 16), dim=-1) * has.unsqueeze(-1)  # (n, D), zero without image
+    types = torch.randint(0, 5, (n,))
+    with torch.no_grad():
+        row = fusion.pairwise(q[None], t, v, types, has)
+        ref = fusion.paired(q.expand(n, -1), t, v, types, has)
+    torch.testing.assert_close(row.scores[0], ref.scores, atol=1e-6, rtol=0)
+    if mode == "concat":
+        assert row.image_weight is None and ref.image_weight is None
+    else:
+        torch.testing.assert_close(row.image_weight[0], ref.image_weight, atol=1e-6, rtol=0)
+        assert bool((row.image_weight[0][~has] == 0).all())

@@ -499,6 +499,18 @@ def test_serve_config_refuses_unknown_keys(tmp_path):
         load_serve_config(path, ["batcher.max_batch=0"])
 
 
+def test_auto_threads_leave_half_the_cores_to_the_rest_of_the_service():
+    from querylife.serve.run import auto_threads, configure_process
+
+    assert [auto_threads(1, cpus=2), auto_threads(1, cpus=16), auto_threads(4, cpus=16), auto_threads(8, cpus=4)] == [
+        1, 8, 2, 1]
+    before = torch.get_num_threads()
+    try:
+        assert configure_process(ServeConfig(torch_threads=3)) == 3 and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_load_service_over_an_embedded_store_and_index(checkpoint, dataset, tiny_store, tiny_text_model_dir,
                                                         tmp_path):
     from querylife.config import DataConfig
@@ -510,12 +522,14 @@ def test_load_service_over_an_embedded_store_and_index(checkpoint, dataset, tiny
     store = tmp_path / "store"
     catalogue = load_catalogue(DataConfig(catalog=str(tiny_store.catalog_path)))
     embed_catalogue(checkpoint, catalogue, store, batch_size=64, progress=False)
-    exhaustive = load_service(checkpoint, store, ServeConfig())
+    exhaustive = load_service(checkpoint, store, ServeConfig(torchscript=False))
     assert exhaustive.searcher.index is None and "exhaustive" in exhaustive.info["index"]
+    assert exhaustive.info["query_encoder"] == "pytorch (eager)"
     build_index(store)
     service = load_service(checkpoint, store, ServeConfig())
     assert service.info["index"] == "flat" and service.info["checkpoint_sha256"] == checkpoint_hash(checkpoint)
     assert service.info["store_products"] == len(dataset.catalog) and service.calibrator is not None
+    assert service.info["query_encoder"].startswith("pytorch (torchscript")  # the default; scores checked below
     test = dataset.splits["test"]
     pairs = test[test["query"] == test["query"].iloc[0]]
     q = service.searcher.encode_queries([pairs["query"].iloc[0]])[0]

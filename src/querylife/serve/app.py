@@ -270,17 +270,18 @@ def _opt(x: float) -> float | None:
 
 
 def _results(scored: Scored) -> list[dict]:
-    # Plain dicts from whole-array tolist() calls: 1,000 results cost ~0.5 ms instead of ~2.5 ms as pydantic
-    # objects (the shape is RelevanceResult's, which the OpenAPI schema shows).
-    n = len(scored.product_ids)
-    none = [None] * n
-    prob = scored.probability.astype(float).tolist() if scored.probability is not None else none
-    rel = scored.relevant.astype(bool).tolist() if scored.relevant is not None else none
-    weight = [None if w != w else w for w in scored.image_weight.astype(float).tolist()]  # NaN (concat) -> null
+    # Plain dicts from whole-array tolist() calls: 1,000 results cost ~0.2 ms instead of ~2.5 ms as pydantic
+    # objects (the shape is RelevanceResult's, which the OpenAPI schema shows). float32 tolist() gives the same
+    # Python floats as astype(float) without the copy; the NaN pass (concat's weights -> null) only when needed.
+    scores, w = scored.scores.tolist(), scored.image_weight
+    weight = [None if x != x else x for x in w.tolist()] if np.isnan(w).any() else w.tolist()
+    if scored.probability is None:  # no calibrator: two fewer columns to zip
+        return [{"product_id": pid, "score": s, "probability": None, "relevant": None, "image_weight": x}
+                for pid, s, x in zip(scored.product_ids, scores, weight, strict=True)]
+    prob, rel = scored.probability.astype(float).tolist(), scored.relevant.astype(bool).tolist()
     return [
-        {"product_id": pid, "score": s, "probability": p, "relevant": r, "image_weight": w}
-        for pid, s, p, r, w in zip(scored.product_ids, scored.scores.astype(float).tolist(), prob, rel, weight,
-                                   strict=True)
+        {"product_id": pid, "score": s, "probability": p, "relevant": r, "image_weight": x}
+        for pid, s, p, r, x in zip(scored.product_ids, scores, prob, rel, weight, strict=True)
     ]
 
 

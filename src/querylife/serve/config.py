@@ -49,8 +49,14 @@ class ServeConfig(BaseModel):
     retry_after_s: int = Field(default=1, ge=0)  # the Retry-After hint on 429 / 503
     # Threads running model work; 0 = max_inflight (each admitted request gets one, none waits for a thread).
     worker_threads: int = Field(default=0, ge=0)
-    # torch intra-op threads per process; 0 = the CPU count divided by the number of workers (no oversubscription).
+    # torch / onnxruntime intra-op threads per process; 0 = half of each worker's share of the CPUs (at least 1): the
+    # other half runs the event loop, JSON, scoring and concurrent requests. On 2 shared cores one query forward
+    # took 32 ms with 1 thread and 158 ms with 2 (spinning thread pools fighting; benchmarks/results/serve_latency.md).
     torch_threads: int = Field(default=0, ge=0)
+    # Without --onnx: encode queries with the TorchScript trace of the query path (frozen, oneDNN pre-packed
+    # linears; querylife.traced_query), checked against eager PyTorch at load (1e-5). A MiniLM query forward took
+    # ~30% less time than eager PyTorch (benchmarks/results/serve_latency.md); false, or a failed trace: eager.
+    torchscript: bool = True
     # Name of the environment variable holding the API key (never the key itself, never on the command line);
     # None: no key needed. /healthz, /readyz and /metrics stay open for probes and scrapers.
     api_key_env: str | None = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from ..relevance import RelevanceCalibrator
 from ..search import Searcher
 from ..store import StoredProducts
 from .config import ServeConfig
+
+_log = logging.getLogger("uvicorn.error")  # uvicorn's own logger: shown at its log level
 
 __all__ = ["BadInput", "Scored", "Service", "UnknownProducts", "decode_inline_image", "load_service"]
 
@@ -127,8 +130,11 @@ class Service:
     # ---- relevance ----------------------------------------------------------------------------------------
     def score_stored(self, q: torch.Tensor, product_ids: list[str], *, skip_unknown: bool) -> Scored:
         """Scores of query vector ``q`` (D,) against stored ``product_ids`` in one batched call."""
-        get = self.searcher.products.row_of.get
-        rows = np.array([get(p, -1) for p in product_ids], dtype=np.int64)  # one dict pass; -1: not in the store
+        row_of = self.searcher.products.row_of
+        try:  # the usual case, every id known: one C-level pass over the ids
+            rows = np.fromiter(map(row_of.__getitem__, product_ids), dtype=np.int64, count=len(product_ids))
+        except KeyError:
+            rows = np.array([row_of.get(p, -1) for p in product_ids], dtype=np.int64)  # -1: not in the store
         missing = rows < 0
         known: list[str | None] = list(product_ids)
         unknown: list[str] = []
@@ -212,8 +218,18 @@ def load_service(
     model = QueryLifeModel.from_pretrained(checkpoint)
     products = opened.load()
     index = ProductIndex.load(store, store=opened) if (store / INDEX_MANIFEST).is_file() else None
+    encoder_name = "custom" if query_encoder is not None else "pytorch (eager)"
+    if query_encoder is None and settings.torchscript:
+        from ..traced_query import TracedQueryEncoder, TraceError
+
+        try:
+            query_encoder = TracedQueryEncoder(model)
+            encoder_name = f"pytorch (torchscript, max abs diff to eager {query_encoder.max_abs_diff:.1e})"
+        except TraceError as err:  # a tower the tracer cannot handle still serves, at eager speed
+            _log.warning("querylife serve: %s; encoding queries with eager PyTorch", err)
+            encoder_name = f"pytorch (eager: {err})"
     searcher = Searcher(model, products, index, query_encoder)
     calibrator, note = load_calibrator(checkpoint)
     info = {"checkpoint": str(checkpoint), "checkpoint_sha256": digest, "store": str(store),
-            "index": index.kind if index is not None else "none (exhaustive search)"}
+            "index": index.kind if index is not None else "none (exhaustive search)", "query_encoder": encoder_name}
     return Service(searcher, settings, calibrator=calibrator, calibrator_note=note, info=info)
