@@ -137,7 +137,11 @@ def test_served_scores_equal_eval_scores(client, checkpoint, dataset):
         np.testing.assert_allclose([x["image_weight"] for x in body["results"]], expect.image_weight, atol=1e-5)
         prob = cal.predict_proba(expect.score)
         np.testing.assert_allclose([x["probability"] for x in body["results"]], prob, atol=1e-5)
-        assert [x["relevant"] for x in body["results"]] == (prob >= cal.threshold).tolist()
+        # The served query vector is a TorchScript trace of eager PyTorch's (equal to ~2e-7), so a pair whose
+        # probability lies within that rounding of the threshold may fall on either side of it.
+        clear = np.abs(prob - cal.threshold) > 1e-5
+        served = np.array([x["relevant"] for x in body["results"]])
+        assert (served[clear] == (prob >= cal.threshold)[clear]).all()
         assert body["threshold"] == pytest.approx(cal.threshold)
         assert body["model"] == checkpoint_hash(checkpoint)[:16]
 
