@@ -94,13 +94,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def server_command(paths: dict[str, Path], encoder: str, batching: bool, threads: int, port: int) -> list[str]:
+def server_command(
+    paths: dict[str, Path], encoder: str, batching: bool, threads: int, port: int, workers: int = 1
+) -> list[str]:
     sets = [f"batcher.enabled={str(batching).lower()}", "batcher.cache_size=0", f"torch_threads={threads}",
             "max_inflight=64"]
     cmd = [sys.executable, "-m", "querylife.cli", "serve", "--checkpoint", str(paths["checkpoint"]), "--store",
            str(paths["store"]), "--port", str(port), "--log-level", "warning", *[a for s in sets for a in ("--set", s)]]
     if encoder == "onnx":
         cmd += ["--onnx", str(paths["onnx"])]
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
     return cmd
 
 
@@ -122,9 +126,29 @@ def wait_ready(proc: subprocess.Popen, url: str, timeout: float = 300.0) -> None
 
 # ---- load -----------------------------------------------------------------------------------------------------
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of process ``pid`` and its live descendants (uvicorn's worker processes with
+    ``--workers``; Linux /proc)."""
+    total = 0.0
+    for p in _process_tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited since it was listed
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _process_tree(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                todo += [int(c) for c in Path(f"/proc/{p}/task/{task}/children").read_text().split()]
+        except OSError:
+            continue
+    return out
 
 
 def _spans(header: bytes) -> dict[str, float]:
@@ -307,6 +331,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="server torch / onnxruntime intra-op threads (2 on a "
                         "shared 2-core machine makes spinning thread pools fight: 187 ms vs 23 ms per forward)")
     parser.add_argument("--floor-repeats", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=1, help="server worker processes (`querylife serve --workers`)")
     parser.add_argument("--work", default="runs/bench")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--stem", default="serve_latency")
@@ -334,7 +359,7 @@ def main() -> None:
                 print(f"floor before {encoder} / batching {batching}: {k}: p50 {v['p50_ms']:.2f} ms, "
                       f"p99 {v['p99_ms']:.2f} ms", flush=True)
             port = free_port()
-            cmd = server_command(paths, encoder, batching == "on", args.threads, port)
+            cmd = server_command(paths, encoder, batching == "on", args.threads, port, args.workers)
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
             url = f"http://127.0.0.1:{port}"
             try:
@@ -406,7 +431,8 @@ def main() -> None:
         "shared with other jobs and with the load generator, so latencies are upper bounds and requests/s lower "
         "bounds  ",
         f"Model: untrained checkpoint (all-MiniLM-L6-v2 query tower, frozen; small CNN vision tower; embed_dim 256); "
-        f"store of {len(ids):,} demo products, exact index. Server: 1 worker, {args.threads} torch / onnxruntime "
+        f"store of {len(ids):,} demo products, exact index. Server: {args.workers} worker process(es), "
+        f"{args.threads} torch / onnxruntime "
         f"threads, query cache off; `querylife serve` (ONNX: `--onnx`, the graph of `querylife export-onnx`).  ",
         f"Each cell: {args.warmup:g} s warm-up, then {args.duration:g} s measured; closed-loop clients (a bare asyncio "
         "HTTP/1.1 client on keep-alive connections sending pre-encoded requests, to take as little of the shared "
