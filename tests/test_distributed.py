@@ -144,6 +144,17 @@ def test_two_gloo_ranks_equal_one_process_on_the_combined_batch(tiny_config, tin
     def close(a, b) -> bool:
         return torch.allclose(torch.tensor(a), torch.tensor(b), atol=TOL, rtol=TOL)
 
+    lr = json.loads(config_json)["train"]["lr"]
+
+    def params_close(a, b, grad) -> bool:
+        # AdamW's first step moves a weight by ~lr * g / (|g| + eps): where the gradient is ~0 its sign is float noise
+        # (gradients equal above to 1e-5 can still differ in sign there), so those weights may land up to 2 lr
+        # apart; everywhere else the weights after the step must agree.
+        a, b = torch.tensor(a), torch.tensor(b)
+        tiny = torch.zeros_like(a, dtype=torch.bool) if grad is None else torch.tensor(grad).abs() <= 2 * TOL
+        diff = (a - b).abs()
+        return bool((diff[~tiny] <= TOL + TOL * b.abs()[~tiny]).all() and (diff[tiny] <= 2 * lr + TOL).all())
+
     for name in CASES:
         ref = single[name]
         assert ref["extra"] > 0 or CASES[name][1] == "drop"
@@ -155,7 +166,7 @@ def test_two_gloo_ranks_equal_one_process_on_the_combined_batch(tiny_config, tin
             for key in ref["grads"]:
                 assert close(got["grads"][key], ref["grads"][key]), (name, key)
             for key in ref["params"]:
-                assert close(got["params"][key], ref["params"][key]), (name, key)
+                assert params_close(got["params"][key], ref["params"][key], ref["grads"].get(key)), (name, key)
 
 
 def _toy_batch(seed: int = 0):
