@@ -108,20 +108,26 @@ def server_command(
     return cmd
 
 
-def wait_ready(proc: subprocess.Popen, url: str, timeout: float = 300.0) -> None:
+def wait_ready(proc: subprocess.Popen, url: str, timeout: float = 300.0, workers: int = 1) -> None:
+    """Until ``workers`` distinct worker processes have answered ``/readyz`` with 200 (each loads the model on its
+    own; a fresh connection each time, which the kernel spreads over the workers)."""
     import httpx
 
     deadline = time.time() + timeout
+    ready: set[int] = set()
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the server exited with {proc.returncode}:\n{proc.stderr.read()[-3000:]}")
         try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return
+            r = httpx.get(url + "/readyz", timeout=2)
+            if r.status_code == 200:
+                ready.add(r.json()["pid"])
+                if len(ready) >= workers:
+                    return
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    raise TimeoutError(f"{url}/readyz not ready after {timeout} s")
+    raise TimeoutError(f"{url}/readyz: {len(ready)} of {workers} workers ready after {timeout} s")
 
 
 # ---- load -----------------------------------------------------------------------------------------------------
@@ -363,7 +369,7 @@ def main() -> None:
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
             url = f"http://127.0.0.1:{port}"
             try:
-                wait_ready(proc, url)
+                wait_ready(proc, url, workers=args.workers)
                 for n_cand in args.candidates:
                     for conc in args.concurrency:
                         stats = asyncio.run(drive(url, queries, ids, n_cand, conc, args.duration, args.warmup,

@@ -91,11 +91,13 @@ def serve(
     import uvicorn
 
     from .app import _api_key
+    from .tcp import NoDelayHTTPProtocol
 
     _api_key(settings)  # fail before starting anything when the key variable is empty
     spec = {"checkpoint": str(checkpoint), "store": str(store), "settings": settings.model_dump(mode="json"),
             "workers": workers, "onnx": str(onnx) if onnx else None}
     os.environ[SPEC_ENV] = json.dumps(spec)
     uvicorn.run("querylife.serve.run:app_from_env", factory=True, host=host, port=port, workers=workers,
+                http=NoDelayHTTPProtocol,  # TCP_NODELAY with --workers too (querylife.serve.tcp)
                 log_level=log_level, timeout_graceful_shutdown=5,
                 access_log=log_level in ("trace", "debug", "info"))  # access lines are info: skip their calls above
