@@ -145,7 +145,8 @@ def test_model_shapes_start_and_loss_terms(tiny_text_model_dir):
     assert heads.query_dim == 32 and shared.query_dim == 16
     a, b = _forward(shared), _forward(heads)
     assert b.q.shape == (4, 32) and b.t.shape == b.v.shape == (4, 16)
-    assert torch.allclose(b.q[:, :16].norm(dim=-1), torch.ones(4)) and torch.allclose(b.q[:, 16:].norm(dim=-1), torch.ones(4))
+    for half in (b.q[:, :16], b.q[:, 16:]):
+        assert torch.allclose(half.norm(dim=-1), torch.ones(4))
     # q_v's head starts as q_t's and no other part's init changed: step 0's vectors and aux terms are the shared
     # model's (only the fused score's normalisation differs: no t.v cross term).
     assert torch.equal(b.q[:, :16], a.q) and torch.equal(b.q[:, 16:], a.q)
@@ -178,7 +179,8 @@ def test_gradients_reach_both_query_heads(tiny_text_model_dir):
 
 
 def test_save_load_round_trip(tiny_text_model_dir, tmp_path):
-    model = QueryLifeModel(_model_config(tiny_text_model_dir, query_heads="per_modality", separate_query_projection=True))
+    cfg = _model_config(tiny_text_model_dir, query_heads="per_modality", separate_query_projection=True)
+    model = QueryLifeModel(cfg)
     with torch.no_grad():
         model.query_image_proj.weight.add_(0.1 * torch.randn_like(model.query_image_proj.weight))
     model.eval()
