@@ -197,3 +197,37 @@ def test_default_is_shared_and_builds_no_second_head(tiny_text_model_dir):
     model = QueryLifeModel(_model_config(tiny_text_model_dir))
     assert model.query_image_proj is None
     assert not any("query_image_proj" in k for k in model.state_dict())
+
+
+def _wide_toy_batch():
+    """test_distributed's toy batch with [q_t; q_v] queries (2 x 4 wide) instead of (4,) ones."""
+    from test_distributed import _toy_batch
+
+    counts, emb, masks = _toy_batch()
+    g = torch.Generator().manual_seed(5)
+    q_v = F.normalize(torch.randn(emb.q.shape, generator=g), dim=-1)
+    return counts, type(emb)(torch.cat([emb.q, q_v], -1), emb.t, emb.v, emb.type_ids, emb.has_image), masks
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_sharded_loss_of_wide_queries_sums_to_the_single_process_loss(world, monkeypatch):
+    from test_distributed import TOL, _ranks_loss
+
+    from querylife.losses import alignment_loss
+
+    counts, emb, masks = _wide_toy_batch()
+    cfg, fusion = LossConfig(), Fusion(FusionConfig(), 2, 4, query_heads="per_modality")
+    ref = alignment_loss(emb, masks, cfg, fusion, torch.tensor(10.0), torch.tensor(-1.0))
+    total, _ = _ranks_loss(counts, emb, masks, cfg, fusion, world, monkeypatch)
+    assert total == pytest.approx(ref.parts["total"], rel=TOL)
+
+
+def test_gather_shard_packs_wide_queries_exactly():
+    from querylife.distributed import gather_shard, shard_batch
+
+    _, emb, _ = _wide_toy_batch()
+    emb = type(emb)(emb.q, emb.t[:5], emb.v[:5], emb.type_ids[:5] + 7, emb.has_image[:5])
+    got = gather_shard(emb, shard_batch([0] * 5, 1, 0))
+    assert got.q.shape == (5, 8) and torch.equal(got.q, emb.q)
+    assert torch.equal(got.t, emb.t) and torch.equal(got.v, emb.v)
+    assert torch.equal(got.type_ids, emb.type_ids) and torch.equal(got.has_image, emb.has_image)
