@@ -165,30 +165,3 @@ def test_cli_train_eval_embed_index_search(tiny_store, tiny_text_model_dir, tmp_
     assert proc.returncode == 0, show(proc)
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()[:1].isdigit()]
     assert [ln.split()[0] for ln in lines] == ["1", "2", "3"], show(proc)
-
-
-def test_service_serves_wide_query_vectors(model, checkpoint, dataset):
-    from test_serve import running
-
-    from querylife.encode import Catalogue, iter_product_batches
-    from querylife.serve import ServeConfig, Service, create_app
-    from querylife.store import StoredProducts
-
-    parts = [b.products for b in iter_product_batches(model, Catalogue.from_frame(dataset.catalog), batch_size=64)]
-    stored = StoredProducts.concat(parts)
-    settings = ServeConfig()
-    service = Service(Searcher(model, stored), settings, info={"checkpoint": str(checkpoint)})
-    test = dataset.splits["test"]
-    query = test["query"].iloc[0]
-    pairs = test[test["query"] == query]
-    with running(create_app(settings, service)) as client:
-        r = client.post("/v1/embed", json={"queries": [query]})
-        assert r.status_code == 200 and r.json()["dim"] == 32, r.text
-        np.testing.assert_allclose(r.json()["items"][0]["vector"], model.encode_queries([query])[0].detach(),
-                                   atol=1e-5)
-        r = client.post("/v1/embed", json={"product_ids": stored.product_ids[:2]})
-        assert r.json()["dim"] == 32 and len(r.json()["items"][0]["title_vector"]) == 16
-        r = client.post("/v1/relevance", json={"query": query, "product_ids": pairs["product_id"].tolist()})
-        assert r.status_code == 200, r.text
-        served = [item["score"] for item in r.json()["results"]]
-    np.testing.assert_allclose(served, score_pairs(model, dataset, pairs).score, atol=1e-5)
