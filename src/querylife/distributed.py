@@ -260,16 +260,15 @@ def gather_shard(emb: Embeddings, shard: Shard) -> Embeddings:
     def rows(x: torch.Tensor) -> torch.Tensor:  # (k, c) -> (n, c), zero rows appended
         return F.pad(x, (0, 0, 0, n - x.shape[0]))
 
-    dq, d = emb.q.shape[1], emb.t.shape[1]  # dq = 2D with per-modality query heads ([q_t; q_v]), else D
+    d = emb.q.shape[1]
     ids = torch.stack([emb.type_ids.to(emb.t.dtype), emb.has_image.to(emb.t.dtype)], 1)  # (cols_max, 2), exact
-    packed = torch.cat([rows(emb.q), rows(emb.t), rows(emb.v), rows(ids)], 1)  # (n, dq + 2D + 2)
-    width = dq + 2 * d + 2
-    every = all_gather_rows(packed).view(-1, n, width)  # (world, n, dq + 2D + 2)
-    q = every[:, : shard.rows_max, :dq].reshape(-1, dq)  # (world * rows_max, dq)
-    products = every[:, : shard.cols_max, dq:].reshape(-1, 2 * d + 2)  # (world * cols_max, 2D + 2)
-    type_ids = products[:, 2 * d].detach().round().to(emb.type_ids.dtype)
-    has_image = products[:, 2 * d + 1].detach() > 0.5
-    return Embeddings(q, products[:, :d], products[:, d : 2 * d], type_ids, has_image)
+    packed = torch.cat([rows(emb.q), rows(emb.t), rows(emb.v), rows(ids)], 1)  # (n, 3D + 2)
+    every = all_gather_rows(packed).view(-1, n, 3 * d + 2)  # (world, n, 3D + 2)
+    q = every[:, : shard.rows_max, :d].reshape(-1, d)  # (world * rows_max, D)
+    products = every[:, : shard.cols_max].reshape(-1, 3 * d + 2)  # (world * cols_max, 3D + 2)
+    type_ids = products[:, 3 * d].detach().round().to(emb.type_ids.dtype)
+    has_image = products[:, 3 * d + 1].detach() > 0.5
+    return Embeddings(q, products[:, d : 2 * d], products[:, 2 * d : 3 * d], type_ids, has_image)
 
 
 def _positions(gathered: np.ndarray, ids: np.ndarray) -> torch.Tensor:
@@ -378,9 +377,7 @@ def sharded_alignment_loss(
                 cols = fusion.pairwise(g.q, emb.t[pos], emb.v[pos], emb.type_ids[pos], emb.has_image[pos]).scores.T
             return rows, cols  # cols: (B, W*rows_max)
         other, mine = (g.t, emb.t) if name == "query_title" else (g.v, emb.v)
-        half = 0 if name == "query_title" else 1  # per-modality heads: q_t for titles, q_v for images; else q
-        mq, gq = fusion.query_parts(q)[half], fusion.query_parts(g.q)[half]
-        return mq @ other.T, (mine[pos] @ gq.T if sym else None)
+        return q @ other.T, (mine[pos] @ g.q.T if sym else None)
 
     total = torch.zeros((), device=dev)
     parts: dict[str, torch.Tensor] = {}

@@ -28,21 +28,12 @@ Because ``w`` depends on the query in ``query_type_gate``, a batch of ``Bq`` que
 ``Bq x Bp`` fused vectors. They are never materialised: with unit ``q, t, v``
 ``q . p_ij = (1 - w_ij) q.t_j + w_ij q.v_j`` and ``|p_ij|^2 = (1 - w)^2 + w^2 + 2 w (1 - w) t_j.v_j``, so the
 score matrix costs two matrix products plus element-wise work. The same path serves training and serving.
-
-Per-modality query heads (``model.query_heads="per_modality"``, :class:`Fusion` built with ``query_heads``): the
-query vector is ``q = [q_t; q_v]`` (width 2D), one unit half matched against titles and one against images. The
-score is the inner product of ``q`` with the unit product vector ``normalize([(1 - w) t; w v])`` (width 2D):
-``((1 - w) q_t.t + w q_v.v) / sqrt((1 - w)^2 + w^2)``, i.e. :meth:`Fusion.combine` with the t.v cross term 0 (the
-halves are orthogonal). That is sqrt(2) times the cosine of ``q`` and the product vector (|q| = sqrt(2)); the
-constant is kept rather than divided out so that ``w = 1`` scores exactly ``q_v.v`` and ``w = 0`` exactly ``q_t.t``
-(the title-only and image-only modes score as with one head) and the ANN index is searched with ``q`` as it is; the
-learned logit scale absorbs it in training. ``concat`` has one product vector for one query vector and is refused.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -55,9 +46,6 @@ FusionMode = Literal["title", "image", "mean", "concat", "type_gate", "query_typ
 FUSION_MODES: tuple[str, ...] = ("title", "image", "mean", "concat", "type_gate", "query_type_gate", "dev_type_gate")
 #: Modes whose image weight is one number per product type (the ANN index vectors are then exact).
 TYPE_GATED_MODES: tuple[str, ...] = ("type_gate", "query_type_gate", "dev_type_gate")
-#: How the query is projected (``model.query_heads``): one head matched against titles and images, or one each.
-QueryHeads = Literal["shared", "per_modality"]
-QUERY_HEADS: tuple[str, ...] = get_args(QueryHeads)
 
 
 class FusionConfig(BaseModel):
@@ -97,25 +85,13 @@ class Fusion(nn.Module):
 
         fusion = Fusion(FusionConfig(mode="query_type_gate"), n_types=5, dim=256)
         out = fusion.pairwise(q, t, v, type_ids, has_image)   # out.scores (Bq, Bp), out.image_weight (Bq, Bp)
-
-    ``query_heads="per_modality"``: ``q`` is (Bq, 2D) ``[q_t; q_v]`` (see the module docstring); t, v stay (Bp, D).
     """
 
-    def __init__(self, config: FusionConfig, n_types: int, dim: int, query_heads: QueryHeads = "shared"):
+    def __init__(self, config: FusionConfig, n_types: int, dim: int):
         super().__init__()
-        if query_heads not in QUERY_HEADS:
-            raise ValueError(f"model.query_heads must be one of {', '.join(QUERY_HEADS)}; got {query_heads!r}")
-        if query_heads == "per_modality" and config.mode == "concat":
-            raise ValueError(
-                'model.query_heads="per_modality" does not work with model.fusion.mode="concat": concat scores one '
-                "query vector against one MLP product vector, there is no title half and image half to match each "
-                "query head with; use a convex mode (title, image, mean, type_gate, query_type_gate, dev_type_gate) "
-                'or model.query_heads="shared"'
-            )
         self.config = config
         self.mode = config.mode
         self.dim = dim
-        self.per_modality = query_heads == "per_modality"
         init = torch.logit(torch.tensor(config.init_image_weight).clamp(1e-4, 1 - 1e-4)).item()
         if self.mode in TYPE_GATED_MODES:
             # Few scalars that the optimiser's "gate" group moves faster (docs/TUNING.md, train.gate_lr_multiplier).
@@ -138,25 +114,6 @@ class Fusion(nn.Module):
                 nn.Linear(2 * dim + 1, config.hidden_dim * 4), nn.GELU(), nn.Linear(config.hidden_dim * 4, dim)
             )
 
-    # ---- query halves -----------------------------------------------------------------------------------------
-    @property
-    def query_dim(self) -> int:
-        """Width of the query vectors this fusion scores: D, or 2D with per-modality query heads."""
-        return 2 * self.dim if self.per_modality else self.dim
-
-    def query_parts(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The query vectors matched against titles and against images: ``(q, q)`` with one shared head (the same
-        tensor, so the shared path computes exactly what it always did), else the halves of ``[q_t; q_v]``, each
-        (..., D)."""
-        if not self.per_modality:
-            return q, q
-        if q.shape[-1] != 2 * self.dim:
-            raise ValueError(
-                f"per-modality query heads give query vectors of width {2 * self.dim} ([q_t; q_v]), got "
-                f"{q.shape[-1]}: were they encoded by a model with model.query_heads=shared?"
-            )
-        return q[..., : self.dim], q[..., self.dim :]
-
     # ---- gate -------------------------------------------------------------------------------------------
     def type_gate_logit(self, type_ids: torch.Tensor) -> torch.Tensor:
         """Query-independent gate logit per product, (B,)."""
@@ -175,10 +132,7 @@ class Fusion(nn.Module):
             if pairwise:
                 logit = logit.unsqueeze(0)  # (1, Bp)
             if self.query_aware:
-                # Per-modality heads: the gate reads q_t, the half that keeps the frozen text tower's query
-                # geometry (q_v moves towards the image space) and the same (D,) input as with one head, so the
-                # gate network and the serving path keep their shapes.
-                qh = self.gate_q(self.query_parts(q)[0])  # (Bq, H)
+                qh = self.gate_q(q)  # (Bq, H)
                 if pairwise:
                     # The product side of the gate depends on the type alone, so the network runs once per (query,
                     # type) and is gathered to the products: (Bq, T, H) instead of (Bq, Bp, H) activations, which
@@ -204,8 +158,7 @@ class Fusion(nn.Module):
     def combine(self, st, sv, stv, w) -> torch.Tensor:
         """The fused score ``cos(q, (1 - w) t + w v)`` from its parts, any matching shapes: cosines q.t (``st``),
         q.v (``sv``), t.v (``stv``) and the image weight ``w`` (0 where a product has no image). Lets an analysis
-        re-score stored parts with other weights exactly as the model scores. Per-modality query heads: ``st`` =
-        q_t.t, ``sv`` = q_v.v and ``stv`` = 0 (the product vector's halves are orthogonal)."""
+        re-score stored parts with other weights exactly as the model scores."""
         score = (1 - w) * st + w * sv
         norm2 = (1 - w) ** 2 + w**2 + 2 * w * (1 - w) * stv  # |(1 - w) t + w v|^2 for unit t, v
         return score / norm2.clamp(min=1e-6).sqrt()
@@ -215,9 +168,6 @@ class Fusion(nn.Module):
         if self.mode == "concat":
             return FusionOutput(q @ self._concat_vectors(t, v, has_image).T, None)
         w = self.image_weight(q, t, v, type_ids, has_image, pairwise=True)  # (Bq, Bp)
-        if self.per_modality:
-            q_t, q_v = self.query_parts(q)  # (Bq, D) each
-            return FusionOutput(self.combine(q_t @ t.T, q_v @ v.T, 0.0, w), w)  # (Bq, Bp)
         st, sv = q @ t.T, q @ v.T  # (Bq, Bp)
         stv = (t * v).sum(-1).unsqueeze(0)  # (1, Bp)
         return FusionOutput(self.combine(st, sv, stv, w), w)
@@ -227,24 +177,18 @@ class Fusion(nn.Module):
         if self.mode == "concat":
             return FusionOutput((q * self._concat_vectors(t, v, has_image)).sum(-1), None)
         w = self.image_weight(q, t, v, type_ids, has_image, pairwise=False)  # (N,)
-        if self.per_modality:
-            q_t, q_v = self.query_parts(q)  # (N, D) each
-            return FusionOutput(self.combine((q_t * t).sum(-1), (q_v * v).sum(-1), 0.0, w), w)  # (N,)
         st, sv, stv = (q * t).sum(-1), (q * v).sum(-1), (t * v).sum(-1)  # (N,)
         return FusionOutput(self.combine(st, sv, stv, w), w)
 
     def index_vectors(self, t, v, type_ids, has_image) -> torch.Tensor:
         """Query-independent unit product vectors (B, D) for an inner-product (ANN) index, searched with the
-        query vectors ``q`` as they are. For the query-aware gate this is its type-only part. Per-modality query
-        heads: ``normalize([(1 - w) t; w v])``, (B, 2D), whose inner product with ``[q_t; q_v]`` is the score."""
+        query vectors ``q`` as they are. For the query-aware gate this is its type-only part."""
         if self.mode == "concat":
             return self._concat_vectors(t, v, has_image)
         if self.mode in ("title", "image", "mean"):
             w = self.image_weight(t, t, v, type_ids, has_image, pairwise=False)
         else:
             w = torch.sigmoid(self.type_gate_logit(type_ids)) * has_image.to(t.dtype)
-        if self.per_modality:
-            return F.normalize(torch.cat([(1 - w).unsqueeze(-1) * t, w.unsqueeze(-1) * v], -1), dim=-1)  # (B, 2D)
         return F.normalize((1 - w).unsqueeze(-1) * t + w.unsqueeze(-1) * v, dim=-1)  # (B, D)
 
     def gate_parameters(self) -> list[nn.Parameter]:

@@ -34,8 +34,7 @@ __all__ = ["PairParts", "TypeWeightFit", "fit_type_weights", "pair_parts", "set_
 @dataclass(frozen=True)
 class PairParts:
     """The parts of the fused score of each (query, product) row of a pairs table, all (N,): cosines q.t (``st``),
-    q.v (``sv``), t.v (``stv``), the product's type id and whether it has an image. Per-modality query heads:
-    q_t.t, q_v.v and 0 (:meth:`querylife.fusion.Fusion.combine`)."""
+    q.v (``sv``), t.v (``stv``), the product's type id and whether it has an image."""
 
     st: torch.Tensor
     sv: torch.Tensor
@@ -58,14 +57,11 @@ def pair_parts(
     products, qv = enc.products, enc.queries.cpu()  # (Q, D)
     q_pos = torch.from_numpy(enc.query_pos)
     p_pos = torch.from_numpy(enc.product_pos.astype(np.int64))
-    q, t, v = qv[q_pos], products.t.cpu()[p_pos], products.v.cpu()[p_pos]  # (N, D) each; q (N, 2D) per modality
-    q_t, q_v = model.fusion.query_parts(q)  # q itself twice with one shared head
-    # per-modality query heads: the product vector's halves are orthogonal, so no t.v cross term (querylife.fusion)
-    stv = torch.zeros(len(t), dtype=t.dtype) if model.fusion.per_modality else (t * v).sum(-1)
+    q, t, v = qv[q_pos], products.t.cpu()[p_pos], products.v.cpu()[p_pos]  # (N, D) each
     return PairParts(
-        (q_t * t).sum(-1),
-        (q_v * v).sum(-1),
-        stv,
+        (q * t).sum(-1),
+        (q * v).sum(-1),
+        (t * v).sum(-1),
         products.type_ids.cpu()[p_pos],
         products.has_image.cpu()[p_pos],
     )

@@ -74,8 +74,7 @@ class LossOutput:
 class Embeddings:
     """What the loss compares: a batch's unit vectors and its products' types.
 
-    ``q`` (Bq, D) queries (row i's positive is product column i; (Bq, 2D) ``[q_t; q_v]`` with per-modality query
-    heads, :meth:`querylife.fusion.Fusion.query_parts`); ``t``, ``v`` (Bp, D) titles and images, Bp >= Bq
+    ``q`` (Bq, D) queries (row i's positive is product column i); ``t``, ``v`` (Bp, D) titles and images, Bp >= Bq
     (columns past Bq are extra negatives); ``v`` is zero where a product has no image; ``type_ids`` (Bp,) long;
     ``has_image`` (Bp,) bool.
 
@@ -235,11 +234,10 @@ def term_similarities(emb: Embeddings, config: LossConfig, fusion: Fusion) -> di
     # the same order and training stays bit for bit reproducible.
     if config.query_fused:
         sims["query_fused"] = fusion.pairwise(emb.q, emb.t, emb.v, emb.type_ids, emb.has_image).scores  # (Bq, Bp)
-    q_t, q_v = fusion.query_parts(emb.q)  # per-modality heads: the halves of [q_t; q_v]; else q itself, twice
     if config.query_title:
-        sims["query_title"] = q_t @ emb.t.T  # (Bq, Bp)
+        sims["query_title"] = emb.q @ emb.t.T  # (Bq, Bp)
     if config.query_image:
-        sims["query_image"] = q_v @ emb.v.T  # (Bq, Bp)
+        sims["query_image"] = emb.q @ emb.v.T  # (Bq, Bp)
     if config.title_image:
         sims["title_image"] = emb.t @ emb.v.T  # (Bp, Bp)
     return sims

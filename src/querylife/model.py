@@ -3,7 +3,6 @@
 Data flow (shapes for a batch of B (query, product) pairs, D = ``embed_dim``)::
 
     query  ─► query/text tower ─► (B, d_t) ─► query projection ─► q (B, D), unit norm
-                                                (model.query_heads="per_modality": q = [q_t; q_v] (B, 2D), unit halves)
     title  ─► text tower       ─► (B, d_t) ─► title projection ─► t (B, D), unit norm
     image  ─► vision tower     ─► (B, d_v) ─► image projection ─► v (B, D), unit norm (zeros if no image)
     fusion(q, t, v, type) ─► scores (B, B) and image weights (B, B)
@@ -21,11 +20,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .fusion import Fusion, FusionConfig, FusionOutput, QueryHeads
+from .fusion import Fusion, FusionConfig, FusionOutput
 from .losses import Embeddings
 from .towers import TextTower, TowerConfig, VisionTower, build_towers
 
@@ -46,24 +45,9 @@ class ModelConfig(BaseModel):
     max_logit_scale: float = 100.0  # CLIP's clamp: prevents the temperature from collapsing
     # False: queries share the title head, which keeps a frozen tower's query-title geometry (docs/TUNING.md).
     separate_query_projection: bool = False
-    # "per_modality": two query heads, q_t matched against titles and q_v against images, q = [q_t; q_v] (2D wide;
-    # querylife.fusion). One shared q must match both t and v, so even at image weight 1 the fused model's image
-    # branch is weaker than an image-only model's (benchmarks/results/fusion_storefronts_lite0.md). Default "shared":
-    # the measured default, and every stored vector, index and exported query encoder stays D wide.
-    query_heads: QueryHeads = "shared"
     init_logit_bias: float = -5.0  # sigmoid loss only: starts with a low prior of any pair being positive
     # Product-type vocabulary, filled from the training catalogue; index 0 is reserved for unseen types.
     product_types: list[str] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _heads_need_a_convex_fusion(self) -> ModelConfig:
-        if self.query_heads == "per_modality" and self.fusion.mode == "concat":
-            raise ValueError(
-                'model.query_heads="per_modality" does not work with model.fusion.mode="concat" (one MLP product '
-                'vector, no title and image halves to match each query head with); use a convex fusion mode or '
-                'model.query_heads="shared"'
-            )
-        return self
 
 
 # The optimiser groups of QueryLifeModel.parameter_groups that hold the gate (held at their init for the first
@@ -75,8 +59,7 @@ GATE_GROUPS = ("gate", "gate_net")
 class QueryLifeOutput:
     """Forward pass over a batch of B positive pairs (diagonal = positives).
 
-    q, t, v: (B, D) unit vectors (v is zero where the product has no image); q is (B, 2D) ``[q_t; q_v]`` with
-    per-modality query heads.
+    q, t, v: (B, D) unit vectors (v is zero where the product has no image).
     scores: (B, B) query x fused-product scores; image_weight: (B, B) gate weights (None for concat).
     sims: the similarity matrices the losses use ("query_fused", "query_title", "query_image", "title_image").
     """
@@ -126,18 +109,10 @@ class QueryLifeModel(nn.Module):
         self.query_proj = _orthogonal_head(q_dim, d) if own_head else None
         if self.query_proj is not None and self.query_tower is None:
             self.query_proj.weight.data.copy_(self.title_proj.weight.data)  # same start, free to diverge
-        self.query_image_proj: nn.Linear | None = None
-        if config.query_heads == "per_modality":
-            # q_v's head starts as a copy of q_t's, so step 0's query-title and query-image cosines (and the aux
-            # terms) are exactly the shared model's and q_v moves away only where the image terms pull it.
-            # skip_init draws no random numbers: every other part gets the same init as with one shared head.
-            q_head = self.query_proj or self.title_proj
-            self.query_image_proj = torch.nn.utils.skip_init(nn.Linear, q_dim, d, bias=False)
-            self.query_image_proj.weight.data.copy_(q_head.weight.data)
         self.image_proj = nn.Linear(self.vision_tower.dim, d)
         self.types = [UNKNOWN_TYPE, *[t for t in config.product_types if t != UNKNOWN_TYPE]]
         self._type_index = {t: i for i, t in enumerate(self.types)}
-        self.fusion = Fusion(config.fusion, n_types=len(self.types), dim=d, query_heads=config.query_heads)
+        self.fusion = Fusion(config.fusion, n_types=len(self.types), dim=d)
         scale = torch.tensor(math.log(1.0 / config.init_temperature))
         self.log_logit_scale = nn.Parameter(scale, requires_grad=config.learn_temperature)
         self.logit_bias = nn.Parameter(torch.tensor(config.init_logit_bias))
@@ -146,11 +121,6 @@ class QueryLifeModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.log_logit_scale.device
-
-    @property
-    def query_dim(self) -> int:
-        """Width of the query vectors: ``embed_dim``, or 2 x ``embed_dim`` with per-modality query heads."""
-        return self.fusion.query_dim
 
     @property
     def logit_scale(self) -> torch.Tensor:
@@ -190,13 +160,8 @@ class QueryLifeModel(nn.Module):
 
     # ---- heads ------------------------------------------------------------------------------------------
     def project_queries(self, features: torch.Tensor) -> torch.Tensor:
-        """Unit query vectors (B, D); with per-modality heads ``[q_t; q_v]`` (B, 2D), each half a unit vector."""
         head = self.query_proj or self.title_proj
-        features = features.to(self.device)
-        q = F.normalize(head(features), dim=-1)  # (B, D)
-        if self.query_image_proj is None:
-            return q
-        return torch.cat([q, F.normalize(self.query_image_proj(features), dim=-1)], -1)  # (B, 2D)
+        return F.normalize(head(features.to(self.device)), dim=-1)  # (B, D)
 
     def project_titles(self, features: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.title_proj(features.to(self.device)), dim=-1)  # (B, D)
@@ -238,7 +203,7 @@ class QueryLifeModel(nn.Module):
         qf = query_features if query_features is not None else self.text_features(queries, role="query")
         tf = title_features if title_features is not None else self.text_features(titles)
         vf = image_features if image_features is not None else self.image_features(images, has_image)
-        q, t = self.project_queries(qf), self.project_titles(tf)  # (Bq, D) or (Bq, 2D) per modality, (Bp, D)
+        q, t = self.project_queries(qf), self.project_titles(tf)  # (Bq, D), (Bp, D)
         v = self.project_images(vf, has_image)  # (Bp, D)
         return Embeddings(q, t, v, type_ids, has_image.to(self.device))
 
@@ -267,8 +232,7 @@ class QueryLifeModel(nn.Module):
         )
         q, t, v = emb.q, emb.t, emb.v
         fused = self.score(q, t, v, type_ids, has_image, pairwise=True)
-        q_t, q_v = self.fusion.query_parts(q)  # both q itself with one shared head
-        sims = {"query_fused": fused.scores, "query_title": q_t @ t.T, "query_image": q_v @ v.T, "title_image": t @ v.T}
+        sims = {"query_fused": fused.scores, "query_title": q @ t.T, "query_image": q @ v.T, "title_image": t @ v.T}
         return QueryLifeOutput(q, t, v, fused.scores, fused.image_weight, sims, self.logit_scale, self.logit_bias)
 
     # ---- persistence ------------------------------------------------------------------------------------

@@ -85,13 +85,9 @@ class QueryTowerModule(nn.Module):
 
     ``input_names`` are the tokenizer's tensors in the order the graph takes them (e.g. ``input_ids``,
     ``token_type_ids``, ``attention_mask`` for BERT); ``attention_mask`` must be one of them for mean pooling.
-    ``image_head``: per-modality query heads (``model.query_heads="per_modality"``): the output is then
-    ``[q_t; q_v]`` (B, 2D), each half normalised, as ``QueryLifeModel.project_queries`` gives it.
     """
 
-    def __init__(
-        self, tower: TextTower, head: nn.Linear, input_names: list[str], image_head: nn.Linear | None = None
-    ):
+    def __init__(self, tower: TextTower, head: nn.Linear, input_names: list[str]):
         super().__init__()
         if not tower.is_clip and tower.pooling == "mean" and "attention_mask" not in input_names:
             raise ValueError(f"mean pooling needs the tokenizer's attention_mask; it gives only {input_names}")
@@ -99,7 +95,6 @@ class QueryTowerModule(nn.Module):
         self.is_clip = tower.is_clip
         self.pooling = tower.pooling
         self.head = head
-        self.image_head = image_head
         self.input_names = list(input_names)
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
@@ -113,10 +108,7 @@ class QueryTowerModule(nn.Module):
             else:  # the same arithmetic as TextTower.forward, so the two agree to float rounding
                 mask = tok["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
                 feats = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # (B, H)
-        q = F.normalize(self.head(feats), dim=-1)  # (B, D)
-        if self.image_head is None:
-            return q
-        return torch.cat([q, F.normalize(self.image_head(feats), dim=-1)], -1)  # (B, 2D) [q_t; q_v]
+        return F.normalize(self.head(feats), dim=-1)  # (B, D)
 
 
 def query_tower_module(model: QueryLifeModel) -> tuple[QueryTowerModule, TextTower]:
@@ -124,7 +116,7 @@ def query_tower_module(model: QueryLifeModel) -> tuple[QueryTowerModule, TextTow
     tower = model.query_tower if model.query_tower is not None else model.text_tower
     head = model.query_proj if model.query_proj is not None else model.title_proj
     names = list(tower.tokenize(["a"]).keys())
-    return QueryTowerModule(tower, head, names, model.query_image_proj).eval(), tower
+    return QueryTowerModule(tower, head, names).eval(), tower
 
 
 @dataclass
@@ -135,7 +127,7 @@ class ExportResult:
     directory: Path
     exporter: str  # "dynamo" | "legacy"
     opset: int
-    embed_dim: int  # the query vectors' width (2 x model.embed_dim with per-modality query heads)
+    embed_dim: int
     input_names: list[str]
     max_abs_diff: float  # against encode_queries on the check queries
     check_queries: list[str]
@@ -226,7 +218,7 @@ def export_query_encoder(
     padding = "max_length" if "siglip" in type(tower.model).__name__.lower() else "longest"
     meta = {
         "format": "querylife-query-encoder/1",
-        "embed_dim": str(model.query_dim),  # the query vectors' width: 2 x embed_dim with per-modality heads
+        "embed_dim": str(model.config.embed_dim),
         "max_length": str(tower.max_length),
         "padding": padding,
         "input_names": json.dumps(module.input_names),
@@ -260,7 +252,7 @@ def export_query_encoder(
             f"{out}: the ONNX graph differs from PyTorch by {diff:.3g} (> {tolerance:g}) on the check queries"
         )
     return ExportResult(
-        out, out.parent, exporter, opset_used, model.query_dim, module.input_names, diff, list(CHECK_QUERIES)
+        out, out.parent, exporter, opset_used, model.config.embed_dim, module.input_names, diff, list(CHECK_QUERIES)
     )
 
 

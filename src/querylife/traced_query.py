@@ -56,7 +56,7 @@ class TracedQueryEncoder:
             self.tower = tower
             self.input_names = module.input_names
             self.device = model.device
-            self.dim = int(model.query_dim)  # 2 x embed_dim with per-modality query heads ([q_t; q_v])
+            self.dim = int(model.config.embed_dim)
             example = self._tensors(TRACE_EXAMPLE)
             try:
                 with torch.no_grad(), warnings.catch_warnings():

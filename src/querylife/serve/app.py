@@ -464,7 +464,7 @@ def create_app(
             async def queries():
                 vectors = await asyncio.gather(*(rt.batcher.encode(q) for q in req.queries))
                 items = [EmbedItem(id=q, vector=v.tolist()) for q, v in zip(req.queries, vectors, strict=True)]
-                return _json(EmbedResponse(kind="query", dim=svc.model.query_dim, items=items,
+                return _json(EmbedResponse(kind="query", dim=svc.model.config.embed_dim, items=items,
                                            model=svc.model_id))
 
             return await timed(queries())
@@ -490,7 +490,7 @@ def create_app(
                           image_vector=stored.v[i].tolist(), has_image=bool(has[i]))
                 for i in range(len(ids))
             ]
-            dim = int(stored.index_vectors.shape[-1]) if len(ids) else svc.model.query_dim  # = the index width
+            dim = int(stored.index_vectors.shape[-1]) if len(ids) else svc.model.config.embed_dim
             return _json(EmbedResponse(kind="product", dim=dim, items=items, model=svc.model_id))
 
         return await timed(products())
