@@ -19,6 +19,7 @@ OLD_DEFAULTS = {
     "model.fusion.image_score_offset": False,
     "loss.query_fused_in_type": 0.0,
     "train.gate_net_lr_multiplier": 1.0,
+    "model.query_heads": "shared",
 }
 
 NON_DEFAULT = [
@@ -29,6 +30,7 @@ NON_DEFAULT = [
     ("model.fusion.image_score_offset", True),
     ("loss.query_fused_in_type", 1.0),
     ("train.gate_net_lr_multiplier", 10.0),
+    ("model.query_heads", "per_modality"),
 ]
 
 

@@ -33,6 +33,13 @@ class RemovedOption:
 
 # Section (dotted, as in an experiment config) -> removed key -> its old default and meaning.
 REMOVED_OPTIONS: dict[str, dict[str, RemovedOption]] = {
+    "model": {
+        "query_heads": RemovedOption(
+            "shared",
+            '"per_modality" gave the query two heads, one matched against titles and one against images (q = '
+            "[q_t; q_v], index vectors twice as wide); queries now have one head",
+        ),
+    },
     "model.fusion": {
         "gate_inputs": RemovedOption(
             "type_query",

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .compat import removed_options_validator
 from .fusion import Fusion, FusionConfig, FusionOutput
 from .losses import Embeddings
 from .towers import TextTower, TowerConfig, VisionTower, build_towers
@@ -48,6 +49,8 @@ class ModelConfig(BaseModel):
     init_logit_bias: float = -5.0  # sigmoid loss only: starts with a low prior of any pair being positive
     # Product-type vocabulary, filled from the training catalogue; index 0 is reserved for unseen types.
     product_types: list[str] = Field(default_factory=list)
+    # Options removed since earlier versions: dropped at their old default, an error otherwise (querylife.compat).
+    _removed = removed_options_validator("model")
 
 
 # The optimiser groups of QueryLifeModel.parameter_groups that hold the gate (held at their init for the first
