@@ -37,6 +37,7 @@ halves are orthogonal). That is sqrt(2) times the cosine of ``q`` and the produc
 constant is kept rather than divided out so that ``w = 1`` scores exactly ``q_v.v`` and ``w = 0`` exactly ``q_t.t``
 (the title-only and image-only modes score as with one head) and the ANN index is searched with ``q`` as it is; the
 learned logit scale absorbs it in training. ``concat`` has one product vector for one query vector and is refused.
+``"per_modality_residual"`` scores, indexes and gates exactly so; only q_v's head differs (``querylife.model``).
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ FusionMode = Literal["title", "image", "mean", "concat", "type_gate", "query_typ
 FUSION_MODES: tuple[str, ...] = ("title", "image", "mean", "concat", "type_gate", "query_type_gate", "dev_type_gate")
 #: Modes whose image weight is one number per product type (the ANN index vectors are then exact).
 TYPE_GATED_MODES: tuple[str, ...] = ("type_gate", "query_type_gate", "dev_type_gate")
-#: How the query is projected (``model.query_heads``): one head matched against titles and images, or one each.
-QueryHeads = Literal["shared", "per_modality"]
+#: How the query is projected (``model.query_heads``): one head matched against titles and images, or one each
+#: (``per_modality_residual``: q_v's head is q_t's plus a decayed correction; the same fusion as ``per_modality``).
+QueryHeads = Literal["shared", "per_modality", "per_modality_residual"]
 QUERY_HEADS: tuple[str, ...] = get_args(QueryHeads)
 
 
@@ -105,9 +107,9 @@ class Fusion(nn.Module):
         super().__init__()
         if query_heads not in QUERY_HEADS:
             raise ValueError(f"model.query_heads must be one of {', '.join(QUERY_HEADS)}; got {query_heads!r}")
-        if query_heads == "per_modality" and config.mode == "concat":
+        if query_heads != "shared" and config.mode == "concat":
             raise ValueError(
-                'model.query_heads="per_modality" does not work with model.fusion.mode="concat": concat scores one '
+                f'model.query_heads="{query_heads}" does not work with model.fusion.mode="concat": concat scores one '
                 "query vector against one MLP product vector, there is no title half and image half to match each "
                 "query head with; use a convex mode (title, image, mean, type_gate, query_type_gate, dev_type_gate) "
                 'or model.query_heads="shared"'
@@ -115,7 +117,7 @@ class Fusion(nn.Module):
         self.config = config
         self.mode = config.mode
         self.dim = dim
-        self.per_modality = query_heads == "per_modality"
+        self.per_modality = query_heads != "shared"  # [q_t; q_v] queries, whichever head gives q_v
         init = torch.logit(torch.tensor(config.init_image_weight).clamp(1e-4, 1 - 1e-4)).item()
         if self.mode in TYPE_GATED_MODES:
             # Few scalars that the optimiser's "gate" group moves faster (docs/TUNING.md, train.gate_lr_multiplier).

@@ -4,6 +4,7 @@ Data flow (shapes for a batch of B (query, product) pairs, D = ``embed_dim``)::
 
     query  ─► query/text tower ─► (B, d_t) ─► query projection ─► q (B, D), unit norm
                                                 (model.query_heads="per_modality": q = [q_t; q_v] (B, 2D), unit halves)
+                                                ("per_modality_residual": q_v's head = q_t's + a decayed Δ)
     title  ─► text tower       ─► (B, d_t) ─► title projection ─► t (B, D), unit norm
     image  ─► vision tower     ─► (B, d_v) ─► image projection ─► v (B, D), unit norm (zeros if no image)
     fusion(q, t, v, type) ─► scores (B, B) and image weights (B, B)
@@ -50,17 +51,27 @@ class ModelConfig(BaseModel):
     # querylife.fusion). One shared q must match both t and v, so even at image weight 1 the fused model's image
     # branch is weaker than an image-only model's (benchmarks/results/fusion_storefronts_lite0.md). Default "shared":
     # the measured default, and every stored vector, index and exported query encoder stays D wide.
+    # "per_modality_residual": as "per_modality", but q_v = normalize((W_t + Δ) x) with W_t q_t's head and Δ a
+    # zero-initialised correction, the only extra parameter, decayed towards 0 (query_image_delta_decay below):
+    # q_v stays near q_t unless the image terms pay for moving it (a free copy may overfit the training intents).
     query_heads: QueryHeads = "shared"
+    # AdamW weight decay of Δ alone ("per_modality_residual" only; its own optimiser group). Decoupled decay, not an
+    # L2 term in the loss: Adam divides a loss term's gradient by Δ's running gradient scale, so an L2 term's pull
+    # would depend on how loud the image terms are, and it would have to be added in each loss path (plain,
+    # GradCache, sharded). A run shrinks Δ by exp(-this x sum of lr) (sum ~ steps x lr / 2 with the cosine schedule:
+    # 0.086 for a 172-step run at lr 1e-3), and an entry pushed one way every step settles near 1/this; the head's
+    # entries are ~1/sqrt(tower dim) ~ 0.05, so 30 keeps Δ small next to W_t unless the image terms keep pushing.
+    query_image_delta_decay: float = Field(default=30.0, ge=0.0)
     init_logit_bias: float = -5.0  # sigmoid loss only: starts with a low prior of any pair being positive
     # Product-type vocabulary, filled from the training catalogue; index 0 is reserved for unseen types.
     product_types: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _heads_need_a_convex_fusion(self) -> ModelConfig:
-        if self.query_heads == "per_modality" and self.fusion.mode == "concat":
+        if self.query_heads != "shared" and self.fusion.mode == "concat":
             raise ValueError(
-                'model.query_heads="per_modality" does not work with model.fusion.mode="concat" (one MLP product '
-                'vector, no title and image halves to match each query head with); use a convex fusion mode or '
+                f'model.query_heads="{self.query_heads}" does not work with model.fusion.mode="concat" (one MLP '
+                'product vector, no title and image halves to match each query head with); use a convex fusion mode or '
                 'model.query_heads="shared"'
             )
         return self
@@ -134,6 +145,11 @@ class QueryLifeModel(nn.Module):
             q_head = self.query_proj or self.title_proj
             self.query_image_proj = torch.nn.utils.skip_init(nn.Linear, q_dim, d, bias=False)
             self.query_image_proj.weight.data.copy_(q_head.weight.data)
+        self.query_image_delta: nn.Parameter | None = None
+        if config.query_heads == "per_modality_residual":
+            # Δ (D, d_q) = 0 at step 0, so q_v == q_t exactly (W_t + 0 is W_t); zeros draw no random numbers either.
+            q_head = self.query_proj or self.title_proj
+            self.query_image_delta = nn.Parameter(torch.zeros_like(q_head.weight))
         self.image_proj = nn.Linear(self.vision_tower.dim, d)
         self.types = [UNKNOWN_TYPE, *[t for t in config.product_types if t != UNKNOWN_TYPE]]
         self._type_index = {t: i for i, t in enumerate(self.types)}
@@ -194,9 +210,27 @@ class QueryLifeModel(nn.Module):
         head = self.query_proj or self.title_proj
         features = features.to(self.device)
         q = F.normalize(head(features), dim=-1)  # (B, D)
+        if self.query_image_delta is not None:
+            # One product with the summed weight (not head(x) + Δx): the exported encoder's materialised head
+            # (query_image_head) then computes exactly this.
+            q_v = F.linear(features, head.weight + self.query_image_delta, head.bias)  # (B, D)
+            return torch.cat([q, F.normalize(q_v, dim=-1)], -1)  # (B, 2D)
         if self.query_image_proj is None:
             return q
         return torch.cat([q, F.normalize(self.query_image_proj(features), dim=-1)], -1)  # (B, 2D)
+
+    def query_image_head(self) -> nn.Linear | None:
+        """q_v's head as one linear layer (what the exported query encoders apply), or None with one shared head.
+        ``per_modality_residual``: a detached layer with weight W_t + Δ, built on each call."""
+        if self.query_image_delta is None:
+            return self.query_image_proj
+        head = self.query_proj or self.title_proj
+        layer = torch.nn.utils.skip_init(nn.Linear, head.in_features, head.out_features, bias=head.bias is not None)
+        with torch.no_grad():
+            layer.weight.copy_(head.weight + self.query_image_delta)
+            if head.bias is not None:
+                layer.bias.copy_(head.bias)
+        return layer.to(self.device).requires_grad_(False)
 
     def project_titles(self, features: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.title_proj(features.to(self.device)), dim=-1)  # (B, D)
@@ -325,13 +359,14 @@ class QueryLifeModel(nn.Module):
         """AdamW groups: weights with decay; biases/norms/scalars without; gate scalars and temperature at
         ``gate_lr_multiplier`` times ``lr``; the gate network at ``lr`` without decay. The gate scalars and the
         gate network have groups of their own (:data:`GATE_GROUPS`) so that the trainer can hold them at their
-        init for a while."""
+        init for a while. ``per_modality_residual``: Δ alone in a last group with ``model.query_image_delta_decay``."""
         gate_ids = {id(p) for p in self.fusion.gate_parameters()}
         scale_ids = {id(self.log_logit_scale), id(self.logit_bias)}
         net_ids = {id(p) for p in self.fusion.gate_network_parameters()}
+        delta = self.query_image_delta
         decay, no_decay, fast, scale, net = [], [], [], [], []
         for p in self.parameters():
-            if not p.requires_grad:
+            if not p.requires_grad or p is delta:
                 continue
             if id(p) in gate_ids:
                 fast.append(p)
@@ -350,4 +385,7 @@ class QueryLifeModel(nn.Module):
             {"params": scale, "weight_decay": 0.0, "lr": lr * gate_lr_multiplier, "name": "scale"},
             {"params": net, "weight_decay": 0.0, "lr": lr, "name": "gate_net"},
         ]
+        if delta is not None and delta.requires_grad:  # per_modality_residual: Δ with its own decay (ModelConfig)
+            wd = self.config.query_image_delta_decay
+            groups.append({"params": [delta], "weight_decay": wd, "lr": lr, "name": "query_image_delta"})
         return [g for g in groups if g["params"]]

@@ -85,7 +85,8 @@ class QueryTowerModule(nn.Module):
 
     ``input_names`` are the tokenizer's tensors in the order the graph takes them (e.g. ``input_ids``,
     ``token_type_ids``, ``attention_mask`` for BERT); ``attention_mask`` must be one of them for mean pooling.
-    ``image_head``: per-modality query heads (``model.query_heads="per_modality"``): the output is then
+    ``image_head``: per-modality query heads (``model.query_heads="per_modality"`` or ``"per_modality_residual"``,
+    :meth:`QueryLifeModel.query_image_head`): the output is then
     ``[q_t; q_v]`` (B, 2D), each half normalised, as ``QueryLifeModel.project_queries`` gives it.
     """
 
@@ -124,7 +125,7 @@ def query_tower_module(model: QueryLifeModel) -> tuple[QueryTowerModule, TextTow
     tower = model.query_tower if model.query_tower is not None else model.text_tower
     head = model.query_proj if model.query_proj is not None else model.title_proj
     names = list(tower.tokenize(["a"]).keys())
-    return QueryTowerModule(tower, head, names, model.query_image_proj).eval(), tower
+    return QueryTowerModule(tower, head, names, model.query_image_head()).eval(), tower
 
 
 @dataclass
