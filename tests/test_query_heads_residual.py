@@ -102,3 +102,19 @@ def test_save_load_round_trip_and_exported_head(tiny_text_model_dir, tmp_path):
     assert exported.shape == (4, 32)
     assert torch.allclose(exported, eager, atol=1e-5)
     assert not F.normalize(exported[:, 16:], dim=-1).allclose(exported[:, :16], atol=1e-3)  # Δ does move q_v
+
+
+def test_trainer_step_moves_delta_and_grad_cache_agrees(tiny_config, tiny_store, tmp_path):
+    from test_gradcache import assert_same, flag_some, one_step
+
+    from querylife.config import with_overrides
+    from querylife.data.prepare import prepare_dataset
+
+    data = prepare_dataset(tiny_store.catalog_path, tiny_store.pairs_path, image_size=32, progress=False)
+    overrides = {"model.query_heads": RES, "model.query_image_delta_decay": 3.0, "train.gate_start_fraction": 0.0}
+    cfg = with_overrides(tiny_config, overrides)
+    plain = one_step(cfg, data, tmp_path, "plain", chunk=0, train_mode=False, judge=flag_some)
+    cached = one_step(cfg, data, tmp_path, "cached", chunk=5, train_mode=False, judge=flag_some)
+    assert plain[1]["query_image_delta"].abs().sum() > 0  # the trainer's loss reaches Δ
+    assert plain[2]["query_image_delta"].abs().sum() > 0  # and its optimiser moves it off zero
+    assert_same(plain, cached)
