@@ -29,6 +29,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -134,13 +135,14 @@ class ExportResult:
 
 
 CHECK_QUERIES = ["red striped dress", "usb c power bank 20000 mah fast charging for phone", "a", "sofa"]
+# Example input for tracing / export: a padded batch of different lengths, so no shape is specialised to a constant.
+TRACE_EXAMPLE = ["red striped summer dress with pockets", "usb c cable"]
 
 
 def _export_proto(module: QueryTowerModule, tower: TextTower, *, exporter: str, opset: int | None):
     """torch.onnx.export of ``module`` with dynamic batch and sequence axes -> ModelProto."""
     onnx = _require("onnx")
-    # Two rows of different lengths: the example has padding, so no shape is specialised to a constant.
-    tok = tower.tokenize(["red striped summer dress with pockets", "usb c cable"])
+    tok = tower.tokenize(TRACE_EXAMPLE)
     args = tuple(tok[n] for n in module.input_names)
     if exporter == "dynamo":
         _require("onnxscript")
@@ -257,8 +259,9 @@ def export_query_encoder(
 
 
 @torch.no_grad()
-def parity(model: QueryLifeModel, encoder: OnnxQueryEncoder, queries: list[str]) -> float:
-    """Max absolute difference between ``model.encode_queries`` and the ONNX encoder on ``queries``."""
+def parity(model: QueryLifeModel, encoder: Any, queries: list[str]) -> float:
+    """Max absolute difference between ``model.encode_queries`` and ``encoder.encode`` (the ONNX or the traced
+    query encoder) on ``queries``."""
     was_training = model.training
     model.eval()
     try:

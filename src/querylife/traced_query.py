@@ -23,12 +23,9 @@ import warnings
 import torch
 
 from .model import QueryLifeModel
-from .onnx_export import CHECK_QUERIES, query_tower_module
+from .onnx_export import CHECK_QUERIES, TRACE_EXAMPLE, parity, query_tower_module
 
 __all__ = ["TraceError", "TracedQueryEncoder"]
-
-# A padded batch of different lengths (so no shape is traced as a constant) and a query past max_length.
-TRACE_EXAMPLE = ["red striped summer dress with pockets", "usb c cable"]
 
 
 class TraceError(RuntimeError):
@@ -79,8 +76,7 @@ class TracedQueryEncoder:
 
     def _parity(self, model: QueryLifeModel) -> float:
         groups = [CHECK_QUERIES[:1], list(CHECK_QUERIES), [" ".join(CHECK_QUERIES * 20)]]  # long: truncated
-        with torch.no_grad():
-            return max(float((self.encode(g) - model.encode_queries(g).float().cpu()).abs().max()) for g in groups)
+        return max(parity(model, self, g) for g in groups)
 
     def encode(self, texts: list[str]) -> torch.Tensor:
         """Unit query vectors (B, D) float32 on the CPU (an empty list gives (0, D))."""

@@ -78,6 +78,18 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> list[int]:
     return list(a[:n])
 
 
+def _padded(rows: Sequence[Sequence[int]], pad: int, *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows -> (ids, attention mask), each (n, longest row), padded on the left or on the right."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)  # (n, L)
+    attn = torch.zeros((len(rows), width), dtype=torch.long)  # (n, L)
+    for k, r in enumerate(rows):
+        span = slice(width - len(r), width) if left else slice(0, len(r))
+        ids[k, span] = torch.tensor(r, dtype=torch.long)
+        attn[k, span] = 1
+    return ids, attn
+
+
 def answer_token_ids(tokenizer: Any, words: Sequence[str]) -> list[int]:
     """Ids of the single-token spellings of ``words`` (bare and with a leading space); multi-token ones are
     skipped, since only the first answer token is read.
@@ -217,12 +229,7 @@ class LogprobYesNo:
         pad = int(self.lm.tokenizer.pad_token_id)
         n = len(rows)
         if prefix is None:  # whole prompts, left-padded: every row's last token is the last column
-            width = max(len(r) for r in rows)
-            ids = torch.full((n, width), pad, dtype=torch.long)  # (n, L)
-            attn = torch.zeros((n, width), dtype=torch.long)  # (n, L)
-            for k, r in enumerate(rows):
-                ids[k, width - len(r) :] = torch.tensor(r)
-                attn[k, width - len(r) :] = 1
+            ids, attn = _padded(rows, pad, left=True)  # (n, L) each
             positions = (attn.cumsum(-1) - 1).clamp(min=0)  # (n, L): padding does not shift a prompt's positions
             logits = model(
                 input_ids=ids.to(device), attention_mask=attn.to(device), position_ids=positions.to(device),
@@ -232,11 +239,7 @@ class LogprobYesNo:
         start = len(prefix.ids)
         lengths = [len(r) - start for r in rows]
         width = max(lengths)
-        ids = torch.full((n, width), pad, dtype=torch.long)  # (n, S): suffixes, right-padded
-        suffix_attn = torch.zeros((n, width), dtype=torch.long)  # (n, S)
-        for k, r in enumerate(rows):
-            ids[k, : lengths[k]] = torch.tensor(r[start:])
-            suffix_attn[k, : lengths[k]] = 1
+        ids, suffix_attn = _padded([r[start:] for r in rows], pad, left=False)  # (n, S) each: suffixes, right-padded
         attn = torch.cat([torch.ones((n, start), dtype=torch.long), suffix_attn], dim=1)  # (n, P + S)
         positions = (start + torch.arange(width)).expand(n, width)  # (n, S): continue after the prefix
         last = torch.tensor(lengths) - 1  # (n,): each row's last real suffix token
