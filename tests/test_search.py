@@ -141,6 +141,22 @@ def test_one_query_pairwise_row_equals_paired_scores(mode):
     torch.testing.assert_close(row.scores[0], ref.scores, atol=1e-6, rtol=0)
     if mode == "concat":
         assert row.image_weight is None and ref.image_weight is None
+        with pytest.raises(ValueError, match="concat"):
+            fusion.type_weights(q[None])
     else:
         torch.testing.assert_close(row.image_weight[0], ref.image_weight, atol=1e-6, rtol=0)
         assert bool((row.image_weight[0][~has] == 0).all())
+        # the serving form: the gate once per type, the cosines and t.v given as parts
+        with torch.no_grad():
+            one = fusion.one_query(q, t @ q, v @ q, (t * v).sum(-1), types, has)
+            per_type = fusion.type_weights(torch.stack([q, -q]))  # (2, T)
+        assert per_type.shape == (2, 5)
+        torch.testing.assert_close(one.scores, ref.scores, atol=1e-6, rtol=0)
+        torch.testing.assert_close(one.image_weight, ref.image_weight, atol=1e-6, rtol=0)
+        assert bool((one.image_weight[~has] == 0).all())
+        # each type's weight is its products' weight (where they have an image)
+        for k in types[has].unique().tolist():
+            first = int(torch.nonzero((types == k) & has)[0])
+            assert float(per_type[0, k]) == pytest.approx(float(one.image_weight[first]), abs=1e-7)
+        if mode == "query_type_gate":  # the query matters: another query, other weights
+            assert not torch.allclose(per_type[0], per_type[1])

@@ -92,6 +92,7 @@ class Fusion(nn.Module):
         self.config = config
         self.mode = config.mode
         self.dim = dim
+        self.n_types = n_types
         init = torch.logit(torch.tensor(config.init_image_weight).clamp(1e-4, 1 - 1e-4)).item()
         if self.mode in TYPE_GATED_MODES:
             # Few scalars that the optimiser's "gate" group moves faster (docs/TUNING.md, train.gate_lr_multiplier).
@@ -119,6 +120,29 @@ class Fusion(nn.Module):
         """Query-independent gate logit per product, (B,)."""
         return self.type_logit[type_ids]
 
+    def _query_logit(self, q: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+        """The query-aware part of the gate logit of each query for each of ``types``: q (Bq, D), types (T,) ->
+        (Bq, T)."""
+        ph = self.gate_p(self.gate_type_embed(types))  # (T, H)
+        h = torch.relu(self.gate_q(q).unsqueeze(1) + ph.unsqueeze(0))  # (Bq, T, H)
+        return self.gate_out(h).squeeze(-1)  # (Bq, T)
+
+    def type_weights(self, q: torch.Tensor) -> torch.Tensor:
+        """The image weight of every product type for each query, before the has-image mask: q (Bq, D) ->
+        (Bq, n_types). In every mode but ``concat`` a product's weight depends on (query, type) alone, so one query
+        against many stored products needs the gate once per type (:meth:`one_query`)."""
+        n_q = q.shape[0]
+        if self.mode == "concat":
+            raise ValueError("the concat fusion has no image weight")
+        if self.mode in ("title", "image", "mean"):
+            const = {"title": 0.0, "image": 1.0, "mean": 0.5}[self.mode]
+            return torch.full((n_q, self.n_types), const, device=q.device, dtype=q.dtype)  # (Bq, T)
+        logit = self.type_logit.unsqueeze(0)  # (1, T)
+        if self.query_aware:
+            all_types = torch.arange(self.n_types, device=q.device)
+            logit = logit + self._query_logit(q, all_types)  # (Bq, T)
+        return torch.sigmoid(logit).expand(n_q, -1)  # (Bq, T)
+
     def image_weight(self, q, t, v, type_ids, has_image, *, pairwise: bool) -> torch.Tensor:
         """Image weight ``w``: (Bq, Bp) when pairwise, else (N,). Zero for products without an image."""
         mode = self.mode
@@ -132,18 +156,15 @@ class Fusion(nn.Module):
             if pairwise:
                 logit = logit.unsqueeze(0)  # (1, Bp)
             if self.query_aware:
-                qh = self.gate_q(q)  # (Bq, H)
                 if pairwise:
                     # The product side of the gate depends on the type alone, so the network runs once per (query,
                     # type) and is gathered to the products: (Bq, T, H) instead of (Bq, Bp, H) activations, which
                     # dominated a large contrastive batch's memory (benchmarks/results/grad_cache_memory.md).
                     types, col = torch.unique(type_ids, return_inverse=True)  # (T,), (Bp,)
-                    ph = self.gate_p(self.gate_type_embed(types))  # (T, H)
-                    h = torch.relu(qh.unsqueeze(1) + ph.unsqueeze(0))  # (Bq, T, H)
-                    logit = logit + self.gate_out(h).squeeze(-1)[:, col]  # (Bq, Bp)
+                    logit = logit + self._query_logit(q, types)[:, col]  # (Bq, Bp)
                 else:
                     ph = self.gate_p(self.gate_type_embed(type_ids))  # (N, H)
-                    logit = logit + self.gate_out(torch.relu(qh + ph)).squeeze(-1)  # (N,)
+                    logit = logit + self.gate_out(torch.relu(self.gate_q(q) + ph)).squeeze(-1)  # (N,)
             w = torch.sigmoid(logit)
             if pairwise and w.shape[0] != n_q:
                 w = w.expand(n_q, -1)
@@ -178,6 +199,14 @@ class Fusion(nn.Module):
             return FusionOutput((q * self._concat_vectors(t, v, has_image)).sum(-1), None)
         w = self.image_weight(q, t, v, type_ids, has_image, pairwise=False)  # (N,)
         st, sv, stv = (q * t).sum(-1), (q * v).sum(-1), (t * v).sum(-1)  # (N,)
+        return FusionOutput(self.combine(st, sv, stv, w), w)
+
+    def one_query(self, q, st, sv, stv, type_ids, has_image) -> FusionOutput:
+        """One query against n products given by their parts (what serving keeps per stored product): q (D,), the
+        cosines ``st`` = q.t and ``sv`` = q.v (n,), ``stv`` = t.v (n,), type ids and has-image flags (n,) ->
+        scores (n,). The same gate and :meth:`combine` as :meth:`pairwise`, equal to it to float32 rounding, but
+        the gate runs once per type and nothing (n, D)-sized is computed here. Not for ``concat``."""
+        w = self.type_weights(q.unsqueeze(0))[0].index_select(0, type_ids) * has_image.to(st.dtype)  # (n,)
         return FusionOutput(self.combine(st, sv, stv, w), w)
 
     def index_vectors(self, t, v, type_ids, has_image) -> torch.Tensor:
