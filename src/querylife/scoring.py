@@ -56,8 +56,8 @@ class FeatureCache:
         key = tower.trunk_key
         if key is None:
             return
-        shared = self._trunks.setdefault(key, tower._trunks)
-        if shared is not tower._trunks:
+        shared = self._trunks.setdefault(key, tower.trunk_cache)
+        if shared is not tower.trunk_cache:
             tower.use_trunk_cache(shared)
 
     def images(

@@ -305,6 +305,11 @@ class VisionTower(nn.Module):
             return None
         return (self.name, self.image_size, self.encoder.first_trained)
 
+    @property
+    def trunk_cache(self) -> TrunkCache | None:
+        """The frozen-trunk cache this tower reads and fills (None when :attr:`trunk_key` is None)."""
+        return self._trunks
+
     def use_trunk_cache(self, cache: TrunkCache) -> None:
         """Read and fill ``cache`` (shared with other towers of the same :attr:`trunk_key`) from now on."""
         if self._trunks is None:
