@@ -17,7 +17,8 @@ the fp32 graph and its ``--quantize int8`` twin (into WORK, not into the run dir
   alternating query by query so both see the same neighbours: median per-query forward (tokenisation included)
   and the ratio int8 / fp32. On a shared machine only the ratio means something;
 - **variants** (``--variants``): other settings of ``quantize_dynamic`` on the same fp32 graph (per-tensor weights,
-  the FFN output layers kept fp32), scored on dev only, to show why ``quantize_query_encoder``'s setting was chosen.
+  int8 embedding tables, the FFN output layers kept fp32), scored on dev only, to show why
+  ``quantize_query_encoder``'s setting was chosen.
 
 Run:  OMP_NUM_THREADS=1 python benchmarks/onnx_int8.py --storefronts demo --seeds 0 1 2 3 4 --runs runs/fusion_lite0
       --work runs/onnx_int8 --out benchmarks/results --variants
@@ -50,9 +51,12 @@ from querylife.data.storefront import DemoStorefront  # noqa: E402
 from querylife.metrics import paired_bootstrap, per_query_metrics  # noqa: E402
 from querylife.model import QueryLifeModel  # noqa: E402
 from querylife.onnx_export import (  # noqa: E402
+    CHECK_QUERIES,  # noqa: E402
     DEFAULT_MIN_COSINE,
     OnnxQueryEncoder,
     export_query_encoder,
+    fp32_nodes,
+    parity_stats,
     quiet_export,
 )
 from querylife.runinfo import command_line, machine_info  # noqa: E402
@@ -145,14 +149,13 @@ def variant_graphs(src: Path, dst_dir: Path) -> dict[str, Path]:
     graph = onnx.load(str(src)).graph
     weights = {i.name for i in graph.initializer}
     linear = [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and any(i in weights for i in n.input)]
-    head = linear[-1:]
+    chosen = fp32_nodes(graph)  # embedding tables + head
     # BERT blocks, in node order: Q, K, V, attention output, FFN in, FFN out (6 weighted MatMuls a block)
     ffn_out = [name for j, name in enumerate(linear[:-1]) if j % 6 == 5] if (len(linear) - 1) % 6 == 0 else []
-    gathers = [n.name for n in graph.node if n.op_type == "Gather" and any(i in weights for i in n.input)]
     settings = {
-        "per_tensor": {"per_channel": False, "nodes_to_exclude": head},
-        "per_channel_fp32_embeddings": {"per_channel": True, "nodes_to_exclude": head + gathers},
-        "per_channel_fp32_ffn_out": {"per_channel": True, "nodes_to_exclude": head + ffn_out},
+        "per_tensor": {"per_channel": False, "nodes_to_exclude": chosen},
+        "per_channel_int8_embeddings": {"per_channel": True, "nodes_to_exclude": linear[-1:]},
+        "per_channel_fp32_ffn_out": {"per_channel": True, "nodes_to_exclude": chosen + ffn_out},
     }
     out = {}
     root = logging.getLogger()
@@ -252,8 +255,10 @@ def run_checkpoint(args, storefront: str, seed: int, data, cache: FeatureCache, 
             nd = split_ndcg(model, dev, products, prod_pos, {q: vecs[qpos[q]] for q in dev["query"].unique()})
             d = paired_bootstrap(nd, base, "ndcg@10", n_boot=args.n_boot)
             t = interleaved_times(fp32, enc, all_queries[: args.timing_queries])
+            check = parity_stats(model, enc, CHECK_QUERIES)
             rec["variants"][name] = {
                 **cosine_stats(vecs, vec_fp32),
+                "check_queries_min_cosine": check.min_cosine,
                 "dev_diff": {k: float(d[k]) for k in ("mean_diff", "lo", "hi")},
                 "ratio_p50": t["ratio_p50"],
                 "bytes": path.stat().st_size,
@@ -291,8 +296,9 @@ def write_report(recs: list[dict], args, meta: dict) -> None:
         "",
         f"Checkpoints: `{args.runs}/<storefront>/seed<k>/runs/{args.method}/best` (fusion_storefronts.py; "
         "all-MiniLM-L6-v2 frozen query tower, frozen EfficientNet-Lite0 photos). Exported with "
-        "`export_query_encoder(..., quantize=\"int8\")` (dynamic int8, per-channel weights, the query head kept "
-        "fp32). Product vectors are the same for both rows; each query is encoded alone, as the service does. "
+        "`export_query_encoder(..., quantize=\"int8\")` (dynamic int8, per-channel weights, the embedding tables "
+        "and the query head kept fp32). Product vectors are the same for both rows; each query is encoded alone, "
+        "as the service does. "
         "Δ = int8 - fp32 (ONNX) NDCG@10, paired over queries, 95% bootstrap CI "
         f"({args.n_boot} resamples); pooled: per-query NDCG averaged over seeds first.",
         "",
@@ -368,22 +374,25 @@ def write_report(recs: list[dict], args, meta: dict) -> None:
             "",
             "## Other quantisation settings (dev only; the choice is made on parity and dev, never on test)",
             "",
-            "The chosen setting (per-channel int8 weights, embeddings quantised, head fp32) is the row "
-            "`chosen` of each checkpoint above; these are the alternatives on the same fp32 graph.",
+            "`chosen`: what `--quantize int8` writes (per-channel int8 weights; embedding tables and head fp32), as "
+            "above; the others are alternatives on the same fp32 graph, timed against it in the same way.",
             "",
-            "| storefront | seed | setting | min / median cos | Δ dev NDCG@10 [95% CI] | int8 / fp32 forward | size |",
-            "|---|---|---|---|---|---|---|",
+            "| storefront | seed | setting | min / median cos (all queries) | min cos (check queries) "
+            "| Δ dev NDCG@10 [95% CI] | int8 / fp32 forward | size |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in recs:
             lines.append(
                 f"| {r['storefront']} | {r['seed']} | chosen | {r['parity']['min_cosine']:.4f} / "
-                f"{r['parity']['median_cosine']:.4f} | {ci(r['dev']['diff'])} | {r['timing']['ratio_p50']:.2f} "
+                f"{r['parity']['median_cosine']:.4f} | {r['export']['check_queries_min_cosine']:.4f} "
+                f"| {ci(r['dev']['diff'])} | {r['timing']['ratio_p50']:.2f} "
                 f"| {r['export']['int8_bytes'] / 1e6:.1f} MB |"
             )
             for n, v in (r.get("variants") or {}).items():
                 lines.append(
                     f"| {r['storefront']} | {r['seed']} | {n} | {v['min_cosine']:.4f} / {v['median_cosine']:.4f} "
-                    f"| {ci(v['dev_diff'])} | {v['ratio_p50']:.2f} | {v['bytes'] / 1e6:.1f} MB |"
+                    f"| {v['check_queries_min_cosine']:.4f} | {ci(v['dev_diff'])} | {v['ratio_p50']:.2f} "
+                    f"| {v['bytes'] / 1e6:.1f} MB |"
                 )
     payload = {
         **meta,
@@ -410,7 +419,10 @@ def main() -> None:
     args = parser.parse_args()
     quiet_transformers()
     torch.set_num_threads(1)
-    meta = {"command": command_line(), "machine": machine_info()}
+    command = command_line()
+    if args.lock:  # the lock is this machine's arrangement, not part of the measurement
+        command = command.replace(f" --lock {args.lock}", "")
+    meta = {"command": command, "machine": machine_info()}
     jsonl = Path(args.work) / f"{args.stem}.jsonl"  # one line per checkpoint: a rerun reuses finished ones
     jsonl.parent.mkdir(parents=True, exist_ok=True)
     done = {}

@@ -210,10 +210,12 @@ def exported_int8(checkpoint, tmp_path_factory):
 
 
 def test_int8_export_writes_the_quantised_graph_with_metadata(checkpoint, exported_int8):
+    import onnx
+
     q = exported_int8.quantized
     assert isinstance(q, QuantizedExport)
     assert q.path == exported_int8.path.with_name("query_encoder.int8.onnx") and q.path.is_file()
-    assert q.quantization == "int8-dynamic" and q.min_cosine_bound == 0.5 and len(q.excluded_nodes) == 1
+    assert q.quantization == "int8-dynamic" and q.min_cosine_bound == 0.5
     files = {p.name for p in exported_int8.directory.iterdir()}
     assert not [f for f in files if f.endswith(".tmp") or f.startswith(".")]  # no scratch left behind
     fp32, int8 = OnnxQueryEncoder(exported_int8.path), OnnxQueryEncoder(q.path)
@@ -224,8 +226,15 @@ def test_int8_export_writes_the_quantised_graph_with_metadata(checkpoint, export
     # for_checkpoint (the service) checks.
     assert {k: v for k, v in int8.metadata.items() if k != "quantization"} == fp32.metadata
     assert OnnxQueryEncoder.for_checkpoint(q.path, checkpoint).checkpoint_sha256 == checkpoint_hash(checkpoint)
-    # int8 weights: a smaller file.
+    # int8 weights: a smaller file. The head and the embedding tables stay fp32, nothing else does.
     assert q.path.stat().st_size < exported_int8.path.stat().st_size
+    graph = onnx.load(str(exported_int8.path)).graph
+    kept = [n for n in graph.node if n.name in q.excluded_nodes]
+    head = kept[-1]  # the legacy exporter's head is a MatMul, which int8 would otherwise cover
+    assert head.op_type in ("MatMul", "Gemm") and {n.op_type for n in kept[:-1]} == {"Gather"}
+    quantised = {n.name: n for n in onnx.load(str(q.path)).graph.node}
+    assert {n.op_type for n in quantised.values()} >= {"MatMulInteger", "DynamicQuantizeLinear"}
+    assert quantised[head.name].op_type == head.op_type and list(quantised[head.name].input) == list(head.input)
 
 
 def test_int8_vectors_are_unit_and_close_and_parity_is_reported(checkpoint, exported_int8):
@@ -235,7 +244,8 @@ def test_int8_vectors_are_unit_and_close_and_parity_is_reported(checkpoint, expo
     assert got.shape == (5, 16) and got.dtype == torch.float32
     torch.testing.assert_close(got.norm(dim=-1), torch.ones(5))  # the normalisation stays fp32
     stats = parity_stats(model, int8, QUERIES)
-    assert isinstance(stats, Parity) and 0.5 <= stats.min_cosine < 1.0 and 0 < stats.max_abs_diff < 1.0
+    # Close in direction, but not fp32-exact: int8 weights move coordinates by far more than the fp32 graph's ~1e-7.
+    assert isinstance(stats, Parity) and 0.99 < stats.min_cosine <= 1.0 + 1e-6 and 1e-5 < stats.max_abs_diff < 0.1
     # The numbers in the result are the ones on the check queries.
     check = parity_stats(model, int8, exported_int8.check_queries)
     assert exported_int8.quantized.min_cosine == pytest.approx(check.min_cosine, abs=1e-6)
@@ -249,7 +259,7 @@ def test_int8_vectors_are_unit_and_close_and_parity_is_reported(checkpoint, expo
 def test_int8_below_the_cosine_bound_fails_naming_the_file(checkpoint, tmp_path):
     out = tmp_path / "onnx" / "query_encoder.onnx"
     with quiet_export(), pytest.raises(ValueError, match=r"query_encoder\.int8\.onnx: not written.*--min-cosine"):
-        export_query_encoder(checkpoint, out, exporter="legacy", quantize="int8", min_cosine=1.0)
+        export_query_encoder(checkpoint, out, exporter="legacy", quantize="int8", min_cosine=1.01)  # unreachable
     assert out.is_file() and not quantized_path(out).exists()  # the fp32 graph is fine; no failed int8 file
     with pytest.raises(ValueError, match="quantize must be one of none, int8"):
         export_query_encoder(checkpoint, out, quantize="fp16")
@@ -266,7 +276,7 @@ def test_cli_export_onnx_int8(checkpoint, tmp_path):
     assert f"wrote {int8} (int8-dynamic" in result.output
     assert "max |diff|" in result.output and "min cosine" in result.output and "(bound 0.5)" in result.output
     assert OnnxQueryEncoder(int8).quantization == "int8-dynamic"
-    strict = CliRunner().invoke(app, [*args, "--quantize", "int8", "--min-cosine", "1.0"])
+    strict = CliRunner().invoke(app, [*args, "--quantize", "int8", "--min-cosine", "1.01"])
     assert strict.exit_code == 2 and "query_encoder.int8.onnx: not written" in strict.output
     bad = CliRunner().invoke(app, [*args, "--quantize", "int4"])
     assert bad.exit_code == 2 and "quantize must be one of" in bad.output
