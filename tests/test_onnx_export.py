@@ -15,6 +15,7 @@ pytest.importorskip("onnxscript")
 from querylife.cli import app  # noqa: E402
 from querylife.model import ModelConfig, QueryLifeModel  # noqa: E402
 from querylife.onnx_export import (  # noqa: E402
+    DEFAULT_MIN_COSINE,
     OnnxQueryEncoder,
     Parity,
     QuantizedExport,
@@ -189,14 +190,21 @@ def test_minilm_parity(tmp_path):
     torch.manual_seed(0)
     model = QueryLifeModel(ModelConfig(tower=TowerConfig(text_model="minilm"), embed_dim=256)).eval()
     model.save_pretrained(tmp_path / "best")
-    with quiet_export():
-        result = export_query_encoder(tmp_path / "best", tmp_path / "best" / "onnx" / "query_encoder.onnx")
+    with quiet_export():  # the int8 twin too, under the default cosine bound (it must pass on the real model)
+        result = export_query_encoder(
+            tmp_path / "best", tmp_path / "best" / "onnx" / "query_encoder.onnx", quantize="int8"
+        )
     model = QueryLifeModel.from_pretrained(tmp_path / "best")
     encoder = OnnxQueryEncoder(result.path)
     diff = parity(model, encoder, QUERIES * 3)
     print(f"all-MiniLM-L6-v2: max |ONNX - PyTorch| = {diff:.2e}")
     assert diff < TOLERANCE
     encoder.check_checkpoint(tmp_path / "best")
+    int8 = OnnxQueryEncoder(result.quantized.path)
+    stats = parity_stats(model, int8, QUERIES)
+    print(f"all-MiniLM-L6-v2 int8: max |diff| {stats.max_abs_diff:.2e}, min cosine {stats.min_cosine:.4f}")
+    assert result.quantized.min_cosine >= DEFAULT_MIN_COSINE and stats.min_cosine > 0.95
+    int8.check_checkpoint(tmp_path / "best")
 
 
 # ---- --quantize int8: the dynamically quantised twin (an opt-in; parity judged by cosine) --------------------------
