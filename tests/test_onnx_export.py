@@ -15,9 +15,14 @@ pytest.importorskip("onnxscript")
 from querylife.cli import app  # noqa: E402
 from querylife.model import ModelConfig, QueryLifeModel  # noqa: E402
 from querylife.onnx_export import (  # noqa: E402
+    DEFAULT_MIN_COSINE,
     OnnxQueryEncoder,
+    Parity,
+    QuantizedExport,
     export_query_encoder,
     parity,
+    parity_stats,
+    quantized_path,
     quiet_export,
 )
 from querylife.store import checkpoint_hash  # noqa: E402
@@ -185,11 +190,101 @@ def test_minilm_parity(tmp_path):
     torch.manual_seed(0)
     model = QueryLifeModel(ModelConfig(tower=TowerConfig(text_model="minilm"), embed_dim=256)).eval()
     model.save_pretrained(tmp_path / "best")
-    with quiet_export():
-        result = export_query_encoder(tmp_path / "best", tmp_path / "best" / "onnx" / "query_encoder.onnx")
+    with quiet_export():  # the int8 twin too, under the default cosine bound (it must pass on the real model)
+        result = export_query_encoder(
+            tmp_path / "best", tmp_path / "best" / "onnx" / "query_encoder.onnx", quantize="int8"
+        )
     model = QueryLifeModel.from_pretrained(tmp_path / "best")
     encoder = OnnxQueryEncoder(result.path)
     diff = parity(model, encoder, QUERIES * 3)
     print(f"all-MiniLM-L6-v2: max |ONNX - PyTorch| = {diff:.2e}")
     assert diff < TOLERANCE
     encoder.check_checkpoint(tmp_path / "best")
+    int8 = OnnxQueryEncoder(result.quantized.path)
+    stats = parity_stats(model, int8, QUERIES)
+    print(f"all-MiniLM-L6-v2 int8: max |diff| {stats.max_abs_diff:.2e}, min cosine {stats.min_cosine:.4f}")
+    assert result.quantized.min_cosine >= DEFAULT_MIN_COSINE and stats.min_cosine > 0.95
+    int8.check_checkpoint(tmp_path / "best")
+
+
+# ---- --quantize int8: the dynamically quantised twin (an opt-in; parity judged by cosine) --------------------------
+
+
+@pytest.fixture(scope="module")
+def exported_int8(checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("int8") / "onnx" / "query_encoder.onnx"
+    with quiet_export():
+        return export_query_encoder(checkpoint, out, exporter="legacy", quantize="int8", min_cosine=0.5)
+
+
+def test_int8_export_writes_the_quantised_graph_with_metadata(checkpoint, exported_int8):
+    import onnx
+
+    q = exported_int8.quantized
+    assert isinstance(q, QuantizedExport)
+    assert q.path == exported_int8.path.with_name("query_encoder.int8.onnx") and q.path.is_file()
+    assert q.quantization == "int8-dynamic" and q.min_cosine_bound == 0.5
+    files = {p.name for p in exported_int8.directory.iterdir()}
+    assert not [f for f in files if f.endswith(".tmp") or f.startswith(".")]  # no scratch left behind
+    fp32, int8 = OnnxQueryEncoder(exported_int8.path), OnnxQueryEncoder(q.path)
+    assert fp32.quantization == "none" and int8.quantization == "int8-dynamic"
+    assert "int8-dynamic" in int8.description and str(q.path) in int8.description
+    assert fp32.description == f"onnxruntime ({exported_int8.path})"
+    # Everything else of the fp32 graph's metadata is kept: tokenizer settings, and the checkpoint hash that
+    # for_checkpoint (the service) checks.
+    assert {k: v for k, v in int8.metadata.items() if k != "quantization"} == fp32.metadata
+    assert OnnxQueryEncoder.for_checkpoint(q.path, checkpoint).checkpoint_sha256 == checkpoint_hash(checkpoint)
+    # int8 weights: a smaller file. The head and the embedding tables stay fp32, nothing else does.
+    assert q.path.stat().st_size < exported_int8.path.stat().st_size
+    graph = onnx.load(str(exported_int8.path)).graph
+    kept = [n for n in graph.node if n.name in q.excluded_nodes]
+    head = kept[-1]  # the legacy exporter's head is a MatMul, which int8 would otherwise cover
+    assert head.op_type in ("MatMul", "Gemm") and {n.op_type for n in kept[:-1]} == {"Gather"}
+    quantised = {n.name: n for n in onnx.load(str(q.path)).graph.node}
+    assert {n.op_type for n in quantised.values()} >= {"MatMulInteger", "DynamicQuantizeLinear"}
+    assert quantised[head.name].op_type == head.op_type and list(quantised[head.name].input) == list(head.input)
+
+
+def test_int8_vectors_are_unit_and_close_and_parity_is_reported(checkpoint, exported_int8):
+    model = QueryLifeModel.from_pretrained(checkpoint)
+    int8 = OnnxQueryEncoder(exported_int8.quantized.path)
+    got = int8(QUERIES)  # (5, 16)
+    assert got.shape == (5, 16) and got.dtype == torch.float32
+    torch.testing.assert_close(got.norm(dim=-1), torch.ones(5))  # the normalisation stays fp32
+    stats = parity_stats(model, int8, QUERIES)
+    # Close in direction, but not fp32-exact: int8 weights move coordinates by far more than the fp32 graph's ~1e-7.
+    assert isinstance(stats, Parity) and 0.99 < stats.min_cosine <= 1.0 + 1e-6 and 1e-5 < stats.max_abs_diff < 0.1
+    # The numbers in the result are the ones on the check queries.
+    check = parity_stats(model, int8, exported_int8.check_queries)
+    assert exported_int8.quantized.min_cosine == pytest.approx(check.min_cosine, abs=1e-6)
+    assert exported_int8.quantized.max_abs_diff == pytest.approx(check.max_abs_diff, abs=1e-6)
+    # The fp32 graph's own numbers are unchanged by the option.
+    assert exported_int8.max_abs_diff < TOLERANCE and exported_int8.min_cosine > 0.99999
+    ref = model.encode_queries(QUERIES).detach()
+    assert float((got - ref).abs().max()) > float((OnnxQueryEncoder(exported_int8.path)(QUERIES) - ref).abs().max())
+
+
+def test_int8_below_the_cosine_bound_fails_naming_the_file(checkpoint, tmp_path):
+    out = tmp_path / "onnx" / "query_encoder.onnx"
+    with quiet_export(), pytest.raises(ValueError, match=r"query_encoder\.int8\.onnx: not written.*--min-cosine"):
+        export_query_encoder(checkpoint, out, exporter="legacy", quantize="int8", min_cosine=1.01)  # unreachable
+    assert out.is_file() and not quantized_path(out).exists()  # the fp32 graph is fine; no failed int8 file
+    with pytest.raises(ValueError, match="quantize must be one of none, int8"):
+        export_query_encoder(checkpoint, out, quantize="fp16")
+    with pytest.raises(ValueError, match="needs its own .onnx file"):
+        export_query_encoder(checkpoint, out, quantize="int8", quantized_out=out)
+
+
+def test_cli_export_onnx_int8(checkpoint, tmp_path):
+    out = tmp_path / "served" / "query_encoder.onnx"
+    args = ["export-onnx", "--checkpoint", str(checkpoint), "--out", str(out), "--exporter", "legacy"]
+    result = CliRunner().invoke(app, [*args, "--quantize", "int8", "--min-cosine", "0.5"])
+    assert result.exit_code == 0, result.output
+    int8 = out.with_name("query_encoder.int8.onnx")
+    assert f"wrote {int8} (int8-dynamic" in result.output
+    assert "max |diff|" in result.output and "min cosine" in result.output and "(bound 0.5)" in result.output
+    assert OnnxQueryEncoder(int8).quantization == "int8-dynamic"
+    strict = CliRunner().invoke(app, [*args, "--quantize", "int8", "--min-cosine", "1.01"])
+    assert strict.exit_code == 2 and "query_encoder.int8.onnx: not written" in strict.output
+    bad = CliRunner().invoke(app, [*args, "--quantize", "int4"])
+    assert bad.exit_code == 2 and "quantize must be one of" in bad.output

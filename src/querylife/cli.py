@@ -697,7 +697,9 @@ def genfilt_judge(
 
 @app.command(
     "export-onnx",
-    epilog="Example: querylife export-onnx --checkpoint runs/exp1/best --out runs/exp1/best/onnx/query_encoder.onnx",
+    epilog="Examples:\n\n"
+    "  querylife export-onnx --checkpoint runs/exp1/best --out runs/exp1/best/onnx/query_encoder.onnx\n\n"
+    "  querylife export-onnx --checkpoint runs/exp1/best --quantize int8   # + onnx/query_encoder.int8.onnx",
 )
 def export_onnx(
     checkpoint: Annotated[Path, typer.Option(help="Trained checkpoint directory (config.json + model.safetensors).")],
@@ -709,19 +711,30 @@ def export_onnx(
         "dynamo"
     ),
     tolerance: Annotated[float, typer.Option(help="Largest |ONNX - PyTorch| accepted on the check queries.")] = 1e-4,
+    quantize: Annotated[
+        str, typer.Option(help="none, or int8: also write OUT's .int8.onnx twin (dynamic int8 weights; faster, "
+                               "scores differ slightly from `eval`'s: docs/SERVING.md).")
+    ] = "none",
+    min_cosine: Annotated[
+        float | None, typer.Option(help="With --quantize int8: fail if a check query's int8 vector has a lower "
+                                        "cosine to PyTorch's (default: querylife.onnx_export.DEFAULT_MIN_COSINE).")
+    ] = None,
 ) -> None:
     """Export the query tower + query head to one ONNX graph (dynamic batch and length) with its tokenizer;
     checks it against PyTorch and prints the largest difference. `serve` can encode queries with it."""
     _quiet_transformers()
     from .model import CONFIG_NAME
-    from .onnx_export import DEFAULT_NAME, export_query_encoder, quiet_export
+    from .onnx_export import DEFAULT_MIN_COSINE, DEFAULT_NAME, export_query_encoder, quiet_export
 
     if not (checkpoint / CONFIG_NAME).exists():
         _fail(f"{checkpoint} is not a querylife checkpoint: {CONFIG_NAME} is missing")
     target = out or checkpoint / "onnx" / DEFAULT_NAME
     try:
         with quiet_export():
-            result = export_query_encoder(checkpoint, target, opset=opset, exporter=exporter, tolerance=tolerance)
+            result = export_query_encoder(
+                checkpoint, target, opset=opset, exporter=exporter, tolerance=tolerance, quantize=quantize,
+                min_cosine=DEFAULT_MIN_COSINE if min_cosine is None else min_cosine,
+            )
     except (ImportError, ValueError) as err:
         _fail(str(err))
     typer.echo(
@@ -729,6 +742,13 @@ def export_onnx(
         f"{', '.join(result.input_names)}; tokenizer files beside it)\n"
         f"parity with PyTorch on {len(result.check_queries)} queries: max |diff| {result.max_abs_diff:.2e}"
     )
+    if result.quantized is not None:
+        q = result.quantized
+        typer.echo(
+            f"wrote {q.path} ({q.quantization}; serve it with --onnx {q.path})\n"
+            f"its parity with PyTorch: max |diff| {q.max_abs_diff:.2e}, min cosine {q.min_cosine:.4f} "
+            f"(bound {q.min_cosine_bound:g})"
+        )
 
 
 RAY_HELP = "Run on Ray (docs/RAY.md): a local Ray instance, or the cluster --ray-address names."

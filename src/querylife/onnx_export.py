@@ -14,11 +14,16 @@ Example::
     result = export_query_encoder("runs/exp1/best", "runs/exp1/best/onnx/query_encoder.onnx")
     encoder = OnnxQueryEncoder(result.path, intra_op_threads=1)
     q = encoder.encode(["red striped sofa"])          # (1, D) torch.float32, unit rows
+
+``quantize="int8"`` also writes ``query_encoder.int8.onnx`` beside it: the same graph with its weights dynamically
+quantised to int8 (onnxruntime.quantization), ~3x faster per query on CPU, at a measured quality cost
+(docs/SERVING.md). It is an opt-in: only the fp32 graph gives the scores ``querylife eval`` gives.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import logging
@@ -41,12 +46,20 @@ from .store import checkpoint_hash
 from .towers import TextTower, _features
 
 __all__ = [
+    "DEFAULT_MIN_COSINE",
     "DEFAULT_NAME",
+    "QUANTIZATIONS",
     "ExportResult",
     "OnnxQueryEncoder",
+    "Parity",
+    "QuantizedExport",
     "QueryTowerModule",
     "export_query_encoder",
+    "fp32_nodes",
     "parity",
+    "parity_stats",
+    "quantize_query_encoder",
+    "quantized_path",
     "quiet_export",
 ]
 
@@ -54,6 +67,13 @@ DEFAULT_NAME = "query_encoder.onnx"
 OUTPUT_NAME = "query_vectors"
 # Keys of the graph's metadata_props; the runtime reads its tokenizer settings from them.
 META_PREFIX = "querylife."
+# --quantize choices -> the graph's querylife.quantization metadata ("none" when absent: every fp32 export)
+QUANTIZATIONS = {"none": "none", "int8": "int8-dynamic"}
+# A quantised export fails below this cosine to encode_queries on a check query. Measured min over the 4 check
+# queries (benchmarks/results/onnx_int8.md): 0.989-0.990 on the trained demo checkpoints and 0.989-0.991 on
+# untrained all-MiniLM-L6-v2 heads with the chosen setting, 0.92-0.93 with per-tensor weight scales (which cost
+# twice the dev NDCG@10). 0.98 passes the first with margin and refuses the second kind of damage.
+DEFAULT_MIN_COSINE = 0.98
 EXTRA_HINT = 'ONNX export and inference need the onnx extra: pip install "querylife[onnx]"'
 
 
@@ -132,11 +152,34 @@ class ExportResult:
     input_names: list[str]
     max_abs_diff: float  # against encode_queries on the check queries
     check_queries: list[str]
+    min_cosine: float = 1.0  # against encode_queries on the check queries
+    quantized: QuantizedExport | None = None  # the int8 graph of ``quantize="int8"``, None without
+
+
+@dataclass
+class Parity:
+    """How far an encoder's query vectors are from ``model.encode_queries``'s on some queries."""
+
+    max_abs_diff: float  # largest |difference| of any coordinate
+    min_cosine: float  # smallest cosine between a query's two vectors
+
+
+@dataclass
+class QuantizedExport:
+    """The quantised graph ``export_query_encoder(..., quantize="int8")`` wrote next to the fp32 one."""
+
+    path: Path
+    quantization: str  # the graph's querylife.quantization metadata, e.g. "int8-dynamic"
+    max_abs_diff: float  # against encode_queries on the check queries
+    min_cosine: float  # against encode_queries on the check queries
+    min_cosine_bound: float  # the export failed below this
+    excluded_nodes: list[str]  # nodes kept in fp32 (embedding tables, query head: fp32_nodes)
 
 
 CHECK_QUERIES = ["red striped dress", "usb c power bank 20000 mah fast charging for phone", "a", "sofa"]
 # Example input for tracing / export: a padded batch of different lengths, so no shape is specialised to a constant.
 TRACE_EXAMPLE = ["red striped summer dress with pockets", "usb c cable"]
+QUANT_PER_CHANNEL = True  # per-tensor weight scales: min cosine 0.88 on trained checkpoints (quantize_query_encoder)
 
 
 def _export_proto(module: QueryTowerModule, tower: TextTower, *, exporter: str, opset: int | None):
@@ -183,6 +226,9 @@ def export_query_encoder(
     opset: int | None = None,
     exporter: str = "dynamo",
     tolerance: float = 1e-4,
+    quantize: str = "none",
+    quantized_out: str | Path | None = None,
+    min_cosine: float = DEFAULT_MIN_COSINE,
 ) -> ExportResult:
     """Export the query tower + query head of a checkpoint (or a loaded model) to ``out`` (an ``.onnx`` file).
 
@@ -193,10 +239,16 @@ def export_query_encoder(
     ``exporter``: "dynamo" (``torch.onnx.export(dynamo=True)``, the default of current PyTorch) or "legacy" (the
     TorchScript exporter). ``opset``: None lets the exporter choose.
 
+    ``quantize="int8"``: then also write the dynamically quantised graph (:func:`quantize_query_encoder`) to
+    ``quantized_out`` (default: ``out`` with ``.int8.onnx``); it fails, naming the file, when its vectors' cosine to
+    ``encode_queries`` falls below ``min_cosine`` on a check query (``tolerance`` bounds the fp32 graph only).
+
     Example::
 
         result = export_query_encoder("runs/exp1/best", "runs/exp1/best/onnx/query_encoder.onnx")
         print(result.max_abs_diff)   # e.g. 2e-07
+        result = export_query_encoder("runs/exp1/best", "runs/exp1/best/onnx/query_encoder.onnx", quantize="int8")
+        print(result.quantized.path, result.quantized.min_cosine)   # ...query_encoder.int8.onnx 0.99...
     """
     onnx = _require("onnx")
     _require("onnxruntime")
@@ -211,6 +263,11 @@ def export_query_encoder(
     out = Path(out)
     if out.suffix != ".onnx":
         raise ValueError(f"--out must name an .onnx file, not {out}")
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, not {quantize!r}")
+    qout = Path(quantized_out) if quantized_out is not None else quantized_path(out)
+    if quantize != "none" and (qout.suffix != ".onnx" or qout.resolve() == out.resolve()):
+        raise ValueError(f"the quantised graph needs its own .onnx file, not {qout}")
     try:
         module, tower = query_tower_module(model)
         with torch.no_grad():
@@ -248,13 +305,116 @@ def export_query_encoder(
         shutil.rmtree(tmp, ignore_errors=True)
     atomic_write_bytes(out, data)
 
-    diff = parity(model, OnnxQueryEncoder(out), CHECK_QUERIES)
+    encoder = OnnxQueryEncoder(out)
+    check = parity_stats(model, encoder, CHECK_QUERIES)
+    diff = check.max_abs_diff
     if not diff <= tolerance:
         raise ValueError(
             f"{out}: the ONNX graph differs from PyTorch by {diff:.3g} (> {tolerance:g}) on the check queries"
         )
+    quantized = None
+    if quantize != "none":
+        quantized = quantize_query_encoder(out, qout, model=model, min_cosine=min_cosine)
     return ExportResult(
-        out, out.parent, exporter, opset_used, model.config.embed_dim, module.input_names, diff, list(CHECK_QUERIES)
+        out,
+        out.parent,
+        exporter,
+        opset_used,
+        model.config.embed_dim,
+        module.input_names,
+        diff,
+        list(CHECK_QUERIES),
+        check.min_cosine,
+        quantized,
+    )
+
+
+def quantized_path(out: str | Path, quantization: str = "int8") -> Path:
+    """Where the quantised graph of ``out`` goes by default: ``query_encoder.onnx`` -> ``query_encoder.int8.onnx``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.{quantization}.onnx")
+
+
+def fp32_nodes(graph) -> list[str]:
+    """The nodes an int8 export keeps in fp32: the embedding tables' Gathers and the query head.
+
+    The head is the last node that multiplies by a weight (Gemm / MatMul with an initializer operand): every tower
+    ends encoder -> pooling -> head -> L2 normalisation (the normalisation has no weights, so it stays fp32 anyway;
+    so does a Gemm head, which dynamic quantisation does not cover, but a CLIP text projection is a MatMul). The
+    embedding Gathers read a few table rows per query, so int8 tables make the file smaller, not the forward faster,
+    and they cost parity (benchmarks/results/onnx_int8.md).
+    """
+    weights = {init.name for init in graph.initializer}
+    linear = [n.name for n in graph.node if n.op_type in ("Gemm", "MatMul") and any(i in weights for i in n.input)]
+    tables = [n.name for n in graph.node if n.op_type == "Gather" and any(i in weights for i in n.input)]
+    return tables + linear[-1:]
+
+
+def quantize_query_encoder(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    model: QueryLifeModel,
+    min_cosine: float = DEFAULT_MIN_COSINE,
+    queries: list[str] | None = None,
+) -> QuantizedExport:
+    """Write ``src`` (an fp32 export) with its weights dynamically quantised to int8, to ``dst`` (atomically),
+    after checking it against ``model.encode_queries`` on ``queries`` (default: the export's check queries).
+
+    Dynamic quantisation (``onnxruntime.quantization.quantize_dynamic``): int8 weights, activations quantised per
+    call from their own range; the encoder's MatMuls are quantised, so a one-query forward reads ~4x fewer weight
+    bytes (it is bound by memory bandwidth). Per-channel weight scales; the embedding tables and the query head
+    stay fp32 (:func:`fp32_nodes`). Chosen on 5 trained demo checkpoints, 600 queries each, by parity (min cosine
+    to the fp32 vectors; benchmarks/results/onnx_int8.md): per-tensor scales 0.88, per-channel 0.96, per-channel
+    with fp32 embedding tables 0.98 at the same speed (int8 tables only shrink the file: 23 against 59 MB). Keeping
+    the FFN output layers fp32 too reached 0.99 but gave back a third of the time saved (forward x0.67 of fp32's
+    instead of x0.50), so it is not the default.
+    The graph keeps the fp32 export's metadata (tokenizer settings, checkpoint hash) and adds
+    ``querylife.quantization=int8-dynamic``. Raises ``ValueError`` naming ``dst`` (nothing is written) when the
+    smallest cosine falls below ``min_cosine``.
+
+    Example::
+
+        q = quantize_query_encoder("best/onnx/query_encoder.onnx", "best/onnx/query_encoder.int8.onnx", model=model)
+        q.min_cosine, q.max_abs_diff     # e.g. 0.99, 0.03
+    """
+    onnx = _require("onnx")
+    _require("onnxruntime")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src, dst = Path(src), Path(dst)
+    base = onnx.load(str(src))
+    excluded = fp32_nodes(base.graph)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_dynamic logs a "consider pre-processing" warning on every call
+    try:
+        with tempfile.TemporaryDirectory(prefix=".quantize.", dir=dst.parent) as tmp:
+            scratch = Path(tmp) / "q.onnx"
+            quantize_dynamic(
+                base, scratch, weight_type=QuantType.QInt8, per_channel=QUANT_PER_CHANNEL, nodes_to_exclude=excluded
+            )
+            proto = onnx.load(str(scratch))
+    finally:
+        root.setLevel(level)
+    meta = {e.key: e.value for e in base.metadata_props}
+    meta[META_PREFIX + "quantization"] = QUANTIZATIONS["int8"]
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    data = proto.SerializeToString()
+
+    check = parity_stats(model, OnnxQueryEncoder(src).with_graph(data), queries or CHECK_QUERIES)
+    if not check.min_cosine >= min_cosine:
+        raise ValueError(
+            f"{dst}: not written: the int8 graph's query vectors reach cosine {check.min_cosine:.4f} to PyTorch's "
+            f"(< {min_cosine:g}, --min-cosine) on the check queries; serve the fp32 graph"
+        )
+    atomic_write_bytes(dst, data)
+    return QuantizedExport(
+        dst, QUANTIZATIONS["int8"], check.max_abs_diff, check.min_cosine, min_cosine, list(excluded)
     )
 
 
@@ -269,6 +429,27 @@ def parity(model: QueryLifeModel, encoder: Any, queries: list[str]) -> float:
     finally:
         model.train(was_training)
     return float((encoder.encode(queries) - ref).abs().max())
+
+
+@torch.no_grad()
+def parity_stats(model: QueryLifeModel, encoder: Any, queries: list[str]) -> Parity:
+    """Max absolute difference and min cosine between ``model.encode_queries`` and ``encoder.encode`` on
+    ``queries`` (what a quantised graph is judged by: its vectors are close in direction, not to 1e-4).
+
+    Example::
+
+        p = parity_stats(model, OnnxQueryEncoder("best/onnx/query_encoder.int8.onnx"), ["red dress"])
+        p.min_cosine    # e.g. 0.995
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        ref = model.encode_queries(queries).float().cpu()  # (B, D)
+    finally:
+        model.train(was_training)
+    got = encoder.encode(queries).float()  # (B, D)
+    cosine = F.cosine_similarity(got, ref, dim=-1)  # (B,)
+    return Parity(float((got - ref).abs().max()), float(cosine.min()))
 
 
 class OnnxQueryEncoder:
@@ -295,7 +476,12 @@ class OnnxQueryEncoder:
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = inter_op_threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._options = options
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self._read_metadata()
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.path.parent))
+
+    def _read_metadata(self) -> None:
         props = self.session.get_modelmeta().custom_metadata_map
         meta = {k.removeprefix(META_PREFIX): v for k, v in props.items() if k.startswith(META_PREFIX)}
         if not meta.get("format", "").startswith("querylife-query-encoder/"):
@@ -306,9 +492,25 @@ class OnnxQueryEncoder:
         self.padding: bool | str = "max_length" if meta["padding"] == "max_length" else True
         self.input_names = json.loads(meta["input_names"])
         self.checkpoint_sha256 = meta.get("checkpoint_sha256") or None
+        # "none" (fp32: the scores `querylife eval` gives) or "int8-dynamic" (export-onnx --quantize int8)
+        self.quantization = meta.get("quantization", "none")
         graph_inputs = [i.name for i in self.session.get_inputs()]
         self._feed_names = [n for n in self.input_names if n in graph_inputs]  # an unused input may be pruned
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.path.parent))
+
+    @property
+    def description(self) -> str:
+        """What the service's /readyz names as its query encoder, e.g. ``onnxruntime int8-dynamic (FILE)``."""
+        kind = "onnxruntime" if self.quantization == "none" else f"onnxruntime {self.quantization}"
+        return f"{kind} ({self.path})"
+
+    def with_graph(self, data: bytes) -> OnnxQueryEncoder:
+        """A copy running the serialised graph ``data`` with this encoder's tokenizer and session options (an
+        export checks a graph this way before writing it)."""
+        ort = _require("onnxruntime")
+        other = copy.copy(self)
+        other.session = ort.InferenceSession(data, self._options, providers=["CPUExecutionProvider"])
+        other._read_metadata()
+        return other
 
     def encode(self, texts: list[str]) -> torch.Tensor:
         """Unit query vectors (B, D) for ``texts`` (an empty list gives (0, D))."""

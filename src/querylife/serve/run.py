@@ -68,7 +68,7 @@ def app_from_env():
         gc.collect()
         gc.freeze()
         if encoder is not None:
-            service.info["query_encoder"] = f"onnxruntime ({spec['onnx']})"
+            service.info["query_encoder"] = encoder.description  # names the quantisation (int8-dynamic) if any
         return service
 
     return create_app(settings, loader=load)
