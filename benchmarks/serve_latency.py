@@ -1,9 +1,12 @@
-"""/v1/relevance latency and throughput on loopback: PyTorch vs ONNX query encoder, micro-batching on and off.
+"""/v1/relevance latency and throughput on loopback: PyTorch vs ONNX (fp32, int8) query encoder, micro-batching on
+and off.
 
 Setup (once, in ``--work``): the demo storefront (3,000 products), an **untrained** checkpoint with the default
 towers (all-MiniLM-L6-v2 query/text tower, small CNN vision tower, the demo's product types; latency does not
 depend on the weights' values, so no training is needed), its embedding store (``embed_catalogue``) and index
-(``build_index``), and the ONNX query encoder (``export_query_encoder``).
+(``build_index``), and the ONNX query encoder (``export_query_encoder``) with its int8 twin
+(``quantize_query_encoder``, what ``querylife export-onnx --quantize int8`` writes; encoder ``onnx-int8``: faster,
+at a measured quality cost, benchmarks/results/onnx_int8.md).
 
 For each server (encoder x micro-batching) the benchmark starts ``querylife serve`` as a subprocess on
 127.0.0.1, waits for /readyz, and drives ``POST /v1/relevance`` with a bare asyncio HTTP/1.1 client
@@ -63,7 +66,13 @@ def prepare(work: Path) -> dict[str, Path]:
     from querylife.encode import load_catalogue
     from querylife.index import INDEX_MANIFEST, build_index
     from querylife.model import ModelConfig, QueryLifeModel
-    from querylife.onnx_export import DEFAULT_NAME, export_query_encoder, quiet_export
+    from querylife.onnx_export import (
+        DEFAULT_NAME,
+        export_query_encoder,
+        quantize_query_encoder,
+        quantized_path,
+        quiet_export,
+    )
     from querylife.store import MANIFEST_NAME, EmbeddingStore, embed_catalogue
 
     demo = generate_demo(work / "data", DemoConfig(), progress=False)
@@ -85,7 +94,10 @@ def prepare(work: Path) -> dict[str, Path]:
     if not onnx.exists():
         with quiet_export():
             export_query_encoder(ckpt, onnx)
-    return {"checkpoint": ckpt, "store": store, "onnx": onnx, "pairs": Path(demo.pairs_path)}
+    onnx_int8 = quantized_path(onnx)  # what `querylife export-onnx --quantize int8` writes beside it
+    if not onnx_int8.exists():
+        quantize_query_encoder(onnx, onnx_int8, model=QueryLifeModel.from_pretrained(ckpt))
+    return {"checkpoint": ckpt, "store": store, "onnx": onnx, "onnx-int8": onnx_int8, "pairs": Path(demo.pairs_path)}
 
 
 def free_port() -> int:
@@ -101,8 +113,8 @@ def server_command(
             "max_inflight=64"]
     cmd = [sys.executable, "-m", "querylife.cli", "serve", "--checkpoint", str(paths["checkpoint"]), "--store",
            str(paths["store"]), "--port", str(port), "--log-level", "warning", *[a for s in sets for a in ("--set", s)]]
-    if encoder == "onnx":
-        cmd += ["--onnx", str(paths["onnx"])]
+    if encoder in ("onnx", "onnx-int8"):
+        cmd += ["--onnx", str(paths[encoder])]
     if workers > 1:
         cmd += ["--workers", str(workers)]
     return cmd
@@ -286,6 +298,7 @@ class Floors:
         self.encoders = {
             "pytorch": TracedQueryEncoder(self.model),  # what `querylife serve` encodes with (torchscript: true)
             "onnx": OnnxQueryEncoder(paths["onnx"], intra_op_threads=threads),
+            "onnx-int8": OnnxQueryEncoder(paths["onnx-int8"], intra_op_threads=threads),
         }
         self.eager = lambda qs: self.model.encode_queries(qs).float()  # shown beside it: what tracing saves
         self.products = EmbeddingStore.open(paths["store"]).load()
@@ -328,7 +341,8 @@ class Floors:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--encoders", nargs="+", default=["pytorch", "onnx"], choices=["pytorch", "onnx"])
+    parser.add_argument("--encoders", nargs="+", default=["pytorch", "onnx", "onnx-int8"],
+                        choices=["pytorch", "onnx", "onnx-int8"])
     parser.add_argument("--batching", nargs="+", default=["on", "off"], choices=["on", "off"])
     parser.add_argument("--candidates", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
@@ -378,7 +392,7 @@ def main() -> None:
                                 "concurrency": conc, **stats,
                                 "floor_p50_ms": floor["query forward"]["p50_ms"]}
                         cells.append(cell)
-                        print(f"{encoder:7s} batching {batching:3s} x{n_cand:<5d} c={conc}: p50 {stats['p50_ms']:.1f} "
+                        print(f"{encoder:9s} batching {batching:3s} x{n_cand:<5d} c={conc}: p50 {stats['p50_ms']:.1f} "
                               f"p95 {stats['p95_ms']:.1f} p99 {stats['p99_ms']:.1f} ms, {stats['rps']:.0f} req/s, "
                               f"server p50 {stats['server_p50_ms']:.1f} (parse {stats['parse_p50_ms']:.1f}, hand-off "
                               f"{stats['pool_wait_p50_ms']:.1f}, encode {stats['encode_p50_ms']:.1f}, score "
@@ -402,7 +416,7 @@ def main() -> None:
         return (min if low else max)(pool, key=lambda c: c[key]) if pool else None
 
     targets = []
-    for encoder, limit in (("pytorch", 20.0), ("onnx", 10.0)):
+    for encoder, limit in (("pytorch", 20.0), ("onnx", 10.0), ("onnx-int8", 10.0)):
         cell = best(encoder, 1, "p99_ms", True)
         if cell:
             targets.append([f"x1,000 p99 <= {limit:g} ms ({encoder}, concurrency 1, batching {cell['batching']})",
@@ -439,7 +453,8 @@ def main() -> None:
         f"Model: untrained checkpoint (all-MiniLM-L6-v2 query tower, frozen; small CNN vision tower; embed_dim 256); "
         f"store of {len(ids):,} demo products, exact index. Server: {args.workers} worker process(es), "
         f"{args.threads} torch / onnxruntime "
-        f"threads, query cache off; `querylife serve` (ONNX: `--onnx`, the graph of `querylife export-onnx`).  ",
+        f"threads, query cache off; `querylife serve` (ONNX: `--onnx`, the graph of `querylife export-onnx`; "
+        "onnx-int8: its `--quantize int8` twin).  ",
         f"Each cell: {args.warmup:g} s warm-up, then {args.duration:g} s measured; closed-loop clients (a bare asyncio "
         "HTTP/1.1 client on keep-alive connections sending pre-encoded requests, to take as little of the shared "
         "CPU as it can); random candidate ids per request. Client columns: from sending the request to the last "
