@@ -396,7 +396,10 @@ def write_report(work: Path, out: Path, reference: str, tag: str = "") -> None:
             groups["mixed"] = store_meta["mixed_types"]
         queries = pd.read_parquet(work / "data" / store / "queries.parquet")
         qtype = dict(zip(queries["query"], queries["product_type"], strict=True))
-        seeds = sorted({r["seed"] for r in mine if r["method"] == reference})
+        # only seeds every recorded method has finished: a run still going (or stopped) leaves paired seeds
+        ran = {(r["seed"], r["method"]) for r in mine}
+        methods = {m for _, m in ran}
+        seeds = sorted({s for s, m in ran if m == reference and all((s, x) in ran for x in methods)})
         if not seeds:
             print(f"{store}: no {reference} run yet, no report")
             continue
