@@ -562,7 +562,7 @@ def write_report(work: Path, out: Path, reference: str, tag: str = "") -> None:
             "",
             "The same on the dev split (dev_type_gate's dev numbers here are not cross-fitted):",
             "",
-            *criteria_table(dev_crit, reference),
+            *criteria_table(dev_crit, reference, split="dev"),
             "",
         ]
         write_results(out, f"fusion_{store}{suffix}", md, {**meta, **payload})
@@ -574,7 +574,7 @@ def write_report(work: Path, out: Path, reference: str, tag: str = "") -> None:
         )
 
 
-def criteria_table(crit: list[dict], reference: str) -> list[str]:
+def criteria_table(crit: list[dict], reference: str, split: str = "test") -> list[str]:
     """Markdown rows of :func:`criteria`: reference - other with 95% intervals, and whether the line is met."""
     from querylife.report import md_table
 
@@ -586,8 +586,8 @@ def criteria_table(crit: list[dict], reference: str) -> list[str]:
         for c in crit
     ]
     return [
-        f"`{reference}` minus the other method: NDCG@10 paired over test queries (bootstrap), ROC-AUC in type paired "
-        "by seed (t interval). Met: both intervals reach 0 or above (not worse beyond the noise).",
+        f"`{reference}` minus the other method: NDCG@10 paired over {split} queries (bootstrap), ROC-AUC in type "
+        "paired by seed (t interval). Met: both intervals reach 0 or above (not worse beyond the noise).",
         "",
         md_table(["scope", "versus", "Δ NDCG@10 [95% CI]", "Δ ROC-AUC in type [95% CI]", "met"], rows),
     ]
