@@ -1,7 +1,8 @@
 """Fusion modes across the generated storefronts (issue 14): every mode trained with several seeds on each
 storefront, with dev numbers (what choices were made on) and test numbers (reported, never tuned on).
 
-For each storefront (``demo``, ``home_books``, ``media_market``; 3,000 products, data seed 0, split by intent) and
+For each storefront (``demo``, ``home_books``, ``media_market``; 3,000 products, data seed 0 unless ``--data-seed``
+says otherwise, split by intent) and
 training seed, each method is trained once (``querylife.suite.Suite``) and scored on dev and test: overall, per
 type group (image- / title-informative / mixed) and per product type; NDCG@10, pooled and within-type ROC-AUC,
 gate weights per type. ``dev_type_gate`` is not trained again: its training is exactly ``mean``'s (its per-type
@@ -15,7 +16,8 @@ Run:  python benchmarks/fusion_storefronts.py --seeds 0 1 2 3 4 --work runs/fusi
       fusion_{storefront}[_T].{md,json} and fusion_storefronts[_T].{md,json}, each ending in issue 14's acceptance
       lines for the reference mode (``--reference``, default ``query_gate``: the library's default fusion).
       ``--set KEY=VALUE`` changes the config of every run (e.g. the vision tower; the storefronts are rendered at
-      its input size).
+      its input size). ``--data-seed N`` generates the storefronts from another seed (new products, queries and
+      split: a replication); give it its own ``--work``, since the data lives in WORK/data/<storefront>.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -210,6 +213,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--storefronts", nargs="+", default=STOREFRONTS)
     parser.add_argument("--products", type=int, default=3000)
+    # another data seed is a fresh sample of the same generators: for replicating a finding, never for tuning
+    parser.add_argument("--data-seed", type=int, default=0, help="the storefronts' generator seed (DemoConfig.seed)")
     parser.add_argument("--methods", nargs="+", default=TRAINED, help="trained methods, in this order per seed")
     parser.add_argument("--work", default="runs/fusion")
     parser.add_argument("--lock", default=None)
@@ -231,8 +236,18 @@ def main() -> None:
         for line in log.read_text().splitlines():
             r = json.loads(line)
             done.add((r["storefront"], r["seed"], r["method"]))
-    meta = {"command": command_line(), "machine": machine_info()}
-    (work / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    meta_path = work / "meta.json"
+    if meta_path.exists():  # a resumed run must not mix two data seeds in one WORK
+        before = json.loads(meta_path.read_text()).get("data_seed", 0)
+        if before != args.data_seed:
+            raise SystemExit(f"{meta_path}: WORK holds data seed {before}, not {args.data_seed}; use another --work")
+    meta = {
+        "command": _without_lock(command_line()),
+        "machine": machine_info(),
+        "data_seed": args.data_seed,
+        "products": args.products,
+    }
+    meta_path.write_text(json.dumps(meta, indent=2, default=str))
     stores: dict = {}
     caches: dict = {}
     for seed in args.seeds:
@@ -247,7 +262,7 @@ def main() -> None:
                     stores[name] = demo_dataset(
                         Path(args.work) / "data" / name,
                         args.overrides,
-                        DemoConfig(n_products=args.products, seed=0, storefront=name, image_size=size),
+                        DemoConfig(n_products=args.products, seed=args.data_seed, storefront=name, image_size=size),
                     )
                 store, base, data = stores[name]
                 cfg = with_overrides(base, {"train.seed": seed})
@@ -256,6 +271,24 @@ def main() -> None:
                     suite.cache, suite._text_tower = caches[name]
                 run_one(name, seed, suite, cfg, store.type_groups(), data, args.lock, [method], log)
                 caches[name] = (suite.cache, suite._text_tower)
+
+
+def _without_lock(command: str) -> str:
+    """The command without ``--lock FILE``: the lock only orders runs on a shared machine, the results do not
+    depend on it, and a lock path is the machine's, not the project's.
+
+    Example: ``_without_lock("python b.py --lock /tmp/x --seeds 0")`` -> ``"python b.py --seeds 0"``.
+    """
+    words, out = shlex.split(command), []
+    skip = False
+    for w in words:
+        if skip:
+            skip = False
+        elif w == "--lock":
+            skip = True
+        elif not w.startswith("--lock="):
+            out.append(w)
+    return shlex.join(out)
 
 
 # ---- the report: WORK/runs.jsonl -> OUT/fusion_{storefront}.{md,json} -------------------------------------------
@@ -346,6 +379,9 @@ def write_report(work: Path, out: Path, reference: str, tag: str = "") -> None:
     recs = [json.loads(line) for line in (work / "runs.jsonl").read_text().splitlines()]
     meta = json.loads((work / "meta.json").read_text())
     suffix = f"_{tag}" if tag else ""
+    # runs written before --data-seed existed used data seed 0 and 3,000 products
+    data_seed, products = int(meta.get("data_seed", 0)), int(meta.get("products", 3000))
+    seed_opt = f" --seed {data_seed}" if data_seed else ""
     combined: dict = {}
     for store in STOREFRONTS:
         mine = [r for r in recs if r["storefront"] == store]
@@ -360,7 +396,10 @@ def write_report(work: Path, out: Path, reference: str, tag: str = "") -> None:
             groups["mixed"] = store_meta["mixed_types"]
         queries = pd.read_parquet(work / "data" / store / "queries.parquet")
         qtype = dict(zip(queries["query"], queries["product_type"], strict=True))
-        seeds = sorted({r["seed"] for r in mine if r["method"] == reference})
+        # only seeds every recorded method has finished: a run still going (or stopped) leaves paired seeds
+        ran = {(r["seed"], r["method"]) for r in mine}
+        methods = {m for _, m in ran}
+        seeds = sorted({s for s, m in ran if m == reference and all((s, x) in ran for x in methods)})
         if not seeds:
             print(f"{store}: no {reference} run yet, no report")
             continue
@@ -435,7 +474,8 @@ def write_report(work: Path, out: Path, reference: str, tag: str = "") -> None:
             f"# Fusion modes on the `{store}` storefront ({n} training seeds)",
             "",
             *run_header(meta),
-            f"Storefront `{store}`: 3,000 products, data seed 0 (`querylife data demo --storefront {store}`), split "
+            f"Storefront `{store}`: {products:,} products, data seed {data_seed} (`querylife data demo --storefront "
+            f"{store}{seed_opt}`), split "
             f"by intent; training seeds {', '.join(map(str, seeds))}; every method with the defaults except its "
             "fusion mode (title / image only also without the auxiliary terms, as `querylife eval --suite` runs "
             "them). The machine was shared by several agents (2 cores): times are not measurements. "
@@ -462,7 +502,9 @@ def write_report(work: Path, out: Path, reference: str, tag: str = "") -> None:
             "",
         ]
         if "dev_type_gate" in by:
-            types = sorted({t for g in groups.values() for t in g}, key=lambda t: [g for g in groups if t in groups[g]])
+            # by group; within a group in the storefront's own order (a set's order changed with the string hash seed)
+            listed = dict.fromkeys(t for g in groups.values() for t in g)
+            types = sorted(listed, key=lambda t: [g for g in groups if t in groups[g]])
             wrows = []
             for t in types:
                 grp = next(g for g in groups if t in groups[g])
@@ -520,7 +562,7 @@ def write_report(work: Path, out: Path, reference: str, tag: str = "") -> None:
             "",
             "The same on the dev split (dev_type_gate's dev numbers here are not cross-fitted):",
             "",
-            *criteria_table(dev_crit, reference),
+            *criteria_table(dev_crit, reference, split="dev"),
             "",
         ]
         write_results(out, f"fusion_{store}{suffix}", md, {**meta, **payload})
@@ -532,7 +574,7 @@ def write_report(work: Path, out: Path, reference: str, tag: str = "") -> None:
         )
 
 
-def criteria_table(crit: list[dict], reference: str) -> list[str]:
+def criteria_table(crit: list[dict], reference: str, split: str = "test") -> list[str]:
     """Markdown rows of :func:`criteria`: reference - other with 95% intervals, and whether the line is met."""
     from querylife.report import md_table
 
@@ -544,8 +586,8 @@ def criteria_table(crit: list[dict], reference: str) -> list[str]:
         for c in crit
     ]
     return [
-        f"`{reference}` minus the other method: NDCG@10 paired over test queries (bootstrap), ROC-AUC in type paired "
-        "by seed (t interval). Met: both intervals reach 0 or above (not worse beyond the noise).",
+        f"`{reference}` minus the other method: NDCG@10 paired over {split} queries (bootstrap), ROC-AUC in type "
+        "paired by seed (t interval). Met: both intervals reach 0 or above (not worse beyond the noise).",
         "",
         md_table(["scope", "versus", "Δ NDCG@10 [95% CI]", "Δ ROC-AUC in type [95% CI]", "met"], rows),
     ]
