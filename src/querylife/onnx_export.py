@@ -492,7 +492,8 @@ class OnnxQueryEncoder:
         self.padding: bool | str = "max_length" if meta["padding"] == "max_length" else True
         self.input_names = json.loads(meta["input_names"])
         self.checkpoint_sha256 = meta.get("checkpoint_sha256") or None
-        # "none" (fp32: the scores `querylife eval` gives) or "int8-dynamic" (export-onnx --quantize int8)
+        # "none" (fp32: the scores `querylife eval` gives) or "int8-dynamic" (export-onnx --quantize int8; activations
+        # are quantised with the range of the whole call, so a query's vector depends slightly on its batch-mates)
         self.quantization = meta.get("quantization", "none")
         graph_inputs = [i.name for i in self.session.get_inputs()]
         self._feed_names = [n for n in self.input_names if n in graph_inputs]  # an unused input may be pruned
