@@ -264,6 +264,15 @@ def test_int8_vectors_are_unit_and_close_and_parity_is_reported(checkpoint, expo
     assert float((got - ref).abs().max()) > float((OnnxQueryEncoder(exported_int8.path)(QUERIES) - ref).abs().max())
 
 
+def test_int8_vector_of_a_query_does_not_depend_on_its_batch(exported_int8):
+    # Dynamic quantisation takes activation ranges from the whole call: the int8 encoder runs each text alone, so
+    # a query gets one vector whatever the micro-batcher groups it with (the fp32 graph batches as usual).
+    int8 = OnnxQueryEncoder(exported_int8.quantized.path)
+    alone = torch.cat([int8([q]) for q in QUERIES])  # (5, D)
+    torch.testing.assert_close(int8(QUERIES), alone, atol=0, rtol=0)
+    torch.testing.assert_close(int8(list(reversed(QUERIES))), alone.flip(0), atol=0, rtol=0)
+
+
 def test_int8_below_the_cosine_bound_fails_naming_the_file(checkpoint, tmp_path):
     out = tmp_path / "onnx" / "query_encoder.onnx"
     with quiet_export(), pytest.raises(ValueError, match=r"query_encoder\.int8\.onnx: not written.*--min-cosine"):

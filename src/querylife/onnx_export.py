@@ -514,9 +514,17 @@ class OnnxQueryEncoder:
         return other
 
     def encode(self, texts: list[str]) -> torch.Tensor:
-        """Unit query vectors (B, D) for ``texts`` (an empty list gives (0, D))."""
+        """Unit query vectors (B, D) for ``texts`` (an empty list gives (0, D)).
+
+        A dynamically quantised graph takes its activations' int8 ranges from the whole input, so in a batch a
+        query's vector would depend on the queries beside it (cosine down to 0.957 against the same query alone,
+        benchmarks/results/onnx_int8.md): such a graph encodes each text on its own, and a query always gets the
+        same vector, whether the service's micro-batcher grouped it or not.
+        """
         if not texts:
             return torch.empty(0, self.dim)
+        if self.quantization != "none" and len(texts) > 1:
+            return torch.cat([self.encode([text]) for text in texts])  # (B, D)
         tok = self.tokenizer(
             list(texts), padding=self.padding, truncation=True, max_length=self.max_length, return_tensors="np"
         )
