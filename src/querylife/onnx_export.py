@@ -418,17 +418,10 @@ def quantize_query_encoder(
     )
 
 
-@torch.no_grad()
 def parity(model: QueryLifeModel, encoder: Any, queries: list[str]) -> float:
     """Max absolute difference between ``model.encode_queries`` and ``encoder.encode`` (the ONNX or the traced
     query encoder) on ``queries``."""
-    was_training = model.training
-    model.eval()
-    try:
-        ref = model.encode_queries(queries).float().cpu()  # (B, D)
-    finally:
-        model.train(was_training)
-    return float((encoder.encode(queries) - ref).abs().max())
+    return parity_stats(model, encoder, queries).max_abs_diff
 
 
 @torch.no_grad()
@@ -493,7 +486,7 @@ class OnnxQueryEncoder:
         self.input_names = json.loads(meta["input_names"])
         self.checkpoint_sha256 = meta.get("checkpoint_sha256") or None
         # "none" (fp32: the scores `querylife eval` gives) or "int8-dynamic" (export-onnx --quantize int8; activations
-        # are quantised with the range of the whole call, so a query's vector depends slightly on its batch-mates)
+        # are quantised with the range of the whole call, so encode() runs such a graph one text at a time)
         self.quantization = meta.get("quantization", "none")
         graph_inputs = [i.name for i in self.session.get_inputs()]
         self._feed_names = [n for n in self.input_names if n in graph_inputs]  # an unused input may be pruned
