@@ -18,6 +18,9 @@ Run:  python benchmarks/fusion_storefronts.py --seeds 0 1 2 3 4 --work runs/fusi
       ``--set KEY=VALUE`` changes the config of every run (e.g. the vision tower; the storefronts are rendered at
       its input size). ``--data-seed N`` generates the storefronts from another seed (new products, queries and
       split: a replication); give it its own ``--work``, since the data lives in WORK/data/<storefront>.
+      ``--shared-photo-as-missing K`` (off by default) treats a photo shared by K or more distinct products (distinct
+      group ids: duplicate listings legitimately share a photo) as missing for every product showing it, as if the
+      catalogue had no photo there (a "no image available" placeholder says nothing product-specific).
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shlex
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -40,6 +45,7 @@ import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from querylife.config import load_config, with_overrides  # noqa: E402
+from querylife.data.prepare import Dataset  # noqa: E402
 from querylife.data.storefront import DemoConfig  # noqa: E402
 from querylife.evaluate import MethodRun, evaluate_model, gate_weight_by_type  # noqa: E402
 from querylife.gate_fit import fit_type_weights, set_type_weights  # noqa: E402
@@ -70,6 +76,66 @@ def file_lock(path: str | None):
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@dataclass
+class SharedPhotos:
+    """What :func:`shared_photos_as_missing` removed: ``flagged`` (N,) bool over catalogue rows; ``photos``: the
+    number of distinct shared photos; ``by_type``: per product type, products, flagged count and share."""
+
+    min_products: int
+    flagged: np.ndarray
+    photos: int
+    by_type: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        return {"min_products": self.min_products, "photos": self.photos, "flagged": int(self.flagged.sum()),
+                "by_type": self.by_type}  # fmt: skip
+
+    def lines(self) -> list[str]:
+        out = [f"shared photos (>= {self.min_products} distinct products): {self.photos} photos, "
+               f"{int(self.flagged.sum())} products now without image"]  # fmt: skip
+        for t, d in self.by_type.items():
+            if d["flagged"]:
+                out.append(f"  {t}: {d['flagged']}/{d['products']} products ({d['share']:.1%}), "
+                           f"{d['photos']} distinct shared photos")  # fmt: skip
+        return out
+
+
+def shared_photos_as_missing(data: Dataset, min_products: int) -> SharedPhotos:
+    """Treat every photo shown by at least ``min_products`` distinct products as missing, in place: those products
+    get ``has_image`` False and zero pixels, exactly as products the catalogue gave no photo (the towers, the
+    feature cache, training, dev selection and scoring all read ``data.has_image``). Distinct products are distinct
+    ``group_id`` values where the catalogue has that column (duplicate listings of one product share a photo
+    legitimately), else distinct ``product_id`` values. Uses no label.
+
+    Example: ``shared_photos_as_missing(data, 3).lines()`` -> ``["shared photos (>= 3 distinct products): 2 photos,
+    781 products now without image", "  book: 398/398 products (100.0%), 1 distinct shared photos", ...]``.
+    """
+    if min_products < 2:
+        raise ValueError(f"min_products must be at least 2 (one product's own photo is not shared), not {min_products}")
+    cat = data.catalog
+    owner = cat["group_id"] if "group_id" in cat else cat["product_id"]
+    has = data.has_image.numpy().astype(bool)
+    keys = pd.Series(
+        [
+            hashlib.blake2b(data.images[i].contiguous().numpy().tobytes(), digest_size=16).hexdigest() if h else None
+            for i, h in enumerate(has)
+        ],  # fmt: skip
+        index=cat.index,
+    )
+    owners = owner[has].groupby(keys[has]).nunique()  # distinct products per photo
+    shared = set(owners.index[owners >= min_products])
+    flagged = keys.isin(shared).to_numpy() & has
+    by_type = {}
+    for t, rows in cat.groupby("product_type").indices.items():
+        f = flagged[rows]
+        by_type[str(t)] = {"products": len(rows), "flagged": int(f.sum()), "share": float(f.mean()),
+                           "photos": int(keys.iloc[rows][f].nunique())}  # fmt: skip
+    idx = torch.from_numpy(np.flatnonzero(flagged))
+    data.has_image[idx] = False
+    data.images[idx] = 0  # the Dataset's contract: zeros where has_image is False
+    return SharedPhotos(min_products, flagged, len(shared), by_type)
 
 
 def load_model(suite: Suite, cfg, run_dir: Path) -> QueryLifeModel:
@@ -215,6 +281,9 @@ def main() -> None:
     parser.add_argument("--products", type=int, default=3000)
     # another data seed is a fresh sample of the same generators: for replicating a finding, never for tuning
     parser.add_argument("--data-seed", type=int, default=0, help="the storefronts' generator seed (DemoConfig.seed)")
+    # a photo shared by K+ distinct products (a generic icon) is no product photo; off by default (None)
+    parser.add_argument("--shared-photo-as-missing", type=int, default=None, metavar="K",
+                        help="treat a photo shared by >= K distinct products (group ids) as missing")  # fmt: skip
     parser.add_argument("--methods", nargs="+", default=TRAINED, help="trained methods, in this order per seed")
     parser.add_argument("--work", default="runs/fusion")
     parser.add_argument("--lock", default=None)
@@ -238,14 +307,20 @@ def main() -> None:
             done.add((r["storefront"], r["seed"], r["method"]))
     meta_path = work / "meta.json"
     if meta_path.exists():  # a resumed run must not mix two data seeds in one WORK
-        before = json.loads(meta_path.read_text()).get("data_seed", 0)
+        old = json.loads(meta_path.read_text())
+        before = old.get("data_seed", 0)
         if before != args.data_seed:
             raise SystemExit(f"{meta_path}: WORK holds data seed {before}, not {args.data_seed}; use another --work")
+        if old.get("shared_photo_as_missing") != args.shared_photo_as_missing:
+            raise SystemExit(f"{meta_path}: WORK was run with --shared-photo-as-missing "
+                             f"{old.get('shared_photo_as_missing')}; use another --work")  # fmt: skip
     meta = {
         "command": _without_lock(command_line()),
         "machine": machine_info(),
         "data_seed": args.data_seed,
         "products": args.products,
+        "shared_photo_as_missing": args.shared_photo_as_missing,
+        "shared_photos": {},
     }
     meta_path.write_text(json.dumps(meta, indent=2, default=str))
     stores: dict = {}
@@ -264,6 +339,11 @@ def main() -> None:
                         args.overrides,
                         DemoConfig(n_products=args.products, seed=args.data_seed, storefront=name, image_size=size),
                     )
+                    if args.shared_photo_as_missing is not None:  # before any feature is computed or model trained
+                        removed = shared_photos_as_missing(stores[name][2], args.shared_photo_as_missing)
+                        print(f"{name}: " + "\n".join(removed.lines()), flush=True)
+                        meta["shared_photos"][name] = removed.summary()
+                        meta_path.write_text(json.dumps(meta, indent=2, default=str))
                 store, base, data = stores[name]
                 cfg = with_overrides(base, {"train.seed": seed})
                 suite = Suite(cfg, data, work / name / f"seed{seed}", progress=False, n_boot=0, log=lambda s: None)
@@ -271,6 +351,16 @@ def main() -> None:
                     suite.cache, suite._text_tower = caches[name]
                 run_one(name, seed, suite, cfg, store.type_groups(), data, args.lock, [method], log)
                 caches[name] = (suite.cache, suite._text_tower)
+
+
+def _shared_note(meta: dict, store: str) -> str:
+    """The report header's words on ``--shared-photo-as-missing`` (empty when it was off)."""
+    k = meta.get("shared_photo_as_missing")
+    if k is None:
+        return ""
+    got = meta.get("shared_photos", {}).get(store, {})
+    return (f" photos shared by {k}+ distinct products treated as missing ({got.get('flagged', '?')} products, "
+            f"{got.get('photos', '?')} photos);")  # fmt: skip
 
 
 def _without_lock(command: str) -> str:
@@ -476,7 +566,8 @@ def write_report(work: Path, out: Path, reference: str, tag: str = "") -> None:
             *run_header(meta),
             f"Storefront `{store}`: {products:,} products, data seed {data_seed} (`querylife data demo --storefront "
             f"{store}{seed_opt}`), split "
-            f"by intent; training seeds {', '.join(map(str, seeds))}; every method with the defaults except its "
+            f"by intent;{_shared_note(meta, store)} training seeds {', '.join(map(str, seeds))}; "
+            "every method with the defaults except its "
             "fusion mode (title / image only also without the auxiliary terms, as `querylife eval --suite` runs "
             "them). The machine was shared by several agents (2 cores): times are not measurements. "
             "`dev_type_gate` reuses the `mean` run's vectors (its training is exactly mean fusion's; "

@@ -1,0 +1,127 @@
+"""Why a fusion's within-type ROC-AUC on the title-informative types moves: pooled over queries (what
+``roc_auc_in_type`` reports) against the same pairs with each query's mean in-type score subtracted (no per-query
+offset left) and the mean per-query AUC. Rescores the saved best checkpoints of fusion_storefronts.py work
+directories on the in-type pairs of the title-informative queries only (cheap: their products show a few shared
+icons, or nothing under ``--shared-photo-as-missing``).
+
+Run:  python benchmarks/fusion_in_type_auc_diag.py --work base=runs/fusion_lite0 --work rule=runs/fusion_shared_photo \
+          --storefronts home_books media_market --seeds 0 1 2 --stem fusion_shared_photo_auc_diag
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+sys.path.insert(0, str(Path(__file__).parent))
+from benchkit import demo_dataset, quiet_transformers, run_header, write_results  # noqa: E402
+from fusion_storefronts import _without_lock, file_lock, load_model, shared_photos_as_missing  # noqa: E402
+
+from querylife.config import with_overrides  # noqa: E402
+from querylife.data.storefront import DemoConfig  # noqa: E402
+from querylife.methods import METHODS  # noqa: E402
+from querylife.report import md_table  # noqa: E402
+from querylife.runinfo import command_line, machine_info  # noqa: E402
+from querylife.scoring import FeatureCache, score_pairs  # noqa: E402
+from querylife.suite import Suite  # noqa: E402
+
+
+def auc_views(scored: pd.DataFrame) -> dict[str, float]:
+    """Pooled AUC, pooled AUC of per-query centred scores, and mean per-query AUC (queries with both classes).
+
+    Example: ``auc_views(df)`` (columns query, positive, score) -> ``{"pooled": .., "centred": .., "per_query": ..}``.
+    """
+    y = scored["positive"].astype(int).to_numpy()
+    s = scored["score"].to_numpy()
+    centred = s - scored.groupby("query")["score"].transform("mean").to_numpy()
+    per_q = [
+        roc_auc_score(g["positive"].astype(int), g["score"])
+        for _, g in scored.groupby("query")
+        if g["positive"].nunique() == 2
+    ]
+    return {
+        "pooled": float(roc_auc_score(y, s)),
+        "centred": float(roc_auc_score(y, centred)),
+        "per_query": float(np.mean(per_q)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", action="append", required=True, help="NAME=WORK (fusion_storefronts.py)")
+    parser.add_argument("--storefronts", nargs="+", default=["home_books", "media_market"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=["query_gate", "mean", "title_only"])
+    parser.add_argument("--splits", nargs="+", default=["dev", "test"])
+    parser.add_argument("--lock", default=None)
+    parser.add_argument("--stem", default="fusion_in_type_auc_diag")
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    quiet_transformers()
+    results: list[dict] = []
+    for spec in args.work:
+        name, _, work = spec.partition("=")
+        work = Path(work)
+        meta = json.loads((work / "meta.json").read_text())
+        overrides = [o for o in meta["command"].split() if o.startswith("model.")]
+        for store in args.storefronts:
+            with file_lock(args.lock):
+                _, base_cfg, data = demo_dataset(
+                    work / "data" / store,
+                    overrides,
+                    DemoConfig(
+                        n_products=meta.get("products", 3000),
+                        seed=meta.get("data_seed", 0),
+                        storefront=store,
+                        image_size=224,
+                    ),  # fmt: skip
+                )
+                if meta.get("shared_photo_as_missing") is not None:
+                    shared_photos_as_missing(data, int(meta["shared_photo_as_missing"]))
+                title_types = json.loads((work / "data" / store / "meta.json").read_text())["title_informative_types"]
+                cache = FeatureCache()
+                for seed in args.seeds:
+                    cfg = with_overrides(base_cfg, {"train.seed": seed})
+                    suite = Suite(cfg, data, work / store / f"seed{seed}", progress=False, n_boot=0, log=lambda s: None)
+                    suite.cache = cache
+                    for method in args.methods:
+                        mcfg = with_overrides(cfg, dict(METHODS[method].overrides))
+                        model = load_model(suite, mcfg, suite.out_dir / "runs" / method)
+                        for split in args.splits:
+                            df = data.splits[split]
+                            df = df[df["query_type"].isin(title_types) & (df["product_type"] == df["query_type"])]
+                            scored = df.assign(score=score_pairs(model, data, df, cache).score)
+                            row = {"run": name, "storefront": store, "seed": seed, "method": method, "split": split}
+                            results.append({**row, **auc_views(scored)})
+                            print(results[-1], flush=True)
+    frame = pd.DataFrame(results)
+    run_meta = {"command": _without_lock(command_line()), "machine": machine_info()}
+    md = [
+        "# Within-type ROC-AUC on the title-informative types: pooled, per-query centred, per query",
+        "",
+        *run_header(run_meta),
+        "The machine was shared by several agents (2 cores).",
+        "",
+        "The in-type pairs of the title-informative queries (candidates of the query's own type). `pooled` is "
+        "`roc_auc_in_type` of those queries; `centred` subtracts each query's mean in-type score first (a per-query "
+        "offset such as w·q·v_icon is then gone); `per_query` is the mean AUC of the queries that have both classes. "
+        "Mean over seeds (per-seed values in the JSON).",
+        "",
+    ]
+    for split in args.splits:
+        sub = frame[frame["split"] == split]
+        agg = sub.groupby(["storefront", "run", "method"], sort=False)[["pooled", "centred", "per_query"]].mean()
+        rows = [[*k, *(f"{v:.4f}" for v in r)] for k, r in zip(agg.index, agg.to_numpy(), strict=True)]
+        md += [f"## {split}", "", md_table(["storefront", "run", "method", "pooled", "centred", "per query"], rows), ""]
+    write_results(args.out, args.stem, md, {**run_meta, "works": args.work, "rows": results})
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
