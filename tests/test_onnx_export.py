@@ -268,6 +268,7 @@ def test_int8_vector_of_a_query_does_not_depend_on_its_batch(exported_int8):
     # Dynamic quantisation takes activation ranges from the whole call: the int8 encoder runs each text alone, so
     # a query gets one vector whatever the micro-batcher groups it with (the fp32 graph batches as usual).
     int8 = OnnxQueryEncoder(exported_int8.quantized.path)
+    assert not int8.batches and OnnxQueryEncoder(exported_int8.path).batches  # the service batches fp32 only
     alone = torch.cat([int8([q]) for q in QUERIES])  # (5, D)
     torch.testing.assert_close(int8(QUERIES), alone, atol=0, rtol=0)
     torch.testing.assert_close(int8(list(reversed(QUERIES))), alone.flip(0), atol=0, rtol=0)

@@ -417,6 +417,30 @@ def test_failed_load_is_reported(checkpoint):
 
 
 # ---- pieces ---------------------------------------------------------------------------------------------------
+def test_micro_batching_is_off_for_an_encoder_that_encodes_one_query_at_a_time(checkpoint, stored):
+    # An int8 ONNX graph encodes each query on its own (OnnxQueryEncoder.batches is False): waiting for company
+    # would only add latency, so the service turns micro-batching off for it and says so in /readyz.
+    model = QueryLifeModel.from_pretrained(checkpoint)
+
+    class OneAtATime:
+        batches = False
+
+        def __call__(self, texts):
+            return model.encode_queries(texts).detach()
+
+    settings = ServeConfig()
+    assert settings.batcher.enabled
+    for encoder, expect in ((OneAtATime(), False), (None, True)):
+        service = Service(Searcher(model, stored, query_encoder=encoder), settings)
+        app = create_app(settings, service)
+        assert app.state.runtime.batcher.config.enabled is expect
+        with running(app) as c:
+            ready = c.get("/readyz").json()
+            assert ready["micro_batching"] is expect and ready["limits"]["batcher"]["enabled"] is True
+            assert c.post("/v1/relevance", json={"query": "red dress", "product_ids": stored.product_ids[:3]}
+                          ).status_code == 200
+
+
 def test_batcher_encodes_concurrent_queries_in_one_forward():
     calls = []
 

@@ -492,6 +492,12 @@ class OnnxQueryEncoder:
         self._feed_names = [n for n in self.input_names if n in graph_inputs]  # an unused input may be pruned
 
     @property
+    def batches(self) -> bool:
+        """Whether one forward over many queries is cheaper than one each (fp32); an int8 graph encodes each query
+        on its own (:meth:`encode`), so the service does not micro-batch for it."""
+        return self.quantization == "none"
+
+    @property
     def description(self) -> str:
         """What the service's /readyz names as its query encoder, e.g. ``onnxruntime int8-dynamic (FILE)``."""
         kind = "onnxruntime" if self.quantization == "none" else f"onnxruntime {self.quantization}"

@@ -105,9 +105,17 @@ class _Runtime:
 
     def attach(self, service: Service) -> None:
         self.service = service
+        config = self.settings.batcher
+        if config.enabled and not getattr(service.searcher.query_encoder, "batches", True):
+            # An encoder that runs each query on its own (an int8 graph) gains nothing from a batch, and its
+            # queries would only wait for company.
+            config = config.model_copy(update={"enabled": False})
+            _log.warning("querylife serve: the query encoder encodes one query at a time (%s): micro-batching off",
+                         service.info.get("query_encoder"))
+        service.info["micro_batching"] = config.enabled
         self.batcher = QueryBatcher(
             service.searcher.encode_queries,
-            self.settings.batcher,
+            config,
             run=self.run,
             busy=lambda: self.capacity.held,
             on_batch=self.metrics.query_batch.observe,
