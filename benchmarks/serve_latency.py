@@ -370,7 +370,8 @@ def main() -> None:
     floor_runs = []
     measure_floor = Floors(paths, args.threads)
     for encoder in args.encoders:
-        for batching in args.batching:
+        # `querylife serve` does not micro-batch for an int8 graph (it encodes one query at a time): one server
+        for batching in (["off"] if encoder == "onnx-int8" else args.batching):
             # The floor just before this server's cells (the machine's load drifts: a floor from another minute
             # would make a poor ratio); the benchmark process is idle while the server runs.
             floor = measure_floor.measure(encoder, queries, args.candidates, args.floor_repeats)
