@@ -6,9 +6,11 @@ Imported by the scripts in this folder (``python benchmarks/X.py`` puts the fold
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,21 @@ from querylife.config import ExperimentConfig, load_config
 from querylife.data.prepare import Dataset, prepare_from_config
 from querylife.data.storefront import DemoConfig, DemoStorefront, generate_demo
 from querylife.runinfo import machine_summary
+
+
+@contextlib.contextmanager
+def file_lock(path: str | None) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) around a heavy run, so that benchmarks sharing a
+    machine take turns; None: no lock."""
+    if not path:
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def quiet_transformers() -> None:

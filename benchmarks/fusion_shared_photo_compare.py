@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from benchkit import machine_summary, write_results  # noqa: E402
 from fusion_storefronts import _delta, _seed_delta  # noqa: E402
 
+from querylife.data.storefront import DemoStorefront  # noqa: E402
 from querylife.report import md_table  # noqa: E402
 
 STOREFRONTS = ["demo", "home_books", "media_market"]
@@ -41,14 +42,7 @@ def _command(work: Path) -> str:
 
 
 def _groups(work: Path, store: str) -> dict[str, list[str]]:
-    meta = json.loads((work / "data" / store / "meta.json").read_text())
-    groups = {
-        "image-informative": meta["image_informative_types"],
-        "title-informative": meta["title_informative_types"],
-    }
-    if meta.get("mixed_types"):
-        groups["mixed"] = meta["mixed_types"]
-    return groups
+    return DemoStorefront.at(work / "data" / store).type_groups()
 
 
 def _type_auc(recs: list[dict], split: str, ptype: str) -> list[float]:

@@ -26,8 +26,6 @@ Run:  python benchmarks/fusion_storefronts.py --seeds 0 1 2 3 4 --work runs/fusi
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -46,7 +44,7 @@ from safetensors.torch import load_file  # noqa: E402
 
 from querylife.config import load_config, with_overrides  # noqa: E402
 from querylife.data.prepare import Dataset  # noqa: E402
-from querylife.data.storefront import DemoConfig  # noqa: E402
+from querylife.data.storefront import DemoConfig, DemoStorefront  # noqa: E402
 from querylife.evaluate import MethodRun, evaluate_model, gate_weight_by_type  # noqa: E402
 from querylife.gate_fit import fit_type_weights, set_type_weights  # noqa: E402
 from querylife.methods import METHODS  # noqa: E402
@@ -58,24 +56,11 @@ from querylife.suite import Suite  # noqa: E402
 from querylife.towers import vision_image_size  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchkit import demo_dataset, quiet_transformers  # noqa: E402
+from benchkit import demo_dataset, file_lock, quiet_transformers  # noqa: E402
 
 STOREFRONTS = ["demo", "home_books", "media_market"]
 TRAINED = ["query_gate", "mean", "concat", "title_only", "image_only"]
 KEYS = ("ndcg@10", "roc_auc", "roc_auc_in_type")
-
-
-@contextlib.contextmanager
-def file_lock(path: str | None):
-    if not path:
-        yield
-        return
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @dataclass
@@ -477,13 +462,7 @@ def write_report(work: Path, out: Path, reference: str, tag: str = "") -> None:
         mine = [r for r in recs if r["storefront"] == store]
         if not mine:
             continue
-        store_meta = json.loads((work / "data" / store / "meta.json").read_text())
-        groups = {
-            "image-informative": store_meta["image_informative_types"],
-            "title-informative": store_meta["title_informative_types"],
-        }
-        if store_meta.get("mixed_types"):
-            groups["mixed"] = store_meta["mixed_types"]
+        groups = DemoStorefront.at(work / "data" / store).type_groups()
         queries = pd.read_parquet(work / "data" / store / "queries.parquet")
         qtype = dict(zip(queries["query"], queries["product_type"], strict=True))
         # only seeds every recorded method has finished: a run still going (or stopped) leaves paired seeds

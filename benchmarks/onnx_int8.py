@@ -28,8 +28,6 @@ Run:  OMP_NUM_THREADS=1 python benchmarks/onnx_int8.py --storefronts demo --seed
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -63,23 +61,10 @@ from querylife.runinfo import command_line, machine_info  # noqa: E402
 from querylife.scoring import FeatureCache, encode_products  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchkit import quiet_transformers, run_header, write_results  # noqa: E402
+from benchkit import file_lock, quiet_transformers, run_header, write_results  # noqa: E402
 
 OVERRIDES = ["model.tower.vision_model=efficientnet-lite0", "model.tower.train_vision_layers=0"]
 SPLITS = ("test", "dev")
-
-
-@contextlib.contextmanager
-def file_lock(path: str | None):
-    if not path:
-        yield
-        return
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def encode_one_by_one(encoder, queries: list[str]) -> torch.Tensor:
