@@ -21,8 +21,6 @@ column).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import json
 import os
 import statistics
@@ -42,24 +40,18 @@ from querylife.scoring import FeatureCache  # noqa: E402
 from querylife.suite import Suite  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchkit import demo_dataset, fmt_mean_std, mean_std, quiet_transformers, run_header, write_results  # noqa: E402
+from benchkit import (  # noqa: E402
+    demo_dataset,
+    file_lock,
+    fmt_mean_std,
+    mean_std,
+    quiet_transformers,
+    run_header,
+    write_results,
+)
 
 METHODS = ["querylife", "mean", "type_gate", "concat", "title_only", "image_only"]
 KEYS = ["ndcg@10", "roc_auc", "roc_auc_in_type"]
-
-
-@contextlib.contextmanager
-def held(lock: str | None):
-    """An exclusive ``flock`` on ``lock`` (the one flock(1) takes) while the block runs; nothing when None."""
-    if lock is None:
-        yield
-        return
-    with open(lock, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def epoch_seconds(run_dir: Path) -> list[float]:
@@ -96,7 +88,7 @@ def main() -> None:
     quiet_transformers()
     start, cpu_start = time.time(), time.process_time()
     data_dir = Path(args.work) / ("data" if args.image_size == 64 else f"data_{args.image_size}")
-    with held(args.lock):
+    with file_lock(args.lock):
         store, base, data = demo_dataset(
             data_dir, args.overrides, DemoConfig(n_products=args.products, seed=0, image_size=args.image_size)
         )
@@ -105,7 +97,7 @@ def main() -> None:
     per_seed: dict[str, dict[int, dict]] = {m: {} for m in args.methods}
     timing: dict[str, float] = {}
     for i, seed in enumerate(args.seeds):
-        with held(args.lock):
+        with file_lock(args.lock):
             cfg = with_overrides(base, {"train.seed": seed})
             suite = Suite(cfg, data, Path(args.work) / f"seed{seed}", progress=False, n_boot=0, log=lambda s: None)
             suite.cache = cache
