@@ -26,7 +26,7 @@ from querylife.methods import (
 def test_defaults_are_the_offline_methods_in_table_order():
     assert DEFAULT_METHODS[:3] == ("bm25", "zero_shot", REFERENCE_METHOD)
     named_only = {m for m in METHODS if not METHODS[m].in_default}  # run only when named
-    assert named_only == {"query_gate", "dev_type_gate"}
+    assert named_only == {"query_gate", "dev_type_gate", "query_gate_residual"}
     assert set(DEFAULT_METHODS) | set(NEEDS_DESCRIBER) | named_only == set(METHODS)
     assert not set(DEFAULT_METHODS) & set(NEEDS_DESCRIBER)
     assert NEEDS_DESCRIBER == ("mask_genfilt_descriptions", "mask_genfilt_generative")

@@ -14,7 +14,18 @@ mode               image weight w                                query-aware / i
 ``type_gate``      sigmoid(gate(type))                          no / yes
 ``query_type_gate`` sigmoid(gate(type) + MLP(q, type))             yes / its type-only part is indexable
 ``dev_type_gate``  one weight per type, chosen on the dev split    no / yes
+``query_type_gate_residual``  as ``query_type_gate``, plus a residual   yes / no (measurement mode, no serving)
 =================  ===========================================  =====================================
+
+``query_type_gate_residual`` (issue 14, "a gate over concatenated features"; a measurement, dev split first) keeps
+the gate's convex blend and adds concat's MLP as a query-independent residual:
+``p_ij = (1 - w_ij) t_j + w_ij v_j + r_j`` with ``r_j = MLP([t_j; v_j * has_j; has_j])`` (``concat``'s MLP shape,
+last layer zero-initialised, so training starts exactly at ``query_type_gate``). With unit ``t, v``:
+``q.p = (1 - w) q.t + w q.v + q.r`` and
+``|p|^2 = (1 - w)^2 + w^2 + 2 w (1 - w) t.v + |r|^2 + 2 (1 - w) t.r + 2 w v.r``, so the in-batch score matrix
+costs three matrix products (``q t^T``, ``q v^T``, ``q r^T``) plus element-wise work. Only the training and
+evaluation paths (:meth:`Fusion.pairwise`, :meth:`Fusion.paired`) exist; serving (:meth:`Fusion.one_query`,
+:meth:`Fusion.index_vectors`) raises ``NotImplementedError`` until a measurement says it is worth adding.
 
 ``gate(type)`` is one learned scalar per product type. ``dev_type_gate`` trains as ``mean`` (its per-type weights
 get no gradient) and then picks each type's weight on the dev split (:mod:`querylife.gate_fit`): the contrastive
@@ -42,10 +53,19 @@ from torch import nn
 
 from .compat import removed_options_validator
 
-FusionMode = Literal["title", "image", "mean", "concat", "type_gate", "query_type_gate", "dev_type_gate"]
-FUSION_MODES: tuple[str, ...] = ("title", "image", "mean", "concat", "type_gate", "query_type_gate", "dev_type_gate")
+FusionMode = Literal[
+    "title", "image", "mean", "concat", "type_gate", "query_type_gate", "dev_type_gate", "query_type_gate_residual"
+]
+FUSION_MODES: tuple[str, ...] = (
+    "title", "image", "mean", "concat", "type_gate", "query_type_gate", "dev_type_gate", "query_type_gate_residual"
+)  # fmt: skip
 #: Modes whose image weight is one number per product type (the ANN index vectors are then exact).
 TYPE_GATED_MODES: tuple[str, ...] = ("type_gate", "query_type_gate", "dev_type_gate")
+#: Modes with the query-aware gate network (``gate(type) + MLP(q, type)``).
+QUERY_GATED_MODES: tuple[str, ...] = ("query_type_gate", "query_type_gate_residual")
+#: Measurement modes: training and evaluation only; their serving paths raise NotImplementedError.
+MEASUREMENT_MODES: tuple[str, ...] = ("query_type_gate_residual",)
+_NO_SERVING = "measurement mode: serving not implemented"
 
 
 class FusionConfig(BaseModel):
@@ -94,13 +114,13 @@ class Fusion(nn.Module):
         self.dim = dim
         self.n_types = n_types
         init = torch.logit(torch.tensor(config.init_image_weight).clamp(1e-4, 1 - 1e-4)).item()
-        if self.mode in TYPE_GATED_MODES:
+        if self.mode in TYPE_GATED_MODES or self.mode in QUERY_GATED_MODES:
             # Few scalars that the optimiser's "gate" group moves faster (docs/TUNING.md, train.gate_lr_multiplier).
             # dev_type_gate: no gradient at all (training is exactly mean fusion's); querylife.gate_fit sets them
             # from the dev split after training.
             trained = self.mode != "dev_type_gate"
             self.type_logit = nn.Parameter(torch.full((n_types,), init), requires_grad=trained)
-        self.query_aware = self.mode == "query_type_gate"
+        self.query_aware = self.mode in QUERY_GATED_MODES
         if self.query_aware:
             h = config.hidden_dim
             self.gate_type_embed = nn.Embedding(n_types, config.type_embed_dim)
@@ -114,6 +134,15 @@ class Fusion(nn.Module):
             self.concat_mlp = nn.Sequential(
                 nn.Linear(2 * dim + 1, config.hidden_dim * 4), nn.GELU(), nn.Linear(config.hidden_dim * 4, dim)
             )
+        if self.mode == "query_type_gate_residual":
+            # concat's MLP shape. Trained like concat's (the optimiser's decay / no_decay groups, not held with the
+            # gate): it is product representation, not gate. Zero output layer: r = 0 at init, so training starts
+            # exactly at query_type_gate's scores.
+            self.residual_mlp = nn.Sequential(
+                nn.Linear(2 * dim + 1, config.hidden_dim * 4), nn.GELU(), nn.Linear(config.hidden_dim * 4, dim)
+            )
+            nn.init.zeros_(self.residual_mlp[2].weight)
+            nn.init.zeros_(self.residual_mlp[2].bias)
 
     # ---- gate -------------------------------------------------------------------------------------------
     def type_gate_logit(self, type_ids: torch.Tensor) -> torch.Tensor:
@@ -134,6 +163,8 @@ class Fusion(nn.Module):
         n_q = q.shape[0]
         if self.mode == "concat":
             raise ValueError("the concat fusion has no image weight")
+        if self.mode in MEASUREMENT_MODES:  # its weight alone does not make the score (the residual is missing)
+            raise NotImplementedError(_NO_SERVING)
         if self.mode in ("title", "image", "mean"):
             const = {"title": 0.0, "image": 1.0, "mean": 0.5}[self.mode]
             return torch.full((n_q, self.n_types), const, device=q.device, dtype=q.dtype)  # (Bq, T)
@@ -176,6 +207,21 @@ class Fusion(nn.Module):
         x = torch.cat([t, v * has_image.unsqueeze(-1).to(v.dtype), has_image.unsqueeze(-1).to(t.dtype)], -1)
         return F.normalize(self.concat_mlp(x) + t, dim=-1)  # residual on t: a text-only product stays near t
 
+    def residual_vectors(self, t, v, has_image) -> torch.Tensor:
+        """``query_type_gate_residual``'s query-independent residual ``r = MLP([t; v * has; has])``: (B, D) -> (B, D),
+        not normalised (it is added to the gate's blend before the cosine)."""
+        has = has_image.unsqueeze(-1).to(t.dtype)  # (B, 1)
+        return self.residual_mlp(torch.cat([t, v * has, has], -1))  # (B, D)
+
+    @staticmethod
+    def combine_residual(st, sv, sr, stv, str_, svr, srr, w) -> torch.Tensor:
+        """``cos(q, (1 - w) t + w v + r)`` from its parts, any matching shapes: q.t, q.v, q.r (``st, sv, sr``),
+        t.v, t.r, v.r, r.r (``stv, str_, svr, srr``), the image weight ``w`` (0 where a product has no image, which
+        also removes its v.r term). Unit t, v; r any length."""
+        score = (1 - w) * st + w * sv + sr
+        norm2 = (1 - w) ** 2 + w**2 + 2 * w * (1 - w) * stv + srr + 2 * (1 - w) * str_ + 2 * w * svr
+        return score / norm2.clamp(min=1e-6).sqrt()
+
     def combine(self, st, sv, stv, w) -> torch.Tensor:
         """The fused score ``cos(q, (1 - w) t + w v)`` from its parts, any matching shapes: cosines q.t (``st``),
         q.v (``sv``), t.v (``stv``) and the image weight ``w`` (0 where a product has no image). Lets an analysis
@@ -191,6 +237,11 @@ class Fusion(nn.Module):
         w = self.image_weight(q, t, v, type_ids, has_image, pairwise=True)  # (Bq, Bp)
         st, sv = q @ t.T, q @ v.T  # (Bq, Bp)
         stv = (t * v).sum(-1).unsqueeze(0)  # (1, Bp)
+        if self.mode == "query_type_gate_residual":
+            r = self.residual_vectors(t, v, has_image)  # (Bp, D)
+            sr = q @ r.T  # (Bq, Bp)
+            str_, svr, srr = ((x * r).sum(-1).unsqueeze(0) for x in (t, v, r))  # t.r, v.r, r.r: (1, Bp) each
+            return FusionOutput(self.combine_residual(st, sv, sr, stv, str_, svr, srr, w), w)
         return FusionOutput(self.combine(st, sv, stv, w), w)
 
     def paired(self, q, t, v, type_ids, has_image) -> FusionOutput:
@@ -199,6 +250,10 @@ class Fusion(nn.Module):
             return FusionOutput((q * self._concat_vectors(t, v, has_image)).sum(-1), None)
         w = self.image_weight(q, t, v, type_ids, has_image, pairwise=False)  # (N,)
         st, sv, stv = (q * t).sum(-1), (q * v).sum(-1), (t * v).sum(-1)  # (N,)
+        if self.mode == "query_type_gate_residual":
+            r = self.residual_vectors(t, v, has_image)  # (N, D)
+            sr, str_, svr, srr = (q * r).sum(-1), (t * r).sum(-1), (v * r).sum(-1), (r * r).sum(-1)  # (N,)
+            return FusionOutput(self.combine_residual(st, sv, sr, stv, str_, svr, srr, w), w)
         return FusionOutput(self.combine(st, sv, stv, w), w)
 
     def one_query(self, q, st, sv, stv, type_ids, has_image) -> FusionOutput:
@@ -206,12 +261,16 @@ class Fusion(nn.Module):
         cosines ``st`` = q.t and ``sv`` = q.v (n,), ``stv`` = t.v (n,), type ids and has-image flags (n,) ->
         scores (n,). The same gate and :meth:`combine` as :meth:`pairwise`, equal to it to float32 rounding, but
         the gate runs once per type and nothing (n, D)-sized is computed here. Not for ``concat``."""
+        if self.mode in MEASUREMENT_MODES:
+            raise NotImplementedError(_NO_SERVING)
         w = self.type_weights(q.unsqueeze(0))[0].index_select(0, type_ids) * has_image.to(st.dtype)  # (n,)
         return FusionOutput(self.combine(st, sv, stv, w), w)
 
     def index_vectors(self, t, v, type_ids, has_image) -> torch.Tensor:
         """Query-independent unit product vectors (B, D) for an inner-product (ANN) index, searched with the
         query vectors ``q`` as they are. For the query-aware gate this is its type-only part."""
+        if self.mode in MEASUREMENT_MODES:
+            raise NotImplementedError(_NO_SERVING)
         if self.mode == "concat":
             return self._concat_vectors(t, v, has_image)
         if self.mode in ("title", "image", "mean"):

@@ -61,6 +61,12 @@ _ALL: tuple[Method, ...] = (
         in_default=False,
     ),
     Method(
+        "query_gate_residual",
+        "measurement (issue 14): query+type gate's blend + concat's MLP as a query-independent residual",
+        overrides={"model.fusion.mode": "query_type_gate_residual"},
+        in_default=False,
+    ),
+    Method(
         "dev_type_gate",
         "trained as mean fusion, then one image weight per product type picked on dev",
         overrides={"model.fusion.mode": "dev_type_gate"},
