@@ -86,8 +86,10 @@ def _gate_weights(variant: list[dict], base: list[dict]) -> list[str]:
     """Mean in-type image weight per product type on test (the gate's, as fusion_storefronts reports)."""
     lines = []
     for store in STOREFRONTS:
+        seeds = {r["seed"] for r in variant if (r["storefront"], r["method"]) == (store, VARIANT)}
         for name, recs in ((VARIANT, variant), ("query_gate", base)):
-            rs = [r for r in recs if (r["storefront"], r["method"]) == (store, name) and r.get("gate_by_type")]
+            rs = [r for r in recs if (r["storefront"], r["method"]) == (store, name) and r.get("gate_by_type")
+                  and r["seed"] in seeds]  # fmt: skip
             if not rs:
                 continue
             types = sorted(rs[0]["gate_by_type"])
