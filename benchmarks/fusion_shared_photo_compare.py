@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
 from benchkit import machine_summary, write_results  # noqa: E402
+from fusion_dev_compare import _command, _records  # noqa: E402
 from fusion_storefronts import _delta, _seed_delta  # noqa: E402
 
 from querylife.data.storefront import DemoStorefront  # noqa: E402
@@ -30,15 +30,6 @@ from querylife.report import md_table  # noqa: E402
 STOREFRONTS = ["demo", "home_books", "media_market"]
 FUSIONS = ["query_gate", "mean", "dev_type_gate"]
 METHODS = [*FUSIONS, "title_only"]
-
-
-def _records(work: Path) -> list[dict]:
-    return [json.loads(line) for line in (work / "runs.jsonl").read_text().splitlines() if line.strip()]
-
-
-def _command(work: Path) -> str:
-    cmd = json.loads((work / "meta.json").read_text())["command"]
-    return re.sub(r"\s--lock\s+\S+", "", cmd)  # a shared machine's lock file is no part of the method
 
 
 def _groups(work: Path, store: str) -> dict[str, list[str]]:

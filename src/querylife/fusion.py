@@ -46,6 +46,8 @@ FusionMode = Literal["title", "image", "mean", "concat", "type_gate", "query_typ
 FUSION_MODES: tuple[str, ...] = ("title", "image", "mean", "concat", "type_gate", "query_type_gate", "dev_type_gate")
 #: Modes whose image weight is one number per product type (the ANN index vectors are then exact).
 TYPE_GATED_MODES: tuple[str, ...] = ("type_gate", "query_type_gate", "dev_type_gate")
+#: The image weight of the modes where it is a constant (before the has-image mask).
+CONSTANT_IMAGE_WEIGHT: dict[str, float] = {"title": 0.0, "image": 1.0, "mean": 0.5}
 
 
 class FusionConfig(BaseModel):
@@ -134,8 +136,8 @@ class Fusion(nn.Module):
         n_q = q.shape[0]
         if self.mode == "concat":
             raise ValueError("the concat fusion has no image weight")
-        if self.mode in ("title", "image", "mean"):
-            const = {"title": 0.0, "image": 1.0, "mean": 0.5}[self.mode]
+        if self.mode in CONSTANT_IMAGE_WEIGHT:
+            const = CONSTANT_IMAGE_WEIGHT[self.mode]
             return torch.full((n_q, self.n_types), const, device=q.device, dtype=q.dtype)  # (Bq, T)
         logit = self.type_logit.unsqueeze(0)  # (1, T)
         if self.query_aware:
@@ -147,8 +149,8 @@ class Fusion(nn.Module):
         """Image weight ``w``: (Bq, Bp) when pairwise, else (N,). Zero for products without an image."""
         mode = self.mode
         n_q = q.shape[0]
-        if mode in ("title", "image", "mean"):
-            const = {"title": 0.0, "image": 1.0, "mean": 0.5}[mode]
+        if mode in CONSTANT_IMAGE_WEIGHT:
+            const = CONSTANT_IMAGE_WEIGHT[mode]
             w = torch.full((t.shape[0],), const, device=t.device, dtype=t.dtype)  # (Bp,)
             w = w.unsqueeze(0).expand(n_q, -1) if pairwise else w
         else:
@@ -214,7 +216,7 @@ class Fusion(nn.Module):
         query vectors ``q`` as they are. For the query-aware gate this is its type-only part."""
         if self.mode == "concat":
             return self._concat_vectors(t, v, has_image)
-        if self.mode in ("title", "image", "mean"):
+        if self.mode in CONSTANT_IMAGE_WEIGHT:
             w = self.image_weight(t, t, v, type_ids, has_image, pairwise=False)
         else:
             w = torch.sigmoid(self.type_gate_logit(type_ids)) * has_image.to(t.dtype)
