@@ -15,7 +15,6 @@ from querylife.losses import LossConfig
 OLD_DEFAULTS = {
     "model.fusion.gate_inputs": "type_query",
     "model.fusion.type_gate": "free",
-    "model.fusion.renormalize": True,
     "model.fusion.image_score_offset": False,
     "loss.query_fused_in_type": 0.0,
     "train.gate_net_lr_multiplier": 1.0,
@@ -26,7 +25,6 @@ NON_DEFAULT = [
     ("model.fusion.gate_inputs", "type_query_modalities"),
     ("model.fusion.gate_inputs", "type"),
     ("model.fusion.type_gate", "predicted"),
-    ("model.fusion.renormalize", False),
     ("model.fusion.image_score_offset", True),
     ("loss.query_fused_in_type", 1.0),
     ("train.gate_net_lr_multiplier", 10.0),
@@ -57,7 +55,7 @@ def test_old_config_at_the_old_defaults_loads_as_today(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="querylife.compat"):
         cfg = load_config(_old_config_file(tmp_path))
     assert cfg.model_dump() == load_config().model_dump()
-    assert "renormalize" in caplog.text and "ignored" in caplog.text
+    assert "gate_inputs" in caplog.text and "ignored" in caplog.text
 
 
 @pytest.mark.parametrize(("key", "value"), NON_DEFAULT)
@@ -78,9 +76,9 @@ def test_removed_options_in_overrides(key, value):
 
 
 def test_removed_options_in_python_constructors():
-    assert FusionConfig(renormalize=True) == FusionConfig()
-    with pytest.raises(ValueError, match=r"model\.fusion\.renormalize=False: this option was removed"):
-        FusionConfig(renormalize=False)
+    assert FusionConfig(gate_inputs="type_query") == FusionConfig()
+    with pytest.raises(ValueError, match=r"model\.fusion\.type_gate='predicted': this option was removed"):
+        FusionConfig(type_gate="predicted")
     with pytest.raises(ValueError, match="query_fused_in_type"):
         LossConfig(query_fused_in_type=0.5)
 
@@ -105,3 +103,18 @@ def test_saved_configs_no_longer_hold_removed_keys(tmp_path):
         for name in sections:
             node = node[name]
         assert key not in node, dotted
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_renormalize_is_the_old_name_of_normalize(tmp_path, value):
+    # Removed once (it was always the cosine), back as model.fusion.normalize: an old config keeps its choice.
+    assert FusionConfig(renormalize=value).normalize is value
+    path = _old_config_file(tmp_path, **{"model.fusion.renormalize": value})
+    tree = json.loads(path.read_text())
+    del tree["model"]["fusion"]["normalize"]  # written before the new name existed
+    path.write_text(json.dumps(tree))
+    assert load_config(path).model.fusion.normalize is value
+    assert load_config(None, [f"model.fusion.renormalize={json.dumps(value)}"]).model.fusion.normalize is value
+    assert FusionConfig(renormalize=value, normalize=value).normalize is value
+    with pytest.raises(ValueError, match="renormalize=.* contradicts model.fusion.normalize"):
+        FusionConfig(renormalize=value, normalize=not value)

@@ -199,3 +199,40 @@ def test_pairwise_gate_runs_per_type_and_equals_the_per_product_network():
     ref_grads = torch.autograd.grad((ref * torch.arange(54.0).view(6, 9)).sum(), params)
     for g, r in zip(grads, ref_grads, strict=True):
         assert torch.allclose(g, r, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["mean", "type_gate", "query_type_gate"])
+def test_unnormalised_fusion_is_the_blend_of_the_cosines(mode):
+    # normalize=False: score = (1 - w) q.t + w q.v with the same w, in every path (pairwise, paired, one query).
+    torch.manual_seed(0)
+    cosine = Fusion(FusionConfig(mode=mode), N_TYPES, D)
+    blend = Fusion(FusionConfig(mode=mode, normalize=False), N_TYPES, D)
+    if hasattr(cosine, "gate_out"):
+        torch.nn.init.normal_(cosine.gate_out.weight, std=2.0)
+    blend.load_state_dict(cosine.state_dict())
+    q, t, v, types, has = _inputs(3, 5, seed=2)
+    has[4] = False
+    v = v * has.unsqueeze(-1)
+    out = blend.pairwise(q, t, v, types, has)
+    ref = cosine.pairwise(q, t, v, types, has)
+    assert torch.equal(out.image_weight, ref.image_weight)  # the option changes the score, never the gate
+    w = out.image_weight
+    assert torch.allclose(out.scores, (1 - w) * (q @ t.T) + w * (q @ v.T), atol=1e-6)
+    assert not torch.allclose(out.scores, ref.scores, atol=1e-3)  # the cosine divides by |p|, which varies
+    assert torch.allclose(out.scores[:, 4], q @ t[4], atol=1e-6)  # no photo: the title's cosine
+    paired = blend.paired(q[:1].expand(5, -1), t, v, types, has).scores
+    assert torch.allclose(paired, out.scores[0], atol=1e-6)
+    one = blend.one_query(q[0], q[0] @ t.T, q[0] @ v.T, (t * v).sum(-1), types, has).scores
+    assert torch.allclose(one, out.scores[0], atol=1e-6)
+
+
+def test_unnormalised_index_vectors_give_the_type_gate_scores():
+    tg = Fusion(FusionConfig(mode="type_gate", normalize=False), N_TYPES, D)
+    with torch.no_grad():
+        tg.type_logit.copy_(torch.tensor([-2.0, -1.0, 1.0, 2.0]))
+    q, t, v, types, has = _inputs()
+    has[1] = False
+    p = tg.index_vectors(t, v, types, has)
+    assert torch.allclose(q @ p.T, tg.pairwise(q, t, v, types, has).scores, atol=1e-6)
+    assert torch.allclose(p[1], t[1])  # no photo: the title vector itself
+    assert (p.norm(dim=-1) <= 1 + 1e-6).all()  # a blend of unit vectors, shorter where t and v disagree

@@ -108,7 +108,6 @@ def test_save_load_identical_scores(tiny_text_model_dir, tmp_path):
 OLD_FUSION_DEFAULTS = {
     "gate_inputs": "type_query",
     "type_gate": "free",
-    "renormalize": True,
     "image_score_offset": False,
 }
 
@@ -138,7 +137,6 @@ def test_checkpoint_from_before_the_option_removal_loads(tiny_text_model_dir, tm
 @pytest.mark.parametrize(
     ("key", "value"),
     [
-        ("renormalize", False),
         ("image_score_offset", True),
         ("gate_inputs", "type_query_modalities"),
         ("gate_inputs", "type"),

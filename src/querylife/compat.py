@@ -52,11 +52,6 @@ REMOVED_OPTIONS: dict[str, dict[str, RemovedOption]] = {
             'how the type gate was parameterised. "predicted" (an MLP over a type embedding) is gone: the type gate '
             "is one learned scalar per product type",
         ),
-        "renormalize": RemovedOption(
-            True,
-            "whether the fused score was the cosine of the fused vector (true) or the raw convex combination of the "
-            "two cosines (false). It is now always the cosine",
-        ),
         "image_score_offset": RemovedOption(
             False, "a learned offset added to gated modes' scores in proportion to the image weight"
         ),
@@ -74,11 +69,38 @@ REMOVED_OPTIONS: dict[str, dict[str, RemovedOption]] = {
 }
 
 
+# Section -> old key -> the key that now holds the same choice (same values, same meaning).
+RENAMED_OPTIONS: dict[str, dict[str, str]] = {
+    # Removed once, back since the storefront measurements (docs/TUNING.md "Fusion across storefronts").
+    "model.fusion": {"renormalize": "normalize"},
+}
+
+
+def rename_options(values: Any, section: str) -> Any:
+    """``values`` with the renamed keys of ``section`` under their new names. Raises ``ValueError`` when a config
+    gives both names different values. Non-mappings pass through unchanged."""
+    renamed = RENAMED_OPTIONS.get(section, {})
+    if not isinstance(values, dict) or not renamed.keys() & values.keys():
+        return values
+    values = dict(values)
+    for old, new in renamed.items():
+        if old not in values:
+            continue
+        value = values.pop(old)
+        if new in values and values[new] != value:
+            raise ValueError(f"{section}.{old}={value!r} contradicts {section}.{new}={values[new]!r}: {old} is the "
+                             f"old name of {new}; give only {new}")  # fmt: skip
+        values[new] = value
+    return values
+
+
 def drop_removed_options(values: Any, section: str) -> Any:
-    """``values`` without the removed keys of ``section`` that hold their old default.
+    """``values`` without the removed keys of ``section`` that hold their old default (renamed keys are moved to
+    their new names first, :func:`rename_options`).
 
     Raises ``ValueError`` naming the key when one holds any other value. Non-mappings pass through unchanged.
     """
+    values = rename_options(values, section)
     removed = REMOVED_OPTIONS[section]
     if not isinstance(values, dict) or not removed.keys() & values.keys():
         return values

@@ -22,7 +22,7 @@ loss's in-batch negatives are mostly of other types, where any photo helps, so a
 weight on types whose photo says nothing within the type; dev NDCG@10 ranks within the query's candidates.
 
 A product without an image always gets ``w = 0``: the gate falls back to the title, never to a zero vector. The
-score is the cosine of ``q`` and the fused vector ``p``.
+score is the cosine of ``q`` and the fused vector ``p`` (``FusionConfig.normalize``; off: ``(1 - w) q.t + w q.v``).
 
 Because ``w`` depends on the query in ``query_type_gate``, a batch of ``Bq`` queries and ``Bp`` products has
 ``Bq x Bp`` fused vectors. They are never materialised: with unit ``q, t, v``
@@ -58,6 +58,13 @@ class FusionConfig(BaseModel):
     hidden_dim: int = 64  # gate / concat MLP width: the gate is a small decision, it needs little capacity
     type_embed_dim: int = 16  # the query-aware gate's product-type embedding
     init_image_weight: float = 0.5  # sigmoid of the initial gate logit; 0.5 starts every gated mode as "mean"
+    # True: the score is cos(q, (1 - w) t + w v). False: the blend of the two cosines (1 - w) q.t + w q.v, with no
+    # division by |(1 - w) t + w v|, which depends on t.v and so moves each product's score by how well its own
+    # title and photo agree. False ranks about as well with a pretrained vision tower and its scores compare
+    # better across queries (higher ROC-AUC); with the small CNN it ranks worse (docs/TUNING.md). Not for concat.
+    # Checkpoints written before the option existed have no such key and scored with the cosine: a new default
+    # would have to keep them at True.
+    normalize: bool = True
     # dev_type_gate only: the image weights tried per product type on the dev split after training (querylife.gate_fit).
     fit_grid: list[float] = Field(default_factory=lambda: [i / 10 for i in range(11)])
     # A type's weight leaves its current value only for a dev NDCG@10 gain above this: ~60 dev queries, where one
@@ -179,10 +186,13 @@ class Fusion(nn.Module):
         return F.normalize(self.concat_mlp(x) + t, dim=-1)  # residual on t: a text-only product stays near t
 
     def combine(self, st, sv, stv, w) -> torch.Tensor:
-        """The fused score ``cos(q, (1 - w) t + w v)`` from its parts, any matching shapes: cosines q.t (``st``),
-        q.v (``sv``), t.v (``stv``) and the image weight ``w`` (0 where a product has no image). Lets an analysis
-        re-score stored parts with other weights exactly as the model scores."""
+        """The fused score ``cos(q, (1 - w) t + w v)`` (``(1 - w) q.t + w q.v`` when ``normalize`` is off) from its
+        parts, any matching shapes: cosines q.t (``st``), q.v (``sv``), t.v (``stv``) and the image weight ``w`` (0
+        where a product has no image). Lets an analysis re-score stored parts with other weights exactly as the
+        model scores."""
         score = (1 - w) * st + w * sv
+        if not self.config.normalize:
+            return score
         norm2 = (1 - w) ** 2 + w**2 + 2 * w * (1 - w) * stv  # |(1 - w) t + w v|^2 for unit t, v
         return score / norm2.clamp(min=1e-6).sqrt()
 
@@ -212,15 +222,17 @@ class Fusion(nn.Module):
         return FusionOutput(self.combine(st, sv, stv, w), w)
 
     def index_vectors(self, t, v, type_ids, has_image) -> torch.Tensor:
-        """Query-independent unit product vectors (B, D) for an inner-product (ANN) index, searched with the
-        query vectors ``q`` as they are. For the query-aware gate this is its type-only part."""
+        """Query-independent product vectors (B, D) for an inner-product (ANN) index, searched with the query
+        vectors ``q`` as they are: unit length, or the blend ``(1 - w) t + w v`` itself when ``normalize`` is off.
+        For the query-aware gate this is its type-only part."""
         if self.mode == "concat":
             return self._concat_vectors(t, v, has_image)
         if self.mode in CONSTANT_IMAGE_WEIGHT:
             w = self.image_weight(t, t, v, type_ids, has_image, pairwise=False)
         else:
             w = torch.sigmoid(self.type_gate_logit(type_ids)) * has_image.to(t.dtype)
-        return F.normalize((1 - w).unsqueeze(-1) * t + w.unsqueeze(-1) * v, dim=-1)  # (B, D)
+        fused = (1 - w).unsqueeze(-1) * t + w.unsqueeze(-1) * v  # (B, D)
+        return F.normalize(fused, dim=-1) if self.config.normalize else fused
 
     def gate_parameters(self) -> list[nn.Parameter]:
         """The per-type gate scalars, which the optimiser trains with a higher learning rate."""
