@@ -37,11 +37,11 @@ def _command(work: Path) -> str:
     return re.sub(r"\s--lock\s+\S+", "", cmd)  # a shared machine's lock file is no part of the method
 
 
-def paired(base: list[dict], variant: list[dict]) -> list[dict]:
+def paired(base: list[dict], variant: list[dict], methods: list[str] = METHODS) -> list[dict]:
     """One row per (storefront, method) with the per-seed dev differences variant - base, overall and per group."""
     rows = []
     for store in STOREFRONTS:
-        for method in METHODS:
+        for method in methods:
             pairs = []
             for r in sorted(variant, key=lambda r: r["seed"]):
                 if (r["storefront"], r["method"]) != (store, method):
@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--variant", action="append", required=True, help="NAME=WORK (repeatable)")
     parser.add_argument("--stem", default="fusion_dev_compare")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--methods", nargs="+", default=METHODS, help="the methods compared (rows per storefront)")
     parser.add_argument("--note", default="", help="a paragraph placed under the header")
     parser.add_argument("--reading", default="", help="a paragraph placed after the tables")
     args = parser.parse_args()
@@ -94,7 +95,7 @@ def main() -> None:
         work = Path(work)
         meta = json.loads((work / "meta.json").read_text())
         machines.add(machine_summary(meta["machine"]))
-        rows = paired(base, _records(work))
+        rows = paired(base, _records(work), args.methods)
         payload["variants"][name] = {"work": str(work), "command": _command(work), "rows": rows}
         md.append(f"Variant **{name}**: `{_command(work)}`  ")
         header = [
@@ -123,7 +124,7 @@ def main() -> None:
         "are reported.",
         "",
         "Each cell: mean over the seeds of variant - baseline on the dev split (per seed in brackets); the baseline is "
-        "the same storefront, seed and method with the default shared query head. `dev_type_gate` is the `mean` "
+        "the same storefront, seed and method in the baseline's set-up. `dev_type_gate` is the `mean` "
         "run's vectors with per-type weights fitted on the whole dev split (not cross-fitted here).",
         "",
         *([args.note, ""] if args.note else []),

@@ -50,7 +50,8 @@ __all__ = [
 
 @dataclass
 class ProductVectors:
-    """Projected product vectors for catalogue rows: t, v (N, D), has_image (N,), type_ids (N,)."""
+    """Projected product vectors for catalogue rows: t, v (N, D), has_image (N,), type_ids (N,). ``has_image`` says
+    whether ``v`` is an image vector: a photo's, or under ``model.fusion.missing_image="type_mean"`` its type's mean."""
 
     t: torch.Tensor
     v: torch.Tensor
@@ -236,10 +237,11 @@ def encode_product_rows(
             else:
                 v_parts.append(model.encode_images(images(start, stop), has_image[start:stop]).cpu())  # (b, D)
         v = torch.cat(v_parts) if v_parts else torch.empty(0, model.config.embed_dim)
-        types = model.type_ids(product_types)
+        types = model.type_ids(product_types).cpu()
+        v, has_image = model.fusion.fill_missing(v, types, has_image.cpu())  # model.fusion.missing_image
     finally:
         model.train(was_training)
-    return ProductVectors(t.cpu(), v, has_image, types.cpu())
+    return ProductVectors(t.cpu(), v, has_image, types)
 
 
 @torch.no_grad()

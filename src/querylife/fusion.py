@@ -65,6 +65,11 @@ class FusionConfig(BaseModel):
     # Checkpoints written before the option existed have no such key and scored with the cosine: a new default
     # would have to keep them at True.
     normalize: bool = True
+    # A product without a photo: "title" scores it on its title alone (w = 0); "type_mean" gives it the mean photo
+    # vector of its type's training products (fitted after training, querylife.missing_image) and the gate's weight,
+    # as if it showed a typical photo of its type: the title-only score ranked photo-less products above the
+    # photo products of visual types (docs/TUNING.md). Checkpoints without the key load as "title".
+    missing_image: Literal["title", "type_mean"] = "title"
     # dev_type_gate only: the image weights tried per product type on the dev split after training (querylife.gate_fit).
     fit_grid: list[float] = Field(default_factory=lambda: [i / 10 for i in range(11)])
     # A type's weight leaves its current value only for a dev NDCG@10 gain above this: ~60 dev queries, where one
@@ -119,10 +124,31 @@ class Fusion(nn.Module):
             # Zero output layer: the query-aware term starts at 0, so training starts from the type gate.
             nn.init.zeros_(self.gate_out.weight)
             nn.init.zeros_(self.gate_out.bias)
+        if config.missing_image == "type_mean":
+            # Filled after training (querylife.missing_image); until then every product without a photo keeps w = 0.
+            self.register_buffer("missing_vector", torch.zeros(n_types, dim))  # (T, D) unit rows where ready
+            self.register_buffer("missing_ready", torch.zeros(n_types, dtype=torch.bool))  # (T,)
         if self.mode == "concat":
             self.concat_mlp = nn.Sequential(
                 nn.Linear(2 * dim + 1, config.hidden_dim * 4), nn.GELU(), nn.Linear(config.hidden_dim * 4, dim)
             )
+
+    # ---- products without a photo ------------------------------------------------------------------------
+    def fill_missing(
+        self, v: torch.Tensor, type_ids: torch.Tensor, has_image: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image vectors (N, D) and has-image flags (N,) with each photo-less product of a fitted type given its
+        type's mean photo vector (and flagged as having one), under ``missing_image="type_mean"``; unchanged
+        otherwise. Product encoding calls it (:func:`querylife.encode.encode_product_rows`), so stored vectors,
+        the index and every scoring path see the filled vectors."""
+        if not hasattr(self, "missing_ready"):
+            return v, has_image
+        ready = self.missing_ready.to(type_ids.device)[type_ids]  # (N,)
+        fill = ready & ~has_image.bool()  # (N,)
+        if not bool(fill.any()):
+            return v, has_image
+        filled = self.missing_vector.to(v.device, v.dtype)[type_ids.to(v.device)]  # (N, D)
+        return torch.where(fill.to(v.device).unsqueeze(-1), filled, v), has_image.bool() | fill
 
     # ---- gate -------------------------------------------------------------------------------------------
     def type_gate_logit(self, type_ids: torch.Tensor) -> torch.Tensor:

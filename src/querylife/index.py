@@ -3,7 +3,8 @@
 The stored ``index_vectors`` are the query-independent fused product vectors (``Fusion.index_vectors``: for the
 query-aware gate its type-only part): unit length, so that the inner product with a unit query vector ``q`` is a
 cosine, or with ``model.fusion.normalize=false`` the blend ``(1 - w) t + w v`` itself, whose inner product with
-``q`` is that mode's score. Retrieval uses them; the query-aware gate re-scores the candidates (:class:`querylife.search.Searcher`).
+``q`` is that mode's score. Retrieval uses them; the query-aware gate re-scores the candidates
+(:class:`querylife.search.Searcher`).
 
 Small catalogues get an exact index (``IndexFlatIP``); past ``exact_threshold`` products an approximate one (IVF or
 HNSW, :class:`IndexConfig`). The build measures recall@k of the approximate index against exact search, with a

@@ -44,6 +44,7 @@ from .data.prepare import Dataset
 from .gate_fit import TypeWeightFit, fit_type_weights
 from .losses import TERMS, BatchMasks, LossConfig, LossOutput, alignment_loss
 from .metrics import per_query_metrics
+from .missing_image import MissingImageFit, fit_missing_images
 from .model import QueryLifeModel
 from .schedule import GateHold, cosine_with_warmup
 from .scoring import FeatureCache, score_pairs
@@ -81,6 +82,7 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     type_weights: TypeWeightFit | None = None  # dev_type_gate: the per-type image weights chosen on dev
+    missing_images: MissingImageFit | None = None  # missing_image="type_mean": the photos averaged per type
 
 
 def seed_everything(seed: int) -> None:
@@ -534,10 +536,29 @@ class Trainer:
         self.model.load_state_dict(best_state, strict=False)
         self.model.eval()
         st = self.state
+        missing = self._fit_missing_images()  # first: the dev fit of dev_type_gate then sees the filled vectors
         type_weights = self._fit_type_weights()
         return TrainResult(
-            self.model, self.run_dir, st.best_epoch, st.best_dev, st.history, time.time() - start_time, type_weights
+            self.model, self.run_dir, st.best_epoch, st.best_dev, st.history, time.time() - start_time, type_weights,
+            missing,
         )
+
+    def _fit_missing_images(self) -> MissingImageFit | None:
+        """``missing_image="type_mean"``: each type's vector for photo-less products from the selected epoch's
+        training products, saved into ``best/`` (None otherwise)."""
+        if self.config.model.fusion.missing_image != "type_mean":
+            return None
+        fit = fit_missing_images(self.model, self.data, self.data.splits["train"], self.cache,
+                                 batch_size=self.config.train.eval_batch_size)  # fmt: skip
+        if self.is_main:  # every rank computes the same vectors; one writes them
+            st = self.state
+            summary = self._summary(st.best_epoch, st.best_dev, st.history)
+            summary["missing_images"] = asdict(fit)
+            self.checkpoints.save_best(self.model, summary)
+        if self.progress:
+            kept = f"; title only for {', '.join(fit.title_only)}" if fit.title_only else ""
+            print(f"photo-less products: their type's mean photo vector ({len(fit.photos)} types){kept}")
+        return fit
 
     def _fit_type_weights(self) -> TypeWeightFit | None:
         """``dev_type_gate``: pick each type's image weight on dev for the selected epoch's vectors and save them
