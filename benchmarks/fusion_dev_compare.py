@@ -91,7 +91,7 @@ def main() -> None:
     machines = {machine_summary(base_meta["machine"])}
     tables = []
     for spec in args.variant:
-        name, _, work = spec.partition("=")
+        name, _, work = spec.rpartition("=")  # a name may hold "=" (an option), a path rarely
         work = Path(work)
         meta = json.loads((work / "meta.json").read_text())
         machines.add(machine_summary(meta["machine"]))
