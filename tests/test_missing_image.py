@@ -1,5 +1,6 @@
-"""model.fusion.missing_image="type_mean": training is unchanged, then each type's photo-less products get the mean
-photo vector of its training products; every scoring path and a reloaded checkpoint see the filled vectors."""
+"""model.fusion.missing_image="type_mean" (the default): training is unchanged, then each type's photo-less products
+get the mean photo vector of its training products; every scoring path and a reloaded checkpoint see the filled
+vectors. "title", the title / image modes and checkpoints from before the option keep the title-only fallback."""
 
 import numpy as np
 import pytest
@@ -37,15 +38,17 @@ def test_fill_missing_fills_only_fitted_types_without_a_photo():
     assert torch.equal(out[1], torch.tensor([1.0, 0, 0, 0]))  # type 1 without a photo: its type's vector
     assert torch.equal(out[[0, 2, 3]], v[[0, 2, 3]])  # photos, and the unfitted type 2, unchanged
     assert has_out.tolist() == [True, True, True, False]
-    plain = Fusion(FusionConfig(mode="query_type_gate"), n_types=3, dim=4)
-    assert not hasattr(plain, "missing_vector")  # the default keeps no extra state (old checkpoints load)
-    assert plain.fill_missing(v, types, has)[0] is v
+    for plain in (Fusion(FusionConfig(mode="query_type_gate", missing_image="title"), n_types=3, dim=4),
+                  Fusion(FusionConfig(mode="image"), n_types=3, dim=4),  # no title part to add a photo to
+                  Fusion(FusionConfig(mode="title"), n_types=3, dim=4)):  # fmt: skip
+        assert not hasattr(plain, "missing_vector")  # no extra state
+        assert plain.fill_missing(v, types, has)[0] is v
 
 
-def test_type_mean_trains_as_the_default_then_fills_photo_less_products(tiny_config, tiny_data, tmp_path):
-    base = Trainer(tiny_config, tiny_data, tmp_path / "base", progress=False).fit()
-    cfg = with_overrides(tiny_config, {"model.fusion.missing_image": "type_mean"})
-    run = Trainer(cfg, tiny_data, tmp_path / "tm", progress=False).fit()
+def test_type_mean_trains_as_the_title_fallback_then_fills_photo_less_products(tiny_config, tiny_data, tmp_path):
+    title_cfg = with_overrides(tiny_config, {"model.fusion.missing_image": "title"})
+    base = Trainer(title_cfg, tiny_data, tmp_path / "base", progress=False).fit()
+    run = Trainer(tiny_config, tiny_data, tmp_path / "tm", progress=False).fit()  # the default: type_mean
     assert run.best_epoch == base.best_epoch and run.best_dev_ndcg == base.best_dev_ndcg  # training unchanged
     sa, sb = base.model.trainable_state_dict(), run.model.trainable_state_dict()
     assert set(sb) - set(sa) == {"fusion.missing_vector", "fusion.missing_ready"}
@@ -82,11 +85,12 @@ def test_type_mean_trains_as_the_default_then_fills_photo_less_products(tiny_con
 
 
 def test_fit_needs_the_option_and_training_pairs(tiny_config, tiny_data):
+    for change in ({"model.fusion.missing_image": "title"}, {"model.fusion.mode": "image"}):
+        cfg = with_overrides(tiny_config, change)
+        model = QueryLifeModel(cfg.model.model_copy(update={"product_types": tiny_data.product_types}))
+        with pytest.raises(ValueError, match="type_mean"):
+            fit_missing_images(model, tiny_data, tiny_data.splits["train"])
     model = QueryLifeModel(tiny_config.model.model_copy(update={"product_types": tiny_data.product_types}))
-    with pytest.raises(ValueError, match="type_mean"):
-        fit_missing_images(model, tiny_data, tiny_data.splits["train"])
-    cfg = with_overrides(tiny_config, {"model.fusion.missing_image": "type_mean"})
-    model = QueryLifeModel(cfg.model.model_copy(update={"product_types": tiny_data.product_types}))
     with pytest.raises(ValueError, match="training pairs"):
         fit_missing_images(model, tiny_data, tiny_data.splits["train"].iloc[:0])
 
@@ -121,3 +125,20 @@ def test_store_and_searcher_score_photo_less_products_like_eval(tiny_store, tiny
         pairs = test[test["query"] == query]
         got = searcher.relevance_ids(query, pairs["product_id"].tolist())
         np.testing.assert_allclose(got.scores, score_pairs(model, data, pairs).score, atol=1e-5)
+
+
+def test_checkpoint_from_before_the_option_keeps_the_title_fallback(tiny_text_model_dir, tiny_data, tmp_path):
+    import json
+
+    from store_helpers import make_checkpoint
+
+    path = make_checkpoint(tiny_text_model_dir, tmp_path / "old", tiny_data.product_types, missing_image="title")
+    tree = json.loads((path / "config.json").read_text())
+    del tree["fusion"]["missing_image"]  # as written before the option existed (its buffers are not in the file)
+    (path / "config.json").write_text(json.dumps(tree))
+    old = QueryLifeModel.from_pretrained(path)
+    assert old.config.fusion.missing_image == "title" and not hasattr(old.fusion, "missing_vector")
+    ref = QueryLifeModel.from_pretrained(make_checkpoint(tiny_text_model_dir, tmp_path / "ref",
+                                                         tiny_data.product_types, missing_image="title"))  # fmt: skip
+    test = tiny_data.splits["test"]
+    assert np.array_equal(score_pairs(old, tiny_data, test).score, score_pairs(ref, tiny_data, test).score)

@@ -65,11 +65,13 @@ class FusionConfig(BaseModel):
     # Checkpoints written before the option existed have no such key and scored with the cosine: a new default
     # would have to keep them at True.
     normalize: bool = True
-    # A product without a photo: "title" scores it on its title alone (w = 0); "type_mean" gives it the mean photo
-    # vector of its type's training products (fitted after training, querylife.missing_image) and the gate's weight,
-    # as if it showed a typical photo of its type: the title-only score ranked photo-less products above the
-    # photo products of visual types (docs/TUNING.md). Checkpoints without the key load as "title".
-    missing_image: Literal["title", "type_mean"] = "title"
+    # A product without a photo: "title" scores it on its title alone (w = 0); "type_mean" adds a typical photo of
+    # its type to its title: the mean photo vector of the type's training products (fitted after training,
+    # querylife.missing_image), with the gate's weight. The title-only score ranked photo-less products above the
+    # photo products of visual types; type_mean raised dev NDCG@10 on both storefronts with missing photos
+    # (docs/TUNING.md). Modes without a title part (image) or without photos (title) keep "title". Checkpoints
+    # without the key, written before the option, load as "title".
+    missing_image: Literal["title", "type_mean"] = "type_mean"
     # dev_type_gate only: the image weights tried per product type on the dev split after training (querylife.gate_fit).
     fit_grid: list[float] = Field(default_factory=lambda: [i / 10 for i in range(11)])
     # A type's weight leaves its current value only for a dev NDCG@10 gain above this: ~60 dev queries, where one
@@ -124,7 +126,7 @@ class Fusion(nn.Module):
             # Zero output layer: the query-aware term starts at 0, so training starts from the type gate.
             nn.init.zeros_(self.gate_out.weight)
             nn.init.zeros_(self.gate_out.bias)
-        if config.missing_image == "type_mean":
+        if config.missing_image == "type_mean" and self.mode not in ("title", "image"):
             # Filled after training (querylife.missing_image); until then every product without a photo keeps w = 0.
             self.register_buffer("missing_vector", torch.zeros(n_types, dim))  # (T, D) unit rows where ready
             self.register_buffer("missing_ready", torch.zeros(n_types, dtype=torch.bool))  # (T,)

@@ -59,7 +59,8 @@ def fit_missing_images(
     """
     fusion = model.fusion
     if not hasattr(fusion, "missing_ready"):
-        raise ValueError('fitting photo-less products\' vectors needs model.fusion.missing_image="type_mean"')
+        raise ValueError('fitting photo-less products\' vectors needs model.fusion.missing_image="type_mean" and a '
+                         "mode with a title part and photos (not title or image)")
     if pairs is None or not len(pairs):
         raise ValueError("fitting photo-less products' vectors needs the training pairs; none were given")
     rows = np.unique(data.rows(pairs["product_id"]))

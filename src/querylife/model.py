@@ -270,7 +270,10 @@ class QueryLifeModel(nn.Module):
         if not cfg_path.exists():
             raise FileNotFoundError(f"{directory} is not a querylife checkpoint: {CONFIG_NAME} is missing")
         try:
-            config = ModelConfig.model_validate(json.loads(cfg_path.read_text()))
+            raw = json.loads(cfg_path.read_text())
+            if isinstance(raw.get("fusion"), dict):  # written before the option: photo-less products were title-only
+                raw["fusion"].setdefault("missing_image", "title")
+            config = ModelConfig.model_validate(raw)
         except ValidationError as err:  # e.g. an option removed since the checkpoint was written
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg'].removeprefix('Value error, ')}"

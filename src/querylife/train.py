@@ -546,7 +546,7 @@ class Trainer:
     def _fit_missing_images(self) -> MissingImageFit | None:
         """``missing_image="type_mean"``: each type's vector for photo-less products from the selected epoch's
         training products, saved into ``best/`` (None otherwise)."""
-        if self.config.model.fusion.missing_image != "type_mean":
+        if not hasattr(self.model.fusion, "missing_ready"):  # missing_image="title", or a title / image mode
             return None
         fit = fit_missing_images(self.model, self.data, self.data.splits["train"], self.cache,
                                  batch_size=self.config.train.eval_batch_size)  # fmt: skip
