@@ -36,7 +36,15 @@ def test_missing_images_train_and_evaluate_without_nans(partly_imageless, tiny_s
     assert np.isfinite(scores.score).all()
     rows = data.rows(data.splits["test"]["product_id"])
     no_image = ~data.has_image.numpy()[rows]
-    assert no_image.any() and (scores.image_weight[no_image] == 0).all()  # the gate falls back to the title
+    # The default (missing_image="type_mean") gives a photo-less product its type's typical photo and the gate's
+    # weight; without the fitted vectors the gate falls back to the title (weight 0), as missing_image="title" does.
+    assert no_image.any() and (scores.image_weight[no_image] > 0).all()
+    ready = result.model.fusion.missing_ready.clone()
+    result.model.fusion.missing_ready.zero_()
+    fallback = score_pairs(result.model, data, data.splits["test"])
+    assert (fallback.image_weight[no_image] == 0).all() and np.isfinite(fallback.score).all()
+    assert np.allclose(fallback.score[~no_image], scores.score[~no_image], atol=1e-6)  # photos: unchanged
+    result.model.fusion.missing_ready.copy_(ready)
     result_eval, scored, _ = evaluate_model(result.model, data, n_boot=10)
     assert np.isfinite(result_eval.overall["ndcg@10"]) and np.isfinite(result_eval.overall["roc_auc"])
 
