@@ -21,7 +21,9 @@ get no gradient) and then picks each type's weight on the dev split (:mod:`query
 loss's in-batch negatives are mostly of other types, where any photo helps, so a gradient-trained gate keeps image
 weight on types whose photo says nothing within the type; dev NDCG@10 ranks within the query's candidates.
 
-A product without an image always gets ``w = 0``: the gate falls back to the title, never to a zero vector. The
+A product without an image gets ``w = 0``: the gate falls back to the title, never to a zero vector; after
+training, ``missing_image="type_mean"`` (the default) gives it its type's mean photo vector instead
+(:meth:`Fusion.fill_missing`, :mod:`querylife.missing_image`). The
 score is the cosine of ``q`` and the fused vector ``p`` (``FusionConfig.normalize``; off: ``(1 - w) q.t + w q.v``).
 
 Because ``w`` depends on the query in ``query_type_gate``, a batch of ``Bq`` queries and ``Bp`` products has

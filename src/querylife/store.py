@@ -79,7 +79,9 @@ class StoredProducts:
     product_types: list[str]
     t: torch.Tensor  # (N, D) float32, projected title vectors
     v: torch.Tensor  # (N, D) float32, projected image vectors (zeros where has_image is False)
-    has_image: torch.Tensor  # (N,) bool
+    # (N,) bool: v is an image vector, the photo's or (model.fusion.missing_image="type_mean") its type's typical
+    # one for a product without a photo; the manifest's with_image counts these
+    has_image: torch.Tensor
     type_ids: torch.Tensor  # (N,) int64
     index_vectors: torch.Tensor  # (N, D') float32, query-independent fused vectors for the ANN index
     row_of: dict[str, int] = field(default_factory=dict)
