@@ -142,3 +142,21 @@ def test_checkpoint_from_before_the_option_keeps_the_title_fallback(tiny_text_mo
                                                          tiny_data.product_types, missing_image="title"))  # fmt: skip
     test = tiny_data.splits["test"]
     assert np.array_equal(score_pairs(old, tiny_data, test).score, score_pairs(ref, tiny_data, test).score)
+
+
+def test_model_score_fills_like_the_encoder(tiny_config, tiny_data):
+    # The README's direct use (encode_images + model.score) scores photo-less products as eval and serving do.
+    model = QueryLifeModel(tiny_config.model.model_copy(update={"product_types": tiny_data.product_types})).eval()
+    fit_missing_images(model, tiny_data, tiny_data.splits["train"])
+    rows = np.arange(40)
+    texts = tiny_data.product_texts(rows)
+    has = tiny_data.has_image[rows]
+    types = model.type_ids(tiny_data.catalog["product_type"].iloc[rows].tolist())
+    with torch.no_grad():
+        q = model.encode_queries(["red dress"])
+        direct = model.score(q, model.encode_titles(texts), model.encode_images(tiny_data.images[rows], has), types,
+                             has, pairwise=True).scores[0]  # fmt: skip
+        vec = encode_products(model, tiny_data, rows)
+        stored = model.score(q, vec.t, vec.v, vec.type_ids, vec.has_image, pairwise=True).scores[0]
+    assert (~has).any()
+    assert torch.allclose(direct, stored, atol=1e-5)

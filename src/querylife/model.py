@@ -184,8 +184,10 @@ class QueryLifeModel(nn.Module):
 
     # ---- scoring ----------------------------------------------------------------------------------------
     def score(self, q, t, v, type_ids, has_image, *, pairwise: bool) -> FusionOutput:
-        """Fused relevance scores: (Bq, Bp) when ``pairwise`` else row-aligned (N,)."""
+        """Fused relevance scores: (Bq, Bp) when ``pairwise`` else row-aligned (N,). Products without a photo get
+        their type's typical photo vector once it is fitted (``model.fusion.missing_image``; a no-op in training)."""
         has_image = has_image.to(self.device)
+        v, has_image = self.fusion.fill_missing(v, type_ids, has_image)  # (Bp, D), (Bp,)
         fn = self.fusion.pairwise if pairwise else self.fusion.paired
         return fn(q, t, v, type_ids, has_image)
 
