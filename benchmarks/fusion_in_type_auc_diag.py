@@ -20,16 +20,12 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchkit import demo_dataset, quiet_transformers, run_header, write_results  # noqa: E402
-from fusion_storefronts import _without_lock, file_lock, load_model, shared_photos_as_missing  # noqa: E402
+from benchkit import quiet_transformers, run_header, write_results  # noqa: E402
+from fusion_storefronts import SavedRuns, _without_lock, file_lock  # noqa: E402
 
-from querylife.config import with_overrides  # noqa: E402
-from querylife.data.storefront import DemoConfig  # noqa: E402
-from querylife.methods import METHODS  # noqa: E402
 from querylife.report import md_table  # noqa: E402
 from querylife.runinfo import command_line, machine_info  # noqa: E402
-from querylife.scoring import FeatureCache, score_pairs  # noqa: E402
-from querylife.suite import Suite  # noqa: E402
+from querylife.scoring import score_pairs  # noqa: E402
 
 
 def auc_views(scored: pd.DataFrame) -> dict[str, float]:
@@ -68,35 +64,17 @@ def main() -> None:
     for spec in args.work:
         name, _, work = spec.partition("=")
         work = Path(work)
-        meta = json.loads((work / "meta.json").read_text())
-        overrides = [o for o in meta["command"].split() if o.startswith("model.")]
         for store in args.storefronts:
             with file_lock(args.lock):
-                _, base_cfg, data = demo_dataset(
-                    work / "data" / store,
-                    overrides,
-                    DemoConfig(
-                        n_products=meta.get("products", 3000),
-                        seed=meta.get("data_seed", 0),
-                        storefront=store,
-                        image_size=224,
-                    ),  # fmt: skip
-                )
-                if meta.get("shared_photo_as_missing") is not None:
-                    shared_photos_as_missing(data, int(meta["shared_photo_as_missing"]))
+                runs = SavedRuns.open(work, store)
                 title_types = json.loads((work / "data" / store / "meta.json").read_text())["title_informative_types"]
-                cache = FeatureCache()
                 for seed in args.seeds:
-                    cfg = with_overrides(base_cfg, {"train.seed": seed})
-                    suite = Suite(cfg, data, work / store / f"seed{seed}", progress=False, n_boot=0, log=lambda s: None)
-                    suite.cache = cache
                     for method in args.methods:
-                        mcfg = with_overrides(cfg, dict(METHODS[method].overrides))
-                        model = load_model(suite, mcfg, suite.out_dir / "runs" / method)
+                        model = runs.model(seed, method)
                         for split in args.splits:
-                            df = data.splits[split]
+                            df = runs.data.splits[split]
                             df = df[df["query_type"].isin(title_types) & (df["product_type"] == df["query_type"])]
-                            scored = df.assign(score=score_pairs(model, data, df, cache).score)
+                            scored = df.assign(score=score_pairs(model, runs.data, df, runs.cache).score)
                             row = {"run": name, "storefront": store, "seed": seed, "method": method, "split": split}
                             results.append({**row, **auc_views(scored)})
                             print(results[-1], flush=True)

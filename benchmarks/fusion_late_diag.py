@@ -13,7 +13,6 @@ Run:  python benchmarks/fusion_late_diag.py --work runs/fusion_lite0 --seeds 0 1
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -21,17 +20,14 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchkit import demo_dataset, quiet_transformers, run_header, write_results  # noqa: E402
-from fusion_storefronts import _without_lock, dev_halves, file_lock, load_model, scored_metrics  # noqa: E402
+from benchkit import quiet_transformers, run_header, write_results  # noqa: E402
+from fusion_storefronts import SavedRuns, _without_lock, dev_halves, file_lock, scored_metrics  # noqa: E402
 
-from querylife.config import with_overrides  # noqa: E402
-from querylife.data.storefront import DemoConfig  # noqa: E402
-from querylife.methods import METHODS  # noqa: E402
+from querylife.data.storefront import DemoStorefront  # noqa: E402
 from querylife.metrics import per_query_metrics  # noqa: E402
 from querylife.report import md_table  # noqa: E402
 from querylife.runinfo import command_line, machine_info  # noqa: E402
-from querylife.scoring import FeatureCache, score_pairs  # noqa: E402
-from querylife.suite import Suite  # noqa: E402
+from querylife.scoring import score_pairs  # noqa: E402
 
 GRID = [round(0.1 * i, 1) for i in range(11)]
 
@@ -88,35 +84,21 @@ def main() -> None:
     args = parser.parse_args()
     quiet_transformers()
     work = Path(args.work)
-    meta = json.loads((work / "meta.json").read_text())
-    overrides = [o for o in meta["command"].split() if o.startswith("model.")]
     rows: list[dict] = []
     per_query: list[pd.DataFrame] = []
     for store in args.storefronts:
         with file_lock(args.lock):
-            _, base_cfg, data = demo_dataset(
-                work / "data" / store,
-                overrides,
-                DemoConfig(n_products=meta.get("products", 3000), seed=meta.get("data_seed", 0), storefront=store,
-                           image_size=224),  # fmt: skip
-            )
-            smeta = json.loads((work / "data" / store / "meta.json").read_text())
-            groups = {"image-informative": smeta["image_informative_types"],
-                      "title-informative": smeta["title_informative_types"]}  # fmt: skip
-            if smeta.get("mixed_types"):
-                groups["mixed"] = smeta["mixed_types"]
+            runs = SavedRuns.open(work, store)
+            data = runs.data
+            groups = DemoStorefront.at(work / "data" / store).type_groups()
             pos = pd.Series(np.arange(len(data.catalog)), index=data.catalog["product_id"].to_numpy())
             has_all = data.has_image.numpy().astype(bool)
-            cache = FeatureCache()
             for seed in args.seeds:
-                cfg = with_overrides(base_cfg, {"train.seed": seed})
-                suite = Suite(cfg, data, work / store / f"seed{seed}", progress=False, n_boot=0, log=lambda s: None)
-                suite.cache = cache
                 scored: dict[str, dict[str, np.ndarray]] = {}
                 for method in ["title_only", "image_only", *args.methods]:
-                    mcfg = with_overrides(cfg, dict(METHODS[method].overrides))
-                    model = load_model(suite, mcfg, suite.out_dir / "runs" / method)
-                    scored[method] = {s: score_pairs(model, data, data.splits[s], cache).score for s in ("dev", "test")}
+                    model = runs.model(seed, method)
+                    scored[method] = {s: score_pairs(model, data, data.splits[s], runs.cache).score
+                                      for s in ("dev", "test")}  # fmt: skip
                 dev, test = data.splits["dev"], data.splits["test"]
                 norm = {m: float(np.std(scored[m]["dev"])) for m in ("title_only", "image_only")}
 

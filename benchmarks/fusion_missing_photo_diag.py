@@ -17,17 +17,13 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchkit import demo_dataset, quiet_transformers, run_header, write_results  # noqa: E402
-from fusion_storefronts import _without_lock, load_model  # noqa: E402
+from benchkit import quiet_transformers, run_header, write_results  # noqa: E402
+from fusion_storefronts import SavedRuns, _without_lock  # noqa: E402
 
-from querylife.config import with_overrides  # noqa: E402
-from querylife.data.storefront import DemoConfig  # noqa: E402
-from querylife.methods import METHODS  # noqa: E402
 from querylife.metrics import per_query_metrics  # noqa: E402
 from querylife.report import md_table  # noqa: E402
 from querylife.runinfo import command_line, machine_info  # noqa: E402
-from querylife.scoring import FeatureCache, score_pairs  # noqa: E402
-from querylife.suite import Suite  # noqa: E402
+from querylife.scoring import score_pairs  # noqa: E402
 
 
 def photo_views(scored: pd.DataFrame) -> dict[str, float]:
@@ -52,32 +48,20 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     quiet_transformers()
-    work = Path(args.work)
-    meta = json.loads((work / "meta.json").read_text())
-    overrides = [o for o in meta["command"].split() if o.startswith("model.")]
-    store = args.storefront
-    _, base_cfg, data = demo_dataset(
-        work / "data" / store,
-        overrides,
-        DemoConfig(n_products=meta.get("products", 3000), seed=meta.get("data_seed", 0), storefront=store,
-                   image_size=224),  # fmt: skip
-    )
+    work, store = Path(args.work), args.storefront
+    runs = SavedRuns.open(work, store)
+    meta, data = runs.meta(), runs.data
     visual = json.loads((work / "data" / store / "meta.json").read_text())["image_informative_types"]
     photo = pd.Series(data.has_image.numpy().astype(bool), index=data.catalog["product_id"].to_numpy())
-    cache = FeatureCache()
     rows: list[dict] = []
     for seed in args.seeds:
-        cfg = with_overrides(base_cfg, {"train.seed": seed})
-        suite = Suite(cfg, data, work / store / f"seed{seed}", progress=False, n_boot=0, log=lambda s: None)
-        suite.cache = cache
         for method in args.methods:
-            mcfg = with_overrides(cfg, dict(METHODS[method].overrides))
-            model = load_model(suite, mcfg, suite.out_dir / "runs" / method)
+            model = runs.model(seed, method)
             for split in ("dev", "test"):
                 df = data.splits[split]
                 df = df[df["query_type"].isin(visual)]
                 df = df.assign(has=photo.loc[df["product_id"].to_numpy()].to_numpy())
-                scored = df.assign(score=score_pairs(model, data, df, cache).score)
+                scored = df.assign(score=score_pairs(model, data, df, runs.cache).score)
                 rows.append({"seed": seed, "method": method, "split": split, "queries": int(df["query"].nunique()),
                              "no_photo_share": float(1 - df["has"].mean()), **photo_views(scored)})  # fmt: skip
                 print(rows[-1], flush=True)

@@ -34,6 +34,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -51,7 +52,7 @@ from querylife.methods import METHODS  # noqa: E402
 from querylife.metrics import evaluate_scored, per_query_metrics  # noqa: E402
 from querylife.model import WEIGHTS_NAME, QueryLifeModel  # noqa: E402
 from querylife.runinfo import command_line, machine_info  # noqa: E402
-from querylife.scoring import score_pairs  # noqa: E402
+from querylife.scoring import FeatureCache, score_pairs  # noqa: E402
 from querylife.suite import Suite  # noqa: E402
 from querylife.towers import vision_image_size  # noqa: E402
 
@@ -121,6 +122,43 @@ def shared_photos_as_missing(data: Dataset, min_products: int) -> SharedPhotos:
     data.has_image[idx] = False
     data.images[idx] = 0  # the Dataset's contract: zeros where has_image is False
     return SharedPhotos(min_products, flagged, len(shared), by_type)
+
+
+@dataclass
+class SavedRuns:
+    """A work directory's storefront as its runs saw it, to rescore their saved best checkpoints (the diagnostics'
+    common start): the base config (the runs' ``model.*`` overrides), the prepared dataset (photos flagged as
+    missing when the runs used ``--shared-photo-as-missing``) and one feature cache for every checkpoint."""
+
+    work: Path
+    store: str
+    config: Any
+    data: Dataset
+    cache: FeatureCache
+
+    @classmethod
+    def open(cls, work: Path, store: str) -> SavedRuns:
+        meta = json.loads((work / "meta.json").read_text())
+        overrides = [o for o in meta["command"].split() if o.startswith("model.")]
+        size = vision_image_size(load_config(None, overrides).model.tower)
+        demo = DemoConfig(n_products=meta.get("products", 3000), seed=meta.get("data_seed", 0), storefront=store,
+                          image_size=size)  # fmt: skip
+        _, cfg, data = demo_dataset(work / "data" / store, overrides, demo)
+        if meta.get("shared_photo_as_missing") is not None:
+            shared_photos_as_missing(data, int(meta["shared_photo_as_missing"]))
+        return cls(work, store, cfg, data, FeatureCache())
+
+    def meta(self) -> dict:
+        """The work directory's meta.json (its command, data seed...)."""
+        return json.loads((self.work / "meta.json").read_text())
+
+    def model(self, seed: int, method: str) -> QueryLifeModel:
+        """The saved best checkpoint of ``method`` trained with ``seed``."""
+        cfg = with_overrides(self.config, {"train.seed": seed})
+        suite = Suite(cfg, self.data, self.work / self.store / f"seed{seed}", progress=False, n_boot=0,
+                      log=lambda s: None)  # fmt: skip
+        suite.cache = self.cache
+        return load_model(suite, with_overrides(cfg, dict(METHODS[method].overrides)), suite.out_dir / "runs" / method)
 
 
 def load_model(suite: Suite, cfg, run_dir: Path) -> QueryLifeModel:
