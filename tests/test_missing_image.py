@@ -80,6 +80,10 @@ def test_type_mean_trains_as_the_title_fallback_then_fills_photo_less_products(t
     assert no_photo.any() and (~no_photo).any()
     assert np.allclose(s_base[~no_photo], s_tm[~no_photo], atol=1e-6)
     assert not np.allclose(s_base[no_photo], s_tm[no_photo], atol=1e-4)
+    import json
+
+    summary = json.loads((tmp_path / "tm" / "best" / "summary.json").read_text())
+    assert summary["missing_images"]["photos"] == run.missing_images.photos  # best/ records what was fitted
     reloaded = QueryLifeModel.from_pretrained(tmp_path / "tm" / "best")
     assert np.allclose(score_pairs(reloaded, tiny_data, test).score, s_tm, atol=1e-6)
 

@@ -1,15 +1,15 @@
 """Products without a photo, scored as if they showed a typical photo of their type
 (``model.fusion.missing_image="type_mean"``).
 
-With the default (``"title"``) a product without a photo gets image weight 0: its score is the title's cosine
-alone. For a type whose attributes are in the photo (a mug's colour) that score is on another footing than the
-fused scores of the type's photo products: it said nothing about the colour, yet on the `media_market` storefront
-it ranked the photo-less mugs above most photo mugs for a colour query (docs/TUNING.md, "Fusion across
-storefronts"). Here each product type gets the mean image vector of its training products that have a photo
-(normalised), computed once after training from the selected epoch's vectors; a photo-less product of that type
-then takes this vector and the gate's weight like any other product. Types without any photo in training keep the
-title-only fallback. Training itself is unchanged (the vectors are filled only after it), so is every product
-that has a photo.
+With ``"title"`` (the behaviour before this option, and in training) a product without a photo gets image weight
+0: its score is the title's cosine alone. For a type whose attributes are in the photo (a mug's colour) that score
+is on another footing than the fused scores of the type's photo products: it said nothing about the colour, yet on
+the `media_market` storefront it ranked the photo-less mugs above most photo mugs for a colour query
+(docs/TUNING.md, "Fusion across storefronts"). Here each product type gets the mean image vector of its training
+products that have a photo (normalised), computed once after training from the selected epoch's vectors; a
+photo-less product of that type then takes this vector and the gate's weight like any other product. Types without
+any photo in training keep the title-only fallback. Training itself is unchanged (the vectors are filled only after
+it), and so is every product that has a photo.
 
 Example::
 

@@ -538,6 +538,11 @@ class Trainer:
         st = self.state
         missing = self._fit_missing_images()  # first: the dev fit of dev_type_gate then sees the filled vectors
         type_weights = self._fit_type_weights()
+        if (missing or type_weights) and self.is_main:  # best/ gets what was fitted (every rank fits the same)
+            summary = self._summary(st.best_epoch, st.best_dev, st.history)
+            fitted = {"missing_images": missing, "type_weights": type_weights}
+            summary.update({key: asdict(fit) for key, fit in fitted.items() if fit is not None})
+            self.checkpoints.save_best(self.model, summary)
         return TrainResult(
             self.model, self.run_dir, st.best_epoch, st.best_dev, st.history, time.time() - start_time, type_weights,
             missing,
@@ -545,33 +550,23 @@ class Trainer:
 
     def _fit_missing_images(self) -> MissingImageFit | None:
         """``missing_image="type_mean"``: each type's vector for photo-less products from the selected epoch's
-        training products, saved into ``best/`` (None otherwise)."""
+        training products (None otherwise; :meth:`fit` saves it into ``best/``)."""
         if not hasattr(self.model.fusion, "missing_ready"):  # missing_image="title", or a title / image mode
             return None
         fit = fit_missing_images(self.model, self.data, self.data.splits["train"], self.cache,
                                  batch_size=self.config.train.eval_batch_size)  # fmt: skip
-        if self.is_main:  # every rank computes the same vectors; one writes them
-            st = self.state
-            summary = self._summary(st.best_epoch, st.best_dev, st.history)
-            summary["missing_images"] = asdict(fit)
-            self.checkpoints.save_best(self.model, summary)
         if self.progress:
             kept = f"; title only for {', '.join(fit.title_only)}" if fit.title_only else ""
             print(f"photo-less products: their type's mean photo vector ({len(fit.photos)} types){kept}")
         return fit
 
     def _fit_type_weights(self) -> TypeWeightFit | None:
-        """``dev_type_gate``: pick each type's image weight on dev for the selected epoch's vectors and save them
-        into ``best/`` (None for other modes, or without a dev split)."""
+        """``dev_type_gate``: pick each type's image weight on dev for the selected epoch's vectors (None for other
+        modes, or without a dev split; :meth:`fit` saves them into ``best/``)."""
         dev = self.data.splits["dev"]
         if self.config.model.fusion.mode != "dev_type_gate" or not len(dev):
             return None
         fit = fit_type_weights(self.model, self.data, dev, self.cache, batch_size=self.config.train.eval_batch_size)
-        st = self.state
-        summary = self._summary(st.best_epoch, st.best_dev, st.history)
-        summary["type_weights"] = asdict(fit)
-        if self.is_main:  # every rank fits the same weights; one writes them
-            self.checkpoints.save_best(self.model, summary)
         if self.progress:
             moved = ", ".join(f"{m['type']} {m['from']:.1f}->{m['to']:.1f}" for m in fit.moves) or "none moved"
             gain = f"{fit.dev_ndcg_before:.4f} -> {fit.dev_ndcg_after:.4f}"
