@@ -3,7 +3,8 @@
 Each config section that lost options validates through :func:`removed_options_validator`. A removed key at the
 value it had by default is dropped (that behaviour is now the only one, so nothing changes); at any other value
 loading stops with an error that names the option and says what it did, instead of quietly training or scoring
-something else. What each option measured is kept in docs/TUNING.md ("Removed options").
+something else. What each option measured is kept in docs/TUNING.md ("Removed options"). A renamed key
+(``RENAMED_OPTIONS``: an option that came back under another name) is read as its new name first.
 
 Example::
 
