@@ -65,6 +65,7 @@ def test_type_mean_trains_as_the_title_fallback_then_fills_photo_less_products(t
         assert bool(model.fusion.missing_ready[k])
     assert run.missing_images.photos == {model.types[int(k)]: int((vecs.type_ids == k).sum())
                                          for k in vecs.type_ids.unique()}  # fmt: skip
+    assert run.missing_images.filled == int((~tiny_data.has_image).sum()) > 0  # every type has photos here
     # encoding: photo-less products take their type's vector and count as having one; photos are untouched
     all_rows = np.arange(len(tiny_data.catalog))
     filled, plain = encode_products(model, tiny_data, all_rows), encode_products(base.model, tiny_data, all_rows)

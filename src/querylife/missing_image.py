@@ -35,11 +35,13 @@ __all__ = ["MissingImageFit", "fit_missing_images"]
 
 @dataclass
 class MissingImageFit:
-    """What :func:`fit_missing_images` set: ``photos`` (product type -> photos averaged) and ``title_only`` (types
-    with no photo among the products, which keep the title-only fallback)."""
+    """What :func:`fit_missing_images` set: ``photos`` (product type -> photos averaged), ``title_only`` (types
+    with no photo among the products, which keep the title-only fallback) and ``filled``: the catalogue's products
+    without a photo that now get their type's vector (0 when every product has a photo: nothing changes)."""
 
     photos: dict[str, int]
     title_only: list[str]
+    filled: int = 0
 
 
 @torch.no_grad()
@@ -78,4 +80,6 @@ def fit_missing_images(
     seen = set(vecs.type_ids.tolist())
     photos = {model.types[k]: int(counts[k]) for k in range(n_types) if counts[k] > 0}
     title_only = [model.types[k] for k in sorted(seen) if counts[k] == 0]
-    return MissingImageFit(photos, title_only)
+    catalogue_types = model.type_ids(data.catalog["product_type"].tolist()).cpu()  # (n_products,)
+    filled = int((~data.has_image.bool() & ready[catalogue_types]).sum())
+    return MissingImageFit(photos, title_only, filled)

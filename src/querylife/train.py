@@ -557,7 +557,8 @@ class Trainer:
                                  batch_size=self.config.train.eval_batch_size)  # fmt: skip
         if self.progress:
             kept = f"; title only for {', '.join(fit.title_only)}" if fit.title_only else ""
-            print(f"photo-less products: their type's mean photo vector ({len(fit.photos)} types){kept}")
+            print(f"products without a photo: {fit.filled} of {len(self.data.catalog)} "
+                  f"({fit.filled / max(len(self.data.catalog), 1):.1%}) get their type's mean photo vector{kept}")
         return fit
 
     def _fit_type_weights(self) -> TypeWeightFit | None:
