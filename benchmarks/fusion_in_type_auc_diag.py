@@ -11,7 +11,6 @@ Run:  python benchmarks/fusion_in_type_auc_diag.py --work base=runs/fusion_lite0
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -67,7 +66,7 @@ def main() -> None:
         for store in args.storefronts:
             with file_lock(args.lock):
                 runs = SavedRuns.open(work, store)
-                title_types = json.loads((work / "data" / store / "meta.json").read_text())["title_informative_types"]
+                title_types = runs.type_groups()["title-informative"]
                 for seed in args.seeds:
                     for method in args.methods:
                         model = runs.model(seed, method)

@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from benchkit import quiet_transformers, run_header, write_results  # noqa: E402
 from fusion_storefronts import SavedRuns, _without_lock, dev_halves, file_lock, scored_metrics  # noqa: E402
 
-from querylife.data.storefront import DemoStorefront  # noqa: E402
 from querylife.metrics import per_query_metrics  # noqa: E402
 from querylife.report import md_table  # noqa: E402
 from querylife.runinfo import command_line, machine_info  # noqa: E402
@@ -90,7 +89,7 @@ def main() -> None:
         with file_lock(args.lock):
             runs = SavedRuns.open(work, store)
             data = runs.data
-            groups = DemoStorefront.at(work / "data" / store).type_groups()
+            groups = runs.type_groups()
             pos = pd.Series(np.arange(len(data.catalog)), index=data.catalog["product_id"].to_numpy())
             has_all = data.has_image.numpy().astype(bool)
             for seed in args.seeds:

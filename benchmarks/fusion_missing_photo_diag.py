@@ -9,7 +9,6 @@ Run:  python benchmarks/fusion_missing_photo_diag.py --work runs/fusion_lite0 --
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -51,7 +50,7 @@ def main() -> None:
     work, store = Path(args.work), args.storefront
     runs = SavedRuns.open(work, store)
     meta, data = runs.meta(), runs.data
-    visual = json.loads((work / "data" / store / "meta.json").read_text())["image_informative_types"]
+    visual = runs.type_groups()["image-informative"]
     photo = pd.Series(data.has_image.numpy().astype(bool), index=data.catalog["product_id"].to_numpy())
     rows: list[dict] = []
     for seed in args.seeds:

@@ -148,6 +148,10 @@ class SavedRuns:
             shared_photos_as_missing(data, int(meta["shared_photo_as_missing"]))
         return cls(work, store, cfg, data, FeatureCache())
 
+    def type_groups(self) -> dict[str, list[str]]:
+        """The storefront's product types by the modality that carries them (:meth:`DemoStorefront.type_groups`)."""
+        return DemoStorefront.at(self.work / "data" / self.store).type_groups()
+
     def meta(self) -> dict:
         """The work directory's meta.json (its command, data seed...)."""
         return json.loads((self.work / "meta.json").read_text())

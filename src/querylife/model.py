@@ -184,10 +184,11 @@ class QueryLifeModel(nn.Module):
 
     # ---- scoring ----------------------------------------------------------------------------------------
     def score(self, q, t, v, type_ids, has_image, *, pairwise: bool) -> FusionOutput:
-        """Fused relevance scores: (Bq, Bp) when ``pairwise`` else row-aligned (N,). Products without a photo get
-        their type's typical photo vector once it is fitted (``model.fusion.missing_image``; a no-op in training)."""
+        """Fused relevance scores: (Bq, Bp) when ``pairwise`` else row-aligned (N,). In eval mode, products without
+        a photo get their type's typical photo vector once it is fitted (``model.fusion.missing_image``)."""
         has_image = has_image.to(self.device)
-        v, has_image = self.fusion.fill_missing(v, type_ids, has_image)  # (Bp, D), (Bp,)
+        if not self.training:  # training never fills (the vectors are fitted after it): no per-step check or sync
+            v, has_image = self.fusion.fill_missing(v, type_ids, has_image)  # (Bp, D), (Bp,)
         fn = self.fusion.pairwise if pairwise else self.fusion.paired
         return fn(q, t, v, type_ids, has_image)
 
