@@ -27,6 +27,7 @@ from torch import nn
 from .compat import removed_options_validator
 from .fusion import Fusion, FusionConfig, FusionOutput
 from .losses import Embeddings
+from .query_offset import QueryOffset, QueryOffsetConfig
 from .towers import TextTower, TowerConfig, VisionTower, build_towers
 
 UNKNOWN_TYPE = "<unk>"
@@ -40,6 +41,9 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tower: TowerConfig = Field(default_factory=TowerConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
+    # Scores minus each query's offset (its best reference matches), fitted after training: same rankings, one
+    # footing across queries for thresholds and pooled ROC-AUC (querylife.query_offset, docs/TUNING.md).
+    query_offset: QueryOffsetConfig = Field(default_factory=QueryOffsetConfig)
     embed_dim: int = 256  # shared space of q, t, v; small keeps serving matrices cheap
     init_temperature: float = 0.05  # CLIP uses 0.07; frozen sentence encoders give tighter cosines
     learn_temperature: bool = True
@@ -116,6 +120,8 @@ class QueryLifeModel(nn.Module):
         self.types = [UNKNOWN_TYPE, *[t for t in config.product_types if t != UNKNOWN_TYPE]]
         self._type_index = {t: i for i, t in enumerate(self.types)}
         self.fusion = Fusion(config.fusion, n_types=len(self.types), dim=d)
+        if config.query_offset.mode != "none":
+            self.query_offset = QueryOffset(config.query_offset, dim=d)  # empty (offsets 0) until fitted
         scale = torch.tensor(math.log(1.0 / config.init_temperature))
         self.log_logit_scale = nn.Parameter(scale, requires_grad=config.learn_temperature)
         self.logit_bias = nn.Parameter(torch.tensor(config.init_logit_bias))
@@ -185,7 +191,26 @@ class QueryLifeModel(nn.Module):
     # ---- scoring ----------------------------------------------------------------------------------------
     def score(self, q, t, v, type_ids, has_image, *, pairwise: bool) -> FusionOutput:
         """Fused relevance scores: (Bq, Bp) when ``pairwise`` else row-aligned (N,). In eval mode, products without
-        a photo get their type's typical photo vector once it is fitted (``model.fusion.missing_image``)."""
+        a photo get their type's typical photo vector once it is fitted (``model.fusion.missing_image``), and each
+        query's offset is subtracted once fitted (``model.query_offset``): the ranking of every query is unchanged,
+        its scores sit relative to its best reference matches."""
+        out = self._fused(q, t, v, type_ids, has_image, pairwise=pairwise)
+        offset = self.offsets(q, pairwise=pairwise)
+        if offset is None:
+            return out
+        shift = offset.unsqueeze(-1) if pairwise else offset  # (Bq, 1) or (N,)
+        return FusionOutput(out.scores - shift.to(out.scores.dtype), out.image_weight)
+
+    def offsets(self, q: torch.Tensor, *, pairwise: bool = True) -> torch.Tensor | None:
+        """Each query's score offset ((Bq,), or (N,) for row-aligned pairs whose query rows repeat), or None when
+        nothing is subtracted: in training, without ``model.query_offset``, or before it is fitted."""
+        module = getattr(self, "query_offset", None)
+        if self.training or module is None or not module.ready:
+            return None
+        return module.offsets(q, self.fusion) if pairwise else module.paired_offsets(q, self.fusion)
+
+    def _fused(self, q, t, v, type_ids, has_image, *, pairwise: bool) -> FusionOutput:
+        """The fusion's scores without the query offset (what the training loss compares)."""
         has_image = has_image.to(self.device)
         if not self.training:  # training never fills (the vectors are fitted after it): no per-step check or sync
             v, has_image = self.fusion.fill_missing(v, type_ids, has_image)  # (Bp, D), (Bp,)
@@ -237,7 +262,7 @@ class QueryLifeModel(nn.Module):
             image_features=image_features,
         )
         q, t, v = emb.q, emb.t, emb.v
-        fused = self.score(q, t, v, type_ids, has_image, pairwise=True)
+        fused = self._fused(q, t, v, type_ids, has_image, pairwise=True)  # no query offset: the loss's own scores
         sims = {"query_fused": fused.scores, "query_title": q @ t.T, "query_image": q @ v.T, "title_image": t @ v.T}
         return QueryLifeOutput(q, t, v, fused.scores, fused.image_weight, sims, self.logit_scale, self.logit_bias)
 
@@ -276,6 +301,7 @@ class QueryLifeModel(nn.Module):
             raw = json.loads(cfg_path.read_text())
             if isinstance(raw.get("fusion"), dict):  # written before the option: photo-less products were title-only
                 raw["fusion"].setdefault("missing_image", "title")
+            raw.setdefault("query_offset", {"mode": "none"})  # written before the option: raw fused scores
             config = ModelConfig.model_validate(raw)
         except ValidationError as err:  # e.g. an option removed since the checkpoint was written
             problems = "; ".join(

@@ -138,6 +138,9 @@ class Searcher:
             stv = (t * v).sum(-1) if stv is None else stv.to(dev)  # (n,)
             out = self.model.fusion.one_query(q, t @ q, v @ q, stv, type_ids, has_image)
             scores, weight = out.scores, out.image_weight  # (n,)
+            offset = self.model.offsets(q.unsqueeze(0))  # (1,) model.query_offset, as model.score subtracts it
+            if offset is not None:
+                scores = scores - offset[0]
         return Relevance(rows, scores.float().cpu().numpy(),
                          weight.float().cpu().numpy() if weight is not None
                          else np.full(len(rows), np.nan, dtype=np.float32))

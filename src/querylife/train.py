@@ -46,6 +46,7 @@ from .losses import TERMS, BatchMasks, LossConfig, LossOutput, alignment_loss
 from .metrics import per_query_metrics
 from .missing_image import MissingImageFit, fit_missing_images
 from .model import QueryLifeModel
+from .query_offset import QueryOffsetFit, fit_query_offset
 from .schedule import GateHold, cosine_with_warmup
 from .scoring import FeatureCache, score_pairs
 from .towers import TextTower, VisionTower
@@ -83,6 +84,7 @@ class TrainResult:
     seconds: float = 0.0
     type_weights: TypeWeightFit | None = None  # dev_type_gate: the per-type image weights chosen on dev
     missing_images: MissingImageFit | None = None  # missing_image="type_mean": the photos averaged per type
+    query_offset: QueryOffsetFit | None = None  # model.query_offset: the reference products kept
 
 
 def seed_everything(seed: int) -> None:
@@ -538,15 +540,28 @@ class Trainer:
         st = self.state
         missing = self._fit_missing_images()  # first: the dev fit of dev_type_gate then sees the filled vectors
         type_weights = self._fit_type_weights()
-        if (missing or type_weights) and self.is_main:  # best/ gets what was fitted (every rank fits the same)
+        offset = self._fit_query_offset()  # last: the reference is scored with everything fitted before it
+        if (missing or type_weights or offset) and self.is_main:  # best/ gets what was fitted (every rank the same)
             summary = self._summary(st.best_epoch, st.best_dev, st.history)
-            fitted = {"missing_images": missing, "type_weights": type_weights}
+            fitted = {"missing_images": missing, "type_weights": type_weights, "query_offset": offset}
             summary.update({key: asdict(fit) for key, fit in fitted.items() if fit is not None})
             self.checkpoints.save_best(self.model, summary)
         return TrainResult(
             self.model, self.run_dir, st.best_epoch, st.best_dev, st.history, time.time() - start_time, type_weights,
-            missing,
+            missing, offset,
         )
+
+    def _fit_query_offset(self) -> QueryOffsetFit | None:
+        """``model.query_offset``: the reference catalogue sample each query's offset is measured on (None when the
+        model has none; :meth:`fit` saves it into ``best/``)."""
+        if getattr(self.model, "query_offset", None) is None:
+            return None
+        fit = fit_query_offset(self.model, self.data, self.cache, batch_size=self.config.train.eval_batch_size,
+                               seed=self.config.train.seed)  # fmt: skip
+        if self.progress:
+            print(f"query offsets: each query's score is now relative to its {fit.k} best matches among "
+                  f"{fit.products} reference products (of {fit.catalogue}); rankings unchanged")
+        return fit
 
     def _fit_missing_images(self) -> MissingImageFit | None:
         """``missing_image="type_mean"``: each type's vector for photo-less products from the selected epoch's

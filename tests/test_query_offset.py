@@ -1,0 +1,164 @@
+"""model.query_offset (the default "top_k"): after training, every score is the fused score minus the mean of the
+query's k best fused scores over a reference sample of the catalogue. Rankings never change; training, checkpoints
+from before the option and mode "none" score raw; every scoring path (eval pairs, the Searcher) subtracts the same
+offset."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from querylife.config import with_overrides
+from querylife.data.prepare import prepare_dataset
+from querylife.model import QueryLifeModel
+from querylife.query_offset import fit_query_offset
+from querylife.scoring import encode_products, encode_query_vectors, score_pairs
+from querylife.train import Trainer
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tiny_store):
+    return prepare_dataset(tiny_store.catalog_path, tiny_store.pairs_path, image_size=32, progress=False)
+
+
+def _model(tiny_config, data, **changes) -> QueryLifeModel:
+    cfg = with_overrides(tiny_config, changes) if changes else tiny_config
+    torch.manual_seed(0)
+    model = QueryLifeModel(cfg.model.model_copy(update={"product_types": data.product_types}))
+    with torch.no_grad():  # a gate that depends on query and type (its trained-from-zero init would not)
+        for p in model.fusion.parameters():
+            if p.dtype.is_floating_point:
+                p.normal_(0.0, 0.5)
+    return model.eval()
+
+
+def _reference_scores(model, data, queries: list[str]) -> torch.Tensor:
+    """Raw fused scores (Q, n) of the queries against the whole catalogue, computed without the offset module."""
+    pv = encode_products(model, data, np.arange(len(data.catalog)))
+    q = encode_query_vectors(model, queries)
+    with torch.no_grad():
+        return model._fused(q, pv.t, pv.v, pv.type_ids, pv.has_image, pairwise=True).scores
+
+
+@pytest.mark.parametrize("mode", ["query_type_gate", "concat", "mean"])
+def test_offset_is_the_mean_of_the_k_best_reference_scores_and_keeps_rankings(tiny_config, tiny_data, mode):
+    model = _model(tiny_config, tiny_data, **{"model.fusion.mode": mode, "model.query_offset.k": 5})
+    test = tiny_data.splits["test"]
+    raw = score_pairs(model, tiny_data, test).score
+    fit = fit_query_offset(model, tiny_data)
+    assert (fit.products, fit.catalogue, fit.k) == (len(tiny_data.catalog), len(tiny_data.catalog), 5)
+    shifted = score_pairs(model, tiny_data, test).score
+    queries = list(dict.fromkeys(test["query"]))
+    expected = _reference_scores(model, tiny_data, queries).topk(5, dim=1).values.mean(1).double().numpy()  # (Q,)
+    per_query = dict(zip(queries, expected, strict=True))
+    want = raw - test["query"].map(per_query).to_numpy()
+    np.testing.assert_allclose(shifted, want, atol=2e-5)
+    assert not np.allclose(shifted, raw, atol=1e-3)  # the offsets are not zero
+    for rows in test.groupby("query").indices.values():  # one shift per query: its order is the same
+        assert np.ptp(raw[rows] - shifted[rows]) < 1e-5
+
+
+def test_pairwise_paired_and_searcher_subtract_the_same_offset(tiny_config, tiny_data):
+    from querylife.search import Searcher
+    from querylife.store import StoredProducts
+
+    model = _model(tiny_config, tiny_data)
+    fit_query_offset(model, tiny_data)
+    pv = encode_products(model, tiny_data, np.arange(len(tiny_data.catalog)))
+    q = encode_query_vectors(model, ["red dress", "wool scarf", "red dress"])
+    with torch.no_grad():
+        pair = model.score(q, pv.t, pv.v, pv.type_ids, pv.has_image, pairwise=True).scores  # (3, n)
+        raw = model._fused(q, pv.t, pv.v, pv.type_ids, pv.has_image, pairwise=True).scores
+        off = model.offsets(q)
+        rows = torch.arange(len(tiny_data.catalog))
+        paired = model.score(q[1].expand(len(rows), -1), pv.t, pv.v, pv.type_ids, pv.has_image, pairwise=False)
+    assert torch.allclose(pair, raw - off.unsqueeze(1), atol=1e-6)
+    assert torch.allclose(pair[0], pair[2]) and off[0] == off[2]
+    assert torch.allclose(paired.scores, pair[1], atol=1e-5)
+    cat = tiny_data.catalog
+    index_vectors = model.fusion.index_vectors(pv.t, pv.v, pv.type_ids, pv.has_image)
+    stored = StoredProducts(product_ids=cat["product_id"].tolist(), titles=cat["title"].tolist(),
+                            product_types=cat["product_type"].tolist(), t=pv.t, v=pv.v,
+                            has_image=pv.has_image.bool(), type_ids=pv.type_ids,
+                            index_vectors=index_vectors)  # fmt: skip
+    rel = Searcher(model, stored).score_vectors(q[1], stored)
+    np.testing.assert_allclose(rel.scores, pair[1].numpy(), atol=1e-5)
+
+
+def test_training_never_sees_the_offset(tiny_config, tiny_data, tmp_path):
+    off = Trainer(tiny_config, tiny_data, tmp_path / "offset", progress=False).fit()  # the default: top_k
+    raw_cfg = with_overrides(tiny_config, {"model.query_offset.mode": "none"})
+    raw = Trainer(raw_cfg, tiny_data, tmp_path / "raw", progress=False).fit()
+    drop = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
+    assert off.best_epoch == raw.best_epoch and drop(off.history) == drop(raw.history)  # the same training
+    assert raw.query_offset is None and off.query_offset is not None and off.query_offset.products > 0
+    sa, sb = raw.model.trainable_state_dict(), off.model.trainable_state_dict()
+    assert {k for k in sb if k not in sa} == {f"query_offset.ref_{n}" for n in ("t", "v", "type", "has", "valid")}
+    for k, v in sa.items():
+        assert torch.equal(v, sb[k]), k
+    summary = json.loads((tmp_path / "offset" / "best" / "summary.json").read_text())
+    assert summary["query_offset"]["products"] == off.query_offset.products
+    # the saved best/ checkpoint carries the fitted reference: a reload scores as the trained model does
+    test = tiny_data.splits["test"]
+    reloaded = QueryLifeModel.from_pretrained(tmp_path / "offset" / "best")
+    assert reloaded.query_offset.ready
+    np.testing.assert_allclose(score_pairs(reloaded, tiny_data, test).score,
+                               score_pairs(off.model, tiny_data, test).score, atol=1e-5)  # fmt: skip
+    # the offset does not move the training forward pass (what the loss compares)
+    model = off.model
+    model.train()
+    assert model.offsets(encode_query_vectors(model, ["red dress"])) is None
+    model.eval()
+
+
+def test_reference_sample_is_seeded_and_bounded(tiny_config, tiny_data):
+    model = _model(tiny_config, tiny_data, **{"model.query_offset.reference_size": 16})
+    fit = fit_query_offset(model, tiny_data, seed=3)
+    assert (fit.products, fit.catalogue) == (16, len(tiny_data.catalog))
+    first = model.query_offset.ref_t.clone()
+    assert int(model.query_offset.ref_valid.sum()) == 16
+    fit_query_offset(model, tiny_data, seed=3)
+    assert torch.equal(first, model.query_offset.ref_t)
+    fit_query_offset(model, tiny_data, seed=4)
+    assert not torch.equal(first, model.query_offset.ref_t)
+
+
+def test_small_catalogues_use_the_rows_they_have(tiny_config, tiny_data):
+    model = _model(tiny_config, tiny_data, **{"model.query_offset.k": 1000})  # k above the catalogue's size
+    fit = fit_query_offset(model, tiny_data)
+    assert fit.k == len(tiny_data.catalog)
+    q = encode_query_vectors(model, ["red dress"])
+    expected = _reference_scores(model, tiny_data, ["red dress"]).mean(1)  # every product: the mean score
+    assert torch.allclose(model.offsets(q), expected, atol=1e-5)
+
+
+def test_mode_none_and_old_checkpoints_score_raw(tiny_config, tiny_data, tiny_text_model_dir, tmp_path):
+    from store_helpers import make_checkpoint
+
+    plain = _model(tiny_config, tiny_data, **{"model.query_offset.mode": "none"})
+    assert not hasattr(plain, "query_offset") and plain.offsets(encode_query_vectors(plain, ["x"])) is None
+    with pytest.raises(ValueError, match="query_offset"):
+        fit_query_offset(plain, tiny_data)
+    path = make_checkpoint(tiny_text_model_dir, tmp_path / "old", tiny_data.product_types)
+    tree = json.loads((path / "config.json").read_text())
+    del tree["query_offset"]  # written before the option existed
+    (path / "config.json").write_text(json.dumps(tree))
+    from safetensors.torch import load_file, save_file
+
+    state = {k: v for k, v in load_file(str(path / "model.safetensors")).items() if not k.startswith("query_offset.")}
+    save_file(state, str(path / "model.safetensors"))
+    old = QueryLifeModel.from_pretrained(path)
+    assert old.config.query_offset.mode == "none" and not hasattr(old, "query_offset")
+
+
+def test_unfitted_offset_is_zero_and_bad_config_is_an_error(tiny_config, tiny_data):
+    model = _model(tiny_config, tiny_data)
+    assert not model.query_offset.ready
+    q = encode_query_vectors(model, ["red dress"])
+    assert model.offsets(q) is None
+    assert torch.equal(model.query_offset.offsets(q, model.fusion), torch.zeros(1))
+    with pytest.raises(ValueError):
+        with_overrides(tiny_config, {"model.query_offset.k": 0})
+    with pytest.raises(ValueError):
+        with_overrides(tiny_config, {"model.query_offset.window": 3})
