@@ -94,7 +94,8 @@ def test_training_never_sees_the_offset(tiny_config, tiny_data, tmp_path):
     assert off.best_epoch == raw.best_epoch and drop(off.history) == drop(raw.history)  # the same training
     assert raw.query_offset is None and off.query_offset is not None and off.query_offset.products > 0
     sa, sb = raw.model.trainable_state_dict(), off.model.trainable_state_dict()
-    assert {k for k in sb if k not in sa} == {f"query_offset.ref_{n}" for n in ("t", "v", "type", "has", "valid")}
+    names = ("t", "v", "stv", "type", "has", "valid")
+    assert {k for k in sb if k not in sa} == {f"query_offset.ref_{n}" for n in names}
     for k, v in sa.items():
         assert torch.equal(v, sb[k]), k
     summary = json.loads((tmp_path / "offset" / "best" / "summary.json").read_text())

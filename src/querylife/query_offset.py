@@ -72,6 +72,7 @@ class QueryOffset(nn.Module):
         n = config.reference_size
         self.register_buffer("ref_t", torch.zeros(n, dim))  # (K, D) unit title vectors (concat: its product vectors)
         self.register_buffer("ref_v", torch.zeros(n, dim))  # (K, D) image vectors, photo-less ones already filled
+        self.register_buffer("ref_stv", torch.zeros(n))  # (K,) t.v, which the fused score's norm needs
         self.register_buffer("ref_type", torch.zeros(n, dtype=torch.long))  # (K,)
         self.register_buffer("ref_has", torch.zeros(n, dtype=torch.bool))  # (K,)
         self.register_buffer("ref_valid", torch.zeros(n, dtype=torch.bool))  # (K,) rows in use (small catalogues)
@@ -81,18 +82,47 @@ class QueryOffset(nn.Module):
         """Whether a reference has been fitted."""
         return bool(self.ref_valid.any())
 
+    @torch.no_grad()
+    def set_reference(self, t: torch.Tensor, v: torch.Tensor, type_ids: torch.Tensor, has_image: torch.Tensor,
+                      fusion) -> int:  # fmt: skip
+        """Keep encoded products as the reference (the first ``reference_size`` rows): title / image vectors
+        (N, D) as the encoder gives them (photo-less ones already filled), type ids and has-image flags (N,).
+        :func:`fit_query_offset` calls it; a store's vectors (``StoredProducts``) can be given directly.
+        Returns the number of rows kept."""
+        m = min(len(t), self.config.reference_size)
+        if m == 0:
+            raise ValueError("a query offset's reference needs at least one product")
+        t, v, type_ids, has_image = t[:m], v[:m], type_ids[:m], has_image[:m].bool()
+        dev = self.ref_t.device
+        ref = t
+        if fusion.mode == "concat":  # the concat product vectors themselves (exact: the score is q . vector)
+            fdev = fusion.concat_mlp[0].weight.device
+            ref = fusion.index_vectors(t.to(fdev), v.to(fdev), type_ids.to(fdev), has_image.to(fdev))
+        for buf in (self.ref_t, self.ref_v, self.ref_stv, self.ref_has, self.ref_type, self.ref_valid):
+            buf.zero_()
+        self.ref_t[:m] = ref.float().to(dev)
+        self.ref_v[:m] = v.float().to(dev)
+        self.ref_stv[:m] = (t.float() * v.float()).sum(-1).to(dev)
+        self.ref_type[:m] = type_ids.to(dev)
+        self.ref_has[:m] = has_image.to(dev)
+        self.ref_valid[:m] = True
+        return m
+
     def offsets(self, q: torch.Tensor, fusion) -> torch.Tensor:
         """The offset of each query: q (Bq, D) -> (Bq,), the mean of its ``k`` best fused scores over the reference
         (zeros before the fit). ``fusion`` is the model's :class:`~querylife.fusion.Fusion`, so the reference is
         scored by the same formula as the products (the query-aware gate included)."""
         if not self.ready:
             return torch.zeros(q.shape[0], device=q.device, dtype=q.dtype)
-        valid = self.ref_valid
-        t, v = self.ref_t[valid].to(q.dtype), self.ref_v[valid].to(q.dtype)  # (K', D)
+        n = int(self.ref_valid.sum())  # the valid rows come first (fit_query_offset)
+        t = self.ref_t[:n].to(q.dtype)  # (K', D)
         if fusion.mode == "concat":  # ref_t holds the concat product vectors: the MLP is not rerun per call
             s = q @ t.T  # (Bq, K')
         else:
-            s = fusion.pairwise(q, t, v, self.ref_type[valid], self.ref_has[valid]).scores  # (Bq, K')
+            # Fusion.pairwise's formula with the gate run once per type for every query (as Fusion.one_query does)
+            # instead of over the reference's types each call; t.v is stored.
+            w = fusion.type_weights(q).index_select(1, self.ref_type[:n]) * self.ref_has[:n].to(q.dtype)  # (Bq, K')
+            s = fusion.combine(q @ t.T, q @ self.ref_v[:n].to(q.dtype).T, self.ref_stv[:n].to(q.dtype), w)  # (Bq, K')
         k = min(self.config.k, s.shape[1])
         return s.topk(k, dim=1).values.mean(1)  # (Bq,)
 
@@ -124,16 +154,5 @@ def fit_query_offset(model, data, cache=None, *, batch_size: int = 512, seed: in
     rows = np.arange(n) if n <= size else np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
     module.ref_valid.zero_()  # a refit starts clean (and scores its own products raw)
     vecs = encode_products(model, data, rows, cache or FeatureCache(), batch_size)  # photo-less rows filled
-    dev = module.ref_t.device
-    t = vecs.t
-    if model.fusion.mode == "concat":
-        t = model.fusion.index_vectors(vecs.t.to(model.device), vecs.v.to(model.device), vecs.type_ids.to(model.device),
-                                       vecs.has_image.to(model.device)).float()  # fmt: skip
-    m = len(rows)
-    module.ref_t.zero_(), module.ref_v.zero_(), module.ref_has.zero_(), module.ref_type.zero_()
-    module.ref_t[:m] = t.to(dev)
-    module.ref_v[:m] = vecs.v.to(dev)
-    module.ref_type[:m] = vecs.type_ids.to(dev)
-    module.ref_has[:m] = vecs.has_image.bool().to(dev)
-    module.ref_valid[:m] = True
+    m = module.set_reference(vecs.t, vecs.v, vecs.type_ids, vecs.has_image, model.fusion)
     return QueryOffsetFit(products=m, catalogue=n, k=min(module.config.k, m))
