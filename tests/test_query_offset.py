@@ -163,3 +163,23 @@ def test_unfitted_offset_is_zero_and_bad_config_is_an_error(tiny_config, tiny_da
         with_overrides(tiny_config, {"model.query_offset.k": 0})
     with pytest.raises(ValueError):
         with_overrides(tiny_config, {"model.query_offset.window": 3})
+
+
+def test_a_run_written_before_the_option_resumes(tiny_config, tiny_data, tmp_path):
+    # last/ of a run from before model.query_offset has no reference buffers: resuming it is not an error
+    from safetensors.torch import load_file, save_file
+
+    from querylife.train import TrainingInterrupted
+
+    cfg = with_overrides(tiny_config, {"train.save_every_steps": 2, "train.epochs": 2})
+    with pytest.raises(TrainingInterrupted):
+        Trainer(cfg, tiny_data, tmp_path / "run", progress=False, max_steps=3).fit()
+    weights = tmp_path / "run" / "last" / "model.safetensors"
+    state = load_file(str(weights))
+    assert any(k.startswith("query_offset.") for k in state)
+    save_file({k: v for k, v in state.items() if not k.startswith("query_offset.")}, str(weights))
+    resumed = Trainer(cfg, tiny_data, tmp_path / "run", progress=False).fit(resume=True)
+    assert resumed.query_offset is not None and resumed.model.query_offset.ready
+    save_file({k: v for k, v in state.items() if k != "title_proj.weight"}, str(weights))  # a trained weight missing
+    with pytest.raises(ValueError, match="does not match"):
+        Trainer(cfg, tiny_data, tmp_path / "run", progress=False).fit(resume=True)
