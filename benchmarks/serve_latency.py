@@ -100,6 +100,30 @@ def prepare(work: Path) -> dict[str, Path]:
     return {"checkpoint": ckpt, "store": store, "onnx": onnx, "onnx-int8": onnx_int8, "pairs": Path(demo.pairs_path)}
 
 
+def scoring_args(description: str, *, stem: str, repeats: int) -> argparse.Namespace:
+    """The in-process scoring benchmarks' command line (serve_scoring.py, query_offset_cost.py): candidates per
+    call, timed calls, torch threads, the work directory of :func:`prepare`, where to write."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--candidates", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--repeats", type=int, default=repeats, help="timed calls per path and cell")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--work", default="runs/serve_bench")
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--stem", default=stem)
+    return parser.parse_args()
+
+
+def bench_service(args: argparse.Namespace):
+    """The loaded service (checkpoint, store) of :func:`prepare` in ``args.work``, with ``args.threads`` threads."""
+    from querylife.serve.config import ServeConfig
+    from querylife.serve.service import load_service
+
+    torch.set_num_threads(args.threads)
+    quiet_transformers()
+    paths = prepare(Path(args.work))
+    return load_service(paths["checkpoint"], paths["store"], ServeConfig())
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

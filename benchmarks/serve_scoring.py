@@ -18,7 +18,6 @@ Run:  python benchmarks/serve_scoring.py --out benchmarks/results
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -34,26 +33,13 @@ from querylife.report import md_table  # noqa: E402
 from querylife.runinfo import command_line, machine_info  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchkit import quiet_transformers, run_header, write_results  # noqa: E402
-from serve_latency import prepare  # noqa: E402
+from benchkit import run_header, write_results  # noqa: E402
+from serve_latency import bench_service, scoring_args  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--candidates", type=int, nargs="+", default=[100, 1000])
-    parser.add_argument("--repeats", type=int, default=500, help="timed calls per path and cell")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--work", default="runs/serve_bench")
-    parser.add_argument("--out", default="benchmarks/results")
-    parser.add_argument("--stem", default="serve_scoring")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    quiet_transformers()
-    from querylife.serve.config import ServeConfig
-    from querylife.serve.service import load_service
-
-    paths = prepare(Path(args.work))
-    service = load_service(paths["checkpoint"], paths["store"], ServeConfig())
+    args = scoring_args(__doc__, stem="serve_scoring", repeats=500)
+    service = bench_service(args)
     searcher, model = service.searcher, service.model
     products = searcher.products
 
