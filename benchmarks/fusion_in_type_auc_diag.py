@@ -24,27 +24,36 @@ from fusion_storefronts import SavedRuns, _without_lock, file_lock  # noqa: E402
 
 from querylife.report import md_table  # noqa: E402
 from querylife.runinfo import command_line, machine_info  # noqa: E402
-from querylife.scoring import score_pairs  # noqa: E402
+from querylife.scoring import encode_pairs, score_pairs  # noqa: E402
+
+VIEWS = ["pooled", "centred", "per_query", "per_query_title"]
+
+
+def _per_query_auc(scored: pd.DataFrame, column: str) -> float:
+    return float(np.mean([
+        roc_auc_score(g["positive"].astype(int), g[column]) for _, g in scored.groupby("query")
+        if g["positive"].nunique() == 2
+    ]))  # fmt: skip
 
 
 def auc_views(scored: pd.DataFrame) -> dict[str, float]:
-    """Pooled AUC, pooled AUC of per-query centred scores, and mean per-query AUC (queries with both classes).
+    """Pooled AUC, pooled AUC of per-query centred scores, mean per-query AUC (queries with both classes) and, with
+    a ``title`` column (the model's own q.t), the mean per-query AUC of the title part alone.
 
-    Example: ``auc_views(df)`` (columns query, positive, score) -> ``{"pooled": .., "centred": .., "per_query": ..}``.
+    Example: ``auc_views(df)`` (columns query, positive, score[, title]) -> ``{"pooled": .., "centred": ..,
+    "per_query": ..[, "per_query_title": ..]}``.
     """
     y = scored["positive"].astype(int).to_numpy()
     s = scored["score"].to_numpy()
     centred = s - scored.groupby("query")["score"].transform("mean").to_numpy()
-    per_q = [
-        roc_auc_score(g["positive"].astype(int), g["score"])
-        for _, g in scored.groupby("query")
-        if g["positive"].nunique() == 2
-    ]
-    return {
+    out = {
         "pooled": float(roc_auc_score(y, s)),
         "centred": float(roc_auc_score(y, centred)),
-        "per_query": float(np.mean(per_q)),
+        "per_query": _per_query_auc(scored, "score"),
     }
+    if "title" in scored:
+        out["per_query_title"] = _per_query_auc(scored, "title")
+    return out
 
 
 def main() -> None:
@@ -73,7 +82,10 @@ def main() -> None:
                         for split in args.splits:
                             df = runs.data.splits[split]
                             df = df[df["query_type"].isin(title_types) & (df["product_type"] == df["query_type"])]
-                            scored = df.assign(score=score_pairs(model, runs.data, df, runs.cache).score)
+                            enc = encode_pairs(model, runs.data, df, runs.cache)
+                            qt = (enc.queries[enc.query_pos] * enc.products.t[enc.product_pos]).sum(-1)  # (N,)
+                            scored = df.assign(score=score_pairs(model, runs.data, df, runs.cache).score,
+                                               title=qt.double().numpy())  # fmt: skip
                             row = {"run": name, "storefront": store, "seed": seed, "method": method, "split": split}
                             results.append({**row, **auc_views(scored)})
                             print(results[-1], flush=True)
@@ -87,15 +99,17 @@ def main() -> None:
         "",
         "The in-type pairs of the title-informative queries (candidates of the query's own type). `pooled` is "
         "`roc_auc_in_type` of those queries; `centred` subtracts each query's mean in-type score first (a per-query "
-        "offset such as w·q·v_icon is then gone); `per_query` is the mean AUC of the queries that have both classes. "
+        "offset such as w·q·v_icon is then gone); `per_query` is the mean AUC of the queries that have both classes; "
+        "`per query, title part` the same for the model's own q.t alone (for title only it is the score). "
         "Mean over seeds (per-seed values in the JSON).",
         "",
     ]
     for split in args.splits:
         sub = frame[frame["split"] == split]
-        agg = sub.groupby(["storefront", "run", "method"], sort=False)[["pooled", "centred", "per_query"]].mean()
+        agg = sub.groupby(["storefront", "run", "method"], sort=False)[VIEWS].mean()
         rows = [[*k, *(f"{v:.4f}" for v in r)] for k, r in zip(agg.index, agg.to_numpy(), strict=True)]
-        md += [f"## {split}", "", md_table(["storefront", "run", "method", "pooled", "centred", "per query"], rows), ""]
+        head = ["storefront", "run", "method", "pooled", "centred", "per query", "per query, title part"]
+        md += [f"## {split}", "", md_table(head, rows), ""]
     write_results(args.out, args.stem, md, {**run_meta, "works": args.work, "rows": results})
     print("\n".join(md))
 
