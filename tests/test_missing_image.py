@@ -46,8 +46,6 @@ def test_fill_missing_fills_only_fitted_types_without_a_photo():
 
 
 def test_type_mean_trains_as_the_title_fallback_then_fills_photo_less_products(tiny_config, tiny_data, tmp_path):
-    # raw fused scores: each run's query offsets would be measured on its own (filled or not) reference
-    tiny_config = with_overrides(tiny_config, {"model.query_offset.mode": "none"})
     title_cfg = with_overrides(tiny_config, {"model.fusion.missing_image": "title"})
     base = Trainer(title_cfg, tiny_data, tmp_path / "base", progress=False).fit()
     run = Trainer(tiny_config, tiny_data, tmp_path / "tm", progress=False).fit()  # the default: type_mean

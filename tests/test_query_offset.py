@@ -22,8 +22,11 @@ def tiny_data(tiny_store):
     return prepare_dataset(tiny_store.catalog_path, tiny_store.pairs_path, image_size=32, progress=False)
 
 
+TOP_K = {"model.query_offset.mode": "top_k"}
+
+
 def _model(tiny_config, data, **changes) -> QueryLifeModel:
-    cfg = with_overrides(tiny_config, changes) if changes else tiny_config
+    cfg = with_overrides(tiny_config, {**TOP_K, **changes})
     torch.manual_seed(0)
     model = QueryLifeModel(cfg.model.model_copy(update={"product_types": data.product_types}))
     with torch.no_grad():  # a gate that depends on query and type (its trained-from-zero init would not)
@@ -87,8 +90,8 @@ def test_pairwise_paired_and_searcher_subtract_the_same_offset(tiny_config, tiny
 
 
 def test_training_never_sees_the_offset(tiny_config, tiny_data, tmp_path):
-    off = Trainer(tiny_config, tiny_data, tmp_path / "offset", progress=False).fit()  # the default: top_k
-    raw_cfg = with_overrides(tiny_config, {"model.query_offset.mode": "none"})
+    off = Trainer(with_overrides(tiny_config, TOP_K), tiny_data, tmp_path / "offset", progress=False).fit()
+    raw_cfg = tiny_config  # the default: no offset
     raw = Trainer(raw_cfg, tiny_data, tmp_path / "raw", progress=False).fit()
     drop = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
     assert off.best_epoch == raw.best_epoch and drop(off.history) == drop(raw.history)  # the same training
@@ -137,6 +140,13 @@ def test_small_catalogues_use_the_rows_they_have(tiny_config, tiny_data):
 def test_mode_none_and_old_checkpoints_score_raw(tiny_config, tiny_data, tiny_text_model_dir, tmp_path):
     from store_helpers import make_checkpoint
 
+    from querylife.query_offset import QueryOffsetConfig
+
+    # the default is raw scores: on real search data the offset lowered ROC-AUC (docs/TUNING.md)
+    assert QueryOffsetConfig().mode == "none"
+    default = QueryLifeModel(tiny_config.model.model_copy(update={"product_types": tiny_data.product_types}))
+    assert not hasattr(default, "query_offset")
+
     plain = _model(tiny_config, tiny_data, **{"model.query_offset.mode": "none"})
     assert not hasattr(plain, "query_offset") and plain.offsets(encode_query_vectors(plain, ["x"])) is None
     with pytest.raises(ValueError, match="query_offset"):
@@ -171,7 +181,7 @@ def test_a_run_written_before_the_option_resumes(tiny_config, tiny_data, tmp_pat
 
     from querylife.train import TrainingInterrupted
 
-    cfg = with_overrides(tiny_config, {"train.save_every_steps": 2, "train.epochs": 2})
+    cfg = with_overrides(tiny_config, {**TOP_K, "train.save_every_steps": 2, "train.epochs": 2})
     with pytest.raises(TrainingInterrupted):
         Trainer(cfg, tiny_data, tmp_path / "run", progress=False, max_steps=3).fit()
     weights = tmp_path / "run" / "last" / "model.safetensors"
