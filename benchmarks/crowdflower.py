@@ -88,7 +88,7 @@ METHODS: dict[str, str] = {
     "st_gist": "sentence-transformers fine-tuning, GISTEmbedLoss (guide: untrained MiniLM)",
     "querylife": "querylife query-aware alignment, no false-negative judge",
     "querylife_genfilt": "querylife + GenFilt similarity judge (guide: untrained MiniLM on titles; no describer)",
-    "querylife_raw": "the `querylife` row's model scored without its query offset (model.query_offset.mode=none)",
+    "querylife_raw": "with --query-offset top_k: the `querylife` row's model scored without its query offset",
 }
 TRAINED = ("st_mnrl", "st_gist", "querylife", "querylife_genfilt")
 KEYS = ("ndcg@10", "mrr", "roc_auc")
@@ -166,6 +166,7 @@ def querylife_config(args, judge: str):
         f"train.false_negative_judge={judge}",
         f"train.protect_labelled_negatives={args.protect}",
         "genfilt.guide_model=minilm",
+        f"model.query_offset.mode={args.query_offset}",
     ]
     return load_config(None, overrides)
 
@@ -475,6 +476,8 @@ def main() -> None:
     )
     parser.add_argument("--embed-dim", type=int, default=384, help="querylife projection size (384: MiniLM's)")
     parser.add_argument("--separate-query-projection", type=lambda s: s.lower() in ("1", "true", "yes"), default=True)
+    parser.add_argument("--query-offset", choices=["none", "top_k"], default="none",
+                        help="model.query_offset.mode of the querylife rows (top_k: querylife_raw gives raw scores)")
     parser.add_argument("--dev-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-batch-size", type=int, default=256)
