@@ -3,7 +3,7 @@ the mean of its k best fused scores over the catalogue), for k in ``--ks`` (issu
 
 Rescores the saved best checkpoints of fusion_storefronts.py work directories. Training is unchanged by the offset
 (it is fitted after it; tests/test_query_offset.py), so each checkpoint gets
-:func:`querylife.query_offset.fit_query_offset` exactly as ``Trainer.fit`` now runs it. Reports all-pairs ROC-AUC,
+:func:`querylife.query_offset.fit_query_offset` exactly as ``Trainer.fit`` runs it under ``top_k``. Reports ROC-AUC,
 ROC-AUC in type (overall and per type group) and NDCG@10 (which must not move: the offset keeps every query's
 ranking), dev and test, mean over seeds. k is chosen on dev; the test columns are reported, never used to choose.
 
@@ -25,7 +25,7 @@ from benchkit import quiet_transformers, run_header, write_results  # noqa: E402
 from fusion_storefronts import SavedRuns, _without_lock, file_lock  # noqa: E402
 
 from querylife.metrics import classification_metrics, per_query_metrics  # noqa: E402
-from querylife.query_offset import fit_query_offset  # noqa: E402
+from querylife.query_offset import QueryOffset, QueryOffsetConfig, fit_query_offset  # noqa: E402
 from querylife.report import md_table  # noqa: E402
 from querylife.runinfo import command_line, machine_info  # noqa: E402
 from querylife.scoring import score_pairs  # noqa: E402
@@ -68,6 +68,8 @@ def main() -> None:
             for seed in args.seeds:
                 for method in args.methods:
                     model = runs.model(seed, method)
+                    if getattr(model, "query_offset", None) is None:  # trained without the option: give it one
+                        model.query_offset = QueryOffset(QueryOffsetConfig(mode="top_k"), model.config.embed_dim)
                     model.query_offset.ref_valid.zero_()  # raw first (a checkpoint may carry a fitted reference)
                     variants = [("raw", None), *((f"top {k}", k) for k in args.ks)]
                     for name, k in variants:

@@ -51,6 +51,7 @@ from querylife.gate_fit import fit_type_weights, set_type_weights  # noqa: E402
 from querylife.methods import METHODS  # noqa: E402
 from querylife.metrics import evaluate_scored, per_query_metrics  # noqa: E402
 from querylife.model import WEIGHTS_NAME, QueryLifeModel  # noqa: E402
+from querylife.query_offset import QueryOffsetConfig  # noqa: E402
 from querylife.runinfo import command_line, machine_info  # noqa: E402
 from querylife.scoring import FeatureCache, score_pairs  # noqa: E402
 from querylife.suite import Suite  # noqa: E402
@@ -166,8 +167,13 @@ class SavedRuns:
 
 
 def load_model(suite: Suite, cfg, run_dir: Path) -> QueryLifeModel:
-    """A suite run's best checkpoint, rebuilt around the suite's shared frozen text tower."""
-    model_cfg = cfg.model.model_copy(update={"product_types": suite.data.product_types})
+    """A suite run's best checkpoint, rebuilt around the suite's shared frozen text tower. Its query offset follows
+    the checkpoint's own config.json (runs made while ``top_k`` was the default carry a fitted reference)."""
+    update: dict = {"product_types": suite.data.product_types}
+    saved = json.loads((run_dir / "best" / "config.json").read_text())
+    if "query_offset" in saved:
+        update["query_offset"] = QueryOffsetConfig(**saved["query_offset"])
+    model_cfg = cfg.model.model_copy(update=update)
     model = QueryLifeModel(model_cfg, towers=suite._towers())
     model.load_state_dict(load_file(str(run_dir / "best" / WEIGHTS_NAME)), strict=False)
     return model.eval()

@@ -37,8 +37,8 @@ def main() -> None:
     service = bench_service(args)
     searcher, model = service.searcher, service.model
     products = searcher.products
-    if getattr(model, "query_offset", None) is None:  # a checkpoint saved before the option: give it the default
-        model.query_offset = QueryOffset(QueryOffsetConfig(), model.config.embed_dim)
+    if getattr(model, "query_offset", None) is None:  # a checkpoint without the option: give it top_k
+        model.query_offset = QueryOffset(QueryOffsetConfig(mode="top_k"), model.config.embed_dim)
     kept = model.query_offset.set_reference(products.t, products.v, products.type_ids, products.has_image, model.fusion)
     valid = model.query_offset.ref_valid.clone()
 
