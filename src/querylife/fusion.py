@@ -243,13 +243,19 @@ class Fusion(nn.Module):
         st, sv, stv = (q * t).sum(-1), (q * v).sum(-1), (t * v).sum(-1)  # (N,)
         return FusionOutput(self.combine(st, sv, stv, w), w)
 
-    def one_query(self, q, st, sv, stv, type_ids, has_image) -> FusionOutput:
-        """One query against n products given by their parts (what serving keeps per stored product): q (D,), the
-        cosines ``st`` = q.t and ``sv`` = q.v (n,), ``stv`` = t.v (n,), type ids and has-image flags (n,) ->
-        scores (n,). The same gate and :meth:`combine` as :meth:`pairwise`, equal to it to float32 rounding, but
-        the gate runs once per type and nothing (n, D)-sized is computed here. Not for ``concat``."""
-        w = self.type_weights(q.unsqueeze(0))[0].index_select(0, type_ids) * has_image.to(st.dtype)  # (n,)
+    def from_parts(self, q, st, sv, stv, type_ids, has_image) -> FusionOutput:
+        """Queries against n products given by their parts: q (Bq, D), the cosines ``st`` = q.t and ``sv`` = q.v
+        (Bq, n), ``stv`` = t.v (n,), type ids and has-image flags (n,) -> scores (Bq, n). The same gate and
+        :meth:`combine` as :meth:`pairwise`, equal to it to float32 rounding, but the gate runs once per (query,
+        type) and nothing (n, D)-sized is computed here. Not for ``concat``."""
+        w = self.type_weights(q).index_select(1, type_ids) * has_image.to(st.dtype)  # (Bq, n)
         return FusionOutput(self.combine(st, sv, stv, w), w)
+
+    def one_query(self, q, st, sv, stv, type_ids, has_image) -> FusionOutput:
+        """:meth:`from_parts` for one query (what serving keeps per stored product): q (D,), ``st`` / ``sv`` (n,)
+        -> scores (n,)."""
+        out = self.from_parts(q.unsqueeze(0), st.unsqueeze(0), sv.unsqueeze(0), stv, type_ids, has_image)
+        return FusionOutput(out.scores[0], out.image_weight[0])
 
     def index_vectors(self, t, v, type_ids, has_image) -> torch.Tensor:
         """Query-independent product vectors (B, D) for an inner-product (ANN) index, searched with the query

@@ -116,17 +116,15 @@ class QueryOffset(nn.Module):
         """The offset of each query: q (Bq, D) -> (Bq,), the mean of its ``k`` best fused scores over the reference
         (zeros before the fit). ``fusion`` is the model's :class:`~querylife.fusion.Fusion`, so the reference is
         scored by the same formula as the products (the query-aware gate included)."""
-        if not self.ready:
+        n = int(self.ref_valid.sum())  # the valid rows come first (set_reference)
+        if n == 0:
             return torch.zeros(q.shape[0], device=q.device, dtype=q.dtype)
-        n = int(self.ref_valid.sum())  # the valid rows come first (fit_query_offset)
         t = self.ref_t[:n].to(q.dtype)  # (K', D)
         if fusion.mode == "concat":  # ref_t holds the concat product vectors: the MLP is not rerun per call
             s = q @ t.T  # (Bq, K')
-        else:
-            # Fusion.pairwise's formula with the gate run once per type for every query (as Fusion.one_query does)
-            # instead of over the reference's types each call; t.v is stored.
-            w = fusion.type_weights(q).index_select(1, self.ref_type[:n]) * self.ref_has[:n].to(q.dtype)  # (Bq, K')
-            s = fusion.combine(q @ t.T, q @ self.ref_v[:n].to(q.dtype).T, self.ref_stv[:n].to(q.dtype), w)  # (Bq, K')
+        else:  # the served formula over stored parts (t.v kept): the gate once per (query, type)
+            v, stv = self.ref_v[:n].to(q.dtype), self.ref_stv[:n].to(q.dtype)
+            s = fusion.from_parts(q, q @ t.T, q @ v.T, stv, self.ref_type[:n], self.ref_has[:n]).scores  # (Bq, K')
         k = min(self.config.k, s.shape[1])
         return s.topk(k, dim=1).values.mean(1)  # (Bq,)
 
