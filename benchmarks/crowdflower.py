@@ -88,7 +88,7 @@ METHODS: dict[str, str] = {
     "st_gist": "sentence-transformers fine-tuning, GISTEmbedLoss (guide: untrained MiniLM)",
     "querylife": "querylife query-aware alignment, no false-negative judge",
     "querylife_genfilt": "querylife + GenFilt similarity judge (guide: untrained MiniLM on titles; no describer)",
-    "querylife_raw": "with --query-offset top_k: the `querylife` row's model scored without its query offset",
+    "querylife_raw": "the `querylife` row's model scored without its query offset (raw fused scores)",
 }
 TRAINED = ("st_mnrl", "st_gist", "querylife", "querylife_genfilt")
 KEYS = ("ndcg@10", "mrr", "roc_auc")
@@ -167,6 +167,7 @@ def querylife_config(args, judge: str):
         f"train.protect_labelled_negatives={args.protect}",
         "genfilt.guide_model=minilm",
         f"model.query_offset.mode={args.query_offset}",
+        f"model.query_offset.strength={args.offset_strength}",
     ]
     return load_config(None, overrides)
 
@@ -191,6 +192,8 @@ def run_querylife(args, data: Dataset, run_dir: Path, judge: str) -> tuple[np.nd
     extra = {k: last[k] for k in ("train_loss", "dev_ndcg@10", "temperature", "false_negatives") if k in last}
     extra["steps"] = len(trainer.sampler) * args.epochs
     extra["_raw_scores"] = raw
+    if result.query_offset is not None:  # the strength its dev split chose (0: raw scores kept)
+        extra["offset_strength"] = result.query_offset.strength
     del trainer, result
     shutil.rmtree(run_dir, ignore_errors=True)  # checkpoints of a fully trained MiniLM: ~350 MB per run
     return scores, train_s, eval_s, extra
@@ -476,8 +479,10 @@ def main() -> None:
     )
     parser.add_argument("--embed-dim", type=int, default=384, help="querylife projection size (384: MiniLM's)")
     parser.add_argument("--separate-query-projection", type=lambda s: s.lower() in ("1", "true", "yes"), default=True)
-    parser.add_argument("--query-offset", choices=["none", "top_k"], default="none",
-                        help="model.query_offset.mode of the querylife rows (top_k: querylife_raw gives raw scores)")
+    parser.add_argument("--query-offset", choices=["none", "top_k"], default="top_k",
+                        help="model.query_offset.mode of the querylife rows (querylife_raw: same model, raw scores)")
+    parser.add_argument("--offset-strength", default="dev",
+                        help="model.query_offset.strength: dev (chosen on each fold's dev split) or a number in [0, 1]")
     parser.add_argument("--dev-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-batch-size", type=int, default=256)

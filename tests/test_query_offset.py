@@ -1,11 +1,12 @@
-"""model.query_offset (the default "top_k"): after training, every score is the fused score minus the mean of the
-query's k best fused scores over a reference sample of the catalogue. Rankings never change; training, checkpoints
-from before the option and mode "none" score raw; every scoring path (eval pairs, the Searcher) subtracts the same
-offset."""
+"""model.query_offset (the default "top_k", strength "dev"): after training, every score is the fused score minus a
+share (the strength, picked on dev) of the mean of the query's k best fused scores over a reference sample of the
+catalogue. Rankings never change; training, checkpoints from before the option, mode "none" and strength 0 score
+raw; every scoring path (eval pairs, the Searcher) subtracts the same offset."""
 
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -22,7 +23,7 @@ def tiny_data(tiny_store):
     return prepare_dataset(tiny_store.catalog_path, tiny_store.pairs_path, image_size=32, progress=False)
 
 
-TOP_K = {"model.query_offset.mode": "top_k"}
+TOP_K = {"model.query_offset.mode": "top_k", "model.query_offset.strength": 1.0}  # the full offset
 
 
 def _model(tiny_config, data, **changes) -> QueryLifeModel:
@@ -91,14 +92,14 @@ def test_pairwise_paired_and_searcher_subtract_the_same_offset(tiny_config, tiny
 
 def test_training_never_sees_the_offset(tiny_config, tiny_data, tmp_path):
     off = Trainer(with_overrides(tiny_config, TOP_K), tiny_data, tmp_path / "offset", progress=False).fit()
-    raw_cfg = tiny_config  # the default: no offset
+    raw_cfg = with_overrides(tiny_config, {"model.query_offset.mode": "none"})  # no offset module at all
     raw = Trainer(raw_cfg, tiny_data, tmp_path / "raw", progress=False).fit()
     drop = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
     assert off.best_epoch == raw.best_epoch and drop(off.history) == drop(raw.history)  # the same training
     assert raw.query_offset is None and off.query_offset is not None and off.query_offset.products > 0
     sa, sb = raw.model.trainable_state_dict(), off.model.trainable_state_dict()
     names = ("t", "v", "stv", "type", "has", "valid")
-    assert {k for k in sb if k not in sa} == {f"query_offset.ref_{n}" for n in names}
+    assert {k for k in sb if k not in sa} == {f"query_offset.ref_{n}" for n in names} | {"query_offset.strength"}
     for k, v in sa.items():
         assert torch.equal(v, sb[k]), k
     summary = json.loads((tmp_path / "offset" / "best" / "summary.json").read_text())
@@ -142,10 +143,10 @@ def test_mode_none_and_old_checkpoints_score_raw(tiny_config, tiny_data, tiny_te
 
     from querylife.query_offset import QueryOffsetConfig
 
-    # the default is raw scores: on real search data the offset lowered ROC-AUC (docs/TUNING.md)
-    assert QueryOffsetConfig().mode == "none"
+    # the default keeps a reference and picks the strength on dev (0, raw scores, where the level is evidence)
+    assert (QueryOffsetConfig().mode, QueryOffsetConfig().strength) == ("top_k", "dev")
     default = QueryLifeModel(tiny_config.model.model_copy(update={"product_types": tiny_data.product_types}))
-    assert not hasattr(default, "query_offset")
+    assert default.query_offset.config.strength == "dev"
 
     plain = _model(tiny_config, tiny_data, **{"model.query_offset.mode": "none"})
     assert not hasattr(plain, "query_offset") and plain.offsets(encode_query_vectors(plain, ["x"])) is None
@@ -173,6 +174,9 @@ def test_unfitted_offset_is_zero_and_bad_config_is_an_error(tiny_config, tiny_da
         with_overrides(tiny_config, {"model.query_offset.k": 0})
     with pytest.raises(ValueError):
         with_overrides(tiny_config, {"model.query_offset.window": 3})
+    for bad in (1.5, -0.1, "train"):
+        with pytest.raises(ValueError):
+            with_overrides(tiny_config, {"model.query_offset.strength": bad})
 
 
 def test_a_run_written_before_the_option_resumes(tiny_config, tiny_data, tmp_path):
@@ -193,3 +197,113 @@ def test_a_run_written_before_the_option_resumes(tiny_config, tiny_data, tmp_pat
     save_file({k: v for k, v in state.items() if k != "title_proj.weight"}, str(weights))  # a trained weight missing
     with pytest.raises(ValueError, match="does not match"):
         Trainer(cfg, tiny_data, tmp_path / "run", progress=False).fit(resume=True)
+
+
+DEV = {"model.query_offset.mode": "top_k", "model.query_offset.strength": "dev"}
+
+
+def _dev_parts(model, data, dev):
+    """Dev scores (N,) raw and each row's full offset, computed without the strength machinery."""
+    queries = list(dict.fromkeys(dev["query"]))
+    full = _reference_scores(model, data, queries).topk(model.query_offset.config.k, dim=1).values.mean(1)  # (Q,)
+    offset = dev["query"].map(dict(zip(queries, full.double().numpy(), strict=True))).to_numpy()
+    module = model.query_offset
+    saved = module.ref_valid.clone()
+    module.ref_valid.zero_()
+    raw = score_pairs(model, data, dev).score
+    module.ref_valid.copy_(saved)
+    return raw, offset
+
+
+def _levels(truth: str, seed: int = 0):
+    """Synthetic dev pairs: 40 queries of 2 types, 12 candidates each (8 in type), each query with its own score
+    level. ``truth="offset"``: relevance is how far a candidate sits below its query's best (the level is noise);
+    ``"raw"``: queries at a high level have the relevant candidates (the level is evidence)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for q in range(40):
+        qtype = "a" if q % 2 else "b"
+        level = rng.normal(0, 1.0)  # (the query's offset)
+        for c in range(12):
+            rel = rng.normal(0, 1.0)  # the candidate's score relative to its query's best matches
+            good = rel > 0.5 if truth == "offset" else level + 0.3 * rel > 0.3
+            rows.append({"query": f"q{q}", "gain": float(good), "positive": bool(good), "query_type": qtype,
+                         "product_type": qtype if c < 8 else "other", "raw": level + rel, "offset": level})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(("truth", "expected"), [("raw", 0.0), ("offset", 1.0)])
+def test_choose_strength_keeps_the_level_where_it_is_evidence(truth, expected):
+    from sklearn.metrics import roc_auc_score
+
+    from querylife.query_offset import STRENGTH_GRID, choose_strength
+
+    pairs = _levels(truth)
+    raw, offset = pairs["raw"].to_numpy(), pairs["offset"].to_numpy()
+    strength, curve = choose_strength(pairs, raw, offset)
+    assert strength == expected
+    keep = (pairs["product_type"] == pairs["query_type"]).to_numpy()  # ROC-AUC in type, computed here
+    for s in STRENGTH_GRID:
+        want = roc_auc_score(pairs["positive"][keep], (raw - s * offset)[keep])
+        assert curve[f"{s:.1f}"] == pytest.approx(want, abs=1e-9)
+    assert abs(curve["1.0"] - curve["0.0"]) > 0.05
+    # without product types the plain ROC-AUC decides; a tie goes to the smaller strength
+    untyped = pairs.drop(columns=["query_type", "product_type"])
+    assert choose_strength(untyped, raw, offset)[0] == expected
+    flat = pairs.assign(positive=np.arange(len(pairs)) % 2 == 0)
+    assert choose_strength(flat, np.zeros(len(pairs)), offset * 0)[0] == 0.0
+
+
+def test_dev_strength_is_fitted_from_the_model_s_own_dev_scores(tiny_config, tiny_data):
+    from querylife.query_offset import choose_strength
+
+    model = _model(tiny_config, tiny_data, **DEV)
+    dev = pd.concat([tiny_data.splits[s] for s in ("train", "dev", "test")], ignore_index=True)  # many queries a type
+    fit = fit_query_offset(model, tiny_data, dev=dev)
+    raw, offset = _dev_parts(model, tiny_data, dev)  # computed here without the strength machinery
+    strength, curve = choose_strength(dev, raw, offset)
+    assert fit.chosen_by == "dev" and fit.strength == strength
+    assert float(model.query_offset.strength) == pytest.approx(strength)
+    np.testing.assert_allclose(list(fit.dev_auc.values()), list(curve.values()), atol=1e-6)
+    model.query_offset.strength.fill_(0.7)  # every scoring path subtracts strength x the offset
+    test = tiny_data.splits["test"]
+    queries = list(dict.fromkeys(test["query"]))
+    per_query = _reference_scores(model, tiny_data, queries).topk(model.query_offset.config.k, dim=1).values.mean(1)
+    shifted = score_pairs(model, tiny_data, test).score
+    model.query_offset.ref_valid.zero_()
+    shift = test["query"].map(dict(zip(queries, per_query.double().numpy(), strict=True))).to_numpy()
+    np.testing.assert_allclose(shifted, score_pairs(model, tiny_data, test).score - 0.7 * shift, atol=2e-5)
+
+
+def test_without_dev_pairs_the_strength_is_zero_and_costs_nothing(tiny_config, tiny_data):
+    model = _model(tiny_config, tiny_data, **DEV)
+    test = tiny_data.splits["test"]
+    raw = score_pairs(model, tiny_data, test).score
+    fit = fit_query_offset(model, tiny_data)  # no dev
+    assert fit.strength == 0.0 and "no dev split" in fit.chosen_by and fit.dev_auc == {}
+    assert model.query_offset.ready and not model.query_offset.active
+    assert model.offsets(encode_query_vectors(model, ["red dress"])) is None  # no reference scoring at strength 0
+    np.testing.assert_allclose(score_pairs(model, tiny_data, test).score, raw, atol=1e-6)
+    one_class = tiny_data.splits["dev"].assign(positive=True)
+    fit = fit_query_offset(model, tiny_data, dev=one_class)
+    assert fit.strength == 0.0 and "one class" in fit.chosen_by
+
+
+def test_trainer_picks_and_saves_the_strength(tiny_config, tiny_data, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    out = Trainer(with_overrides(tiny_config, DEV), tiny_data, tmp_path / "run", progress=True).fit()
+    fit = out.query_offset
+    assert fit.chosen_by == "dev" and len(fit.dev_auc) == 11
+    assert "query offsets: strength" in capsys.readouterr().out  # the trainer says what it chose
+    summary = json.loads((tmp_path / "run" / "best" / "summary.json").read_text())
+    assert summary["query_offset"]["strength"] == fit.strength and summary["query_offset"]["dev_auc"] == fit.dev_auc
+    best = tmp_path / "run" / "best"
+    reloaded = QueryLifeModel.from_pretrained(best)
+    assert float(reloaded.query_offset.strength) == pytest.approx(fit.strength)
+    # a top_k checkpoint written before the strength existed meant the full offset
+    weights = best / "model.safetensors"
+    state = load_file(str(weights))
+    save_file({k: v for k, v in state.items() if k != "query_offset.strength"}, str(weights))
+    older = QueryLifeModel.from_pretrained(best)
+    assert float(older.query_offset.strength) == 1.0

@@ -203,9 +203,9 @@ class QueryLifeModel(nn.Module):
 
     def offsets(self, q: torch.Tensor, *, pairwise: bool = True) -> torch.Tensor | None:
         """Each query's score offset ((Bq,), or (N,) for row-aligned pairs whose query rows repeat), or None when
-        nothing is subtracted: in training, without ``model.query_offset``, or before it is fitted."""
+        nothing is subtracted: in training, without ``model.query_offset``, before it is fitted, or at strength 0."""
         module = getattr(self, "query_offset", None)
-        if self.training or module is None or not module.ready:
+        if self.training or module is None or not module.active:
             return None
         return module.offsets(q, self.fusion) if pairwise else module.paired_offsets(q, self.fusion)
 
@@ -302,6 +302,7 @@ class QueryLifeModel(nn.Module):
             if isinstance(raw.get("fusion"), dict):  # written before the option: photo-less products were title-only
                 raw["fusion"].setdefault("missing_image", "title")
             raw.setdefault("query_offset", {"mode": "none"})  # written before the option: raw fused scores
+            raw["query_offset"].setdefault("strength", 1.0)  # written before the strength: top_k was the full offset
             config = ModelConfig.model_validate(raw)
         except ValidationError as err:  # e.g. an option removed since the checkpoint was written
             problems = "; ".join(
@@ -313,7 +314,8 @@ class QueryLifeModel(nn.Module):
         state = load_file(str(directory / WEIGHTS_NAME), device=map_location)
         missing, unexpected = model.load_state_dict(state, strict=False)
         frozen = tuple(model._frozen_prefixes())
-        missing = [k for k in missing if not k.startswith(frozen)]
+        # a top_k checkpoint written before the strength existed: the buffer's init (1.0, from the config above)
+        missing = [k for k in missing if not k.startswith(frozen) and k != "query_offset.strength"]
         if missing or unexpected:
             raise ValueError(
                 f"checkpoint {directory} does not match its config: missing {missing}, unexpected {unexpected}"

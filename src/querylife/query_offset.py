@@ -1,5 +1,5 @@
-"""Scores that compare across queries: each query's score minus the mean of its ``k`` best scores over a reference
-sample of the catalogue (``model.query_offset``).
+"""Scores that compare across queries: each query's score minus a share of the mean of its ``k`` best scores over a
+reference sample of the catalogue (``model.query_offset``), the share picked on the dev split.
 
 A contrastive loss compares a query's products with each other only: shifting all of one query's scores by the
 same amount changes neither the loss nor that query's ranking, so nothing in training makes a score of 0.6 mean the
@@ -11,63 +11,90 @@ query matches its best products: the mean of its top ``k`` scores over a fixed s
 fitted once after training (no labels; :func:`fit_query_offset`). A score then reads as "how far below this
 query's best matches", 0 being level with them.
 
+But a query's level can also be evidence: on real search logs a query that matches nothing well tends to have
+irrelevant candidates, and removing its level throws that away. So only ``strength`` times the offset is
+subtracted, and by default the strength is picked on the dev split (the value of a grid from 0, raw scores, to 1,
+the full offset, with the best dev ROC-AUC in type). On the generated storefronts, where every query has exact
+matches, dev picks 0.7-1; on CrowdFlower's real search data it picks 0 (docs/TUNING.md, "Scores across queries").
+
 Reference: per-query score normalisation of metasearch (max / z-score normalisation, Montague & Aslam, CIKM 2001)
-with the query's own best catalogue matches as the reference. An option (``mode="top_k"``), off by default: on the
-generated storefronts, where every query has exact matches, it raised ROC-AUC for every fusion mode; on real
-search data (CrowdFlower) it lowered it, since there a query that matches nothing well has mostly irrelevant
-candidates and its low score level said so (docs/TUNING.md, "Scores across queries").
+with the query's own best catalogue matches as the reference; the strength is a one-parameter calibration on dev.
 
 Example::
 
-    fit = fit_query_offset(model, data, cache)        # after training (querylife train does it under top_k)
-    model.score(q, t, v, type_ids, has_image, pairwise=True).scores   # now minus each query's offset
-    model.query_offset.offsets(q, model.fusion)       # (Bq,) the offsets themselves
+    fit = fit_query_offset(model, data, cache, dev=data.splits["dev"])   # after training (querylife train does it)
+    fit.strength, fit.dev_auc                      # e.g. 0.8, {"0.0": 0.79, ..., "0.8": 0.84, "1.0": 0.83}
+    model.score(q, t, v, type_ids, has_image, pairwise=True).scores   # now minus strength x each query's offset
+    model.query_offset.offsets(q, model.fusion)       # (Bq,) the offsets themselves (strength included)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+import math
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
 import numpy as np
+import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-__all__ = ["QueryOffset", "QueryOffsetConfig", "QueryOffsetFit", "fit_query_offset"]
+__all__ = [
+    "STRENGTH_GRID",
+    "QueryOffset",
+    "QueryOffsetConfig",
+    "QueryOffsetFit",
+    "choose_strength",
+    "fit_query_offset",
+    "offset_message",
+]
+
+# The strengths "dev" chooses from: raw scores (0) to the full offset (1) in tenths; finer steps only fit dev noise.
+STRENGTH_GRID: tuple[float, ...] = tuple(i / 10 for i in range(11))
 
 
 class QueryOffsetConfig(BaseModel):
     """The per-query offset subtracted from every fused score (module docstring)."""
 
     model_config = ConfigDict(extra="forbid")
-    # "top_k": subtract the mean of the query's k best reference scores; "none": raw fused scores. Rankings are
-    # identical either way. On the generated storefronts, where every query has exact matches, top_k raised every
-    # fused mode's dev ROC-AUC; on real search data (CrowdFlower) it lowered ROC-AUC a lot: there how well a query
-    # matches anything is itself evidence of relevance, and the offset removes it (docs/TUNING.md). Hence "none".
-    mode: Literal["none", "top_k"] = "none"
+    # "top_k": subtract (a share of) the mean of the query's k best reference scores; "none": raw fused scores, no
+    # reference kept. Rankings are identical either way; with the default strength "dev" the share is chosen on
+    # dev, so top_k costs nothing where raw levels are better (CrowdFlower: dev picks 0 on every fold).
+    mode: Literal["none", "top_k"] = "top_k"
     # Dev ROC-AUC in type, the gate over five (storefront, sample) pairs: k = 10 and 50 tie (0.859 / 0.860), 1 is
     # lower (0.851: one product's noise); 10, the first page, is the least tied to catalogue size.
     k: int = Field(default=10, ge=1)
     # Catalogue products kept as the reference (a seeded sample when the catalogue is larger): enough that a
     # query's top 10 are near matches, small enough that the offset costs one (Bq, size) product per call.
     reference_size: int = Field(default=4096, ge=1)
+    # The share of the offset subtracted, in [0, 1], or "dev": after training, the STRENGTH_GRID value with the best
+    # ROC-AUC in type on the dev split (ties: the smaller; 0 without a dev split with both classes). Dev picked
+    # 0.7-1 on the generated storefronts (every query has exact matches) and 0 on all 5 CrowdFlower folds, where
+    # the full offset lowered test ROC-AUC from 0.804 to 0.744: the raw level was evidence there.
+    strength: Literal["dev"] | Annotated[float, Field(ge=0.0, le=1.0)] = "dev"
 
 
 @dataclass
 class QueryOffsetFit:
-    """What :func:`fit_query_offset` kept: ``products`` in the reference (of ``catalogue`` products) and ``k``."""
+    """What :func:`fit_query_offset` kept: ``products`` in the reference (of ``catalogue`` products), ``k``, the
+    ``strength`` subtracted and how it was set (``chosen_by``: "dev", "config" or why dev could not choose), and
+    with "dev" the dev ROC-AUC (in type) at each strength of :data:`STRENGTH_GRID` (``dev_auc``, keyed "0.0".."1.0")."""
 
     products: int
     catalogue: int
     k: int
+    strength: float = 1.0
+    chosen_by: str = "config"
+    dev_auc: dict[str, float] = field(default_factory=dict)
 
 
 class QueryOffset(nn.Module):
     """The reference products (their title / image vectors, type and photo flag) and the offset they give.
 
     Until :func:`fit_query_offset` fills it (``ready`` False) every offset is 0, so training (which never fits it)
-    and checkpoints without a reference score exactly as before.
+    and checkpoints without a reference score exactly as before; so does a fitted strength of 0 (``active`` False),
+    at no cost.
     """
 
     def __init__(self, config: QueryOffsetConfig, dim: int):
@@ -80,11 +107,20 @@ class QueryOffset(nn.Module):
         self.register_buffer("ref_type", torch.zeros(n, dtype=torch.long))  # (K,)
         self.register_buffer("ref_has", torch.zeros(n, dtype=torch.bool))  # (K,)
         self.register_buffer("ref_valid", torch.zeros(n, dtype=torch.bool))  # (K,) rows in use (small catalogues)
+        # () the share of the offset subtracted. "dev" starts at 1, the full offset, which is also what a checkpoint
+        # written before the strength existed (no such key) meant by top_k; the dev fit overwrites it.
+        fixed = config.strength if config.strength != "dev" else 1.0
+        self.register_buffer("strength", torch.tensor(float(fixed)))
 
     @property
     def ready(self) -> bool:
         """Whether a reference has been fitted."""
         return bool(self.ref_valid.any())
+
+    @property
+    def active(self) -> bool:
+        """Whether scores move: a reference is fitted and the strength is not 0."""
+        return self.ready and float(self.strength) != 0.0
 
     @torch.no_grad()
     def set_reference(self, t: torch.Tensor, v: torch.Tensor, type_ids: torch.Tensor, has_image: torch.Tensor,
@@ -113,9 +149,9 @@ class QueryOffset(nn.Module):
         return m
 
     def offsets(self, q: torch.Tensor, fusion) -> torch.Tensor:
-        """The offset of each query: q (Bq, D) -> (Bq,), the mean of its ``k`` best fused scores over the reference
-        (zeros before the fit). ``fusion`` is the model's :class:`~querylife.fusion.Fusion`, so the reference is
-        scored by the same formula as the products (the query-aware gate included)."""
+        """The offset of each query: q (Bq, D) -> (Bq,), ``strength`` times the mean of its ``k`` best fused scores
+        over the reference (zeros before the fit). ``fusion`` is the model's :class:`~querylife.fusion.Fusion`, so
+        the reference is scored by the same formula as the products (the query-aware gate included)."""
         n = int(self.ref_valid.sum())  # the valid rows come first (set_reference)
         if n == 0:
             return torch.zeros(q.shape[0], device=q.device, dtype=q.dtype)
@@ -126,24 +162,28 @@ class QueryOffset(nn.Module):
             v, stv = self.ref_v[:n].to(q.dtype), self.ref_stv[:n].to(q.dtype)
             s = fusion.from_parts(q, q @ t.T, q @ v.T, stv, self.ref_type[:n], self.ref_has[:n]).scores  # (Bq, K')
         k = min(self.config.k, s.shape[1])
-        return s.topk(k, dim=1).values.mean(1)  # (Bq,)
+        return self.strength.to(q.dtype) * s.topk(k, dim=1).values.mean(1)  # (Bq,)
 
     def paired_offsets(self, q: torch.Tensor, fusion) -> torch.Tensor:
         """:meth:`offsets` for row-aligned pairs, whose query rows repeat: q (N, D) -> (N,), each distinct query
         scored against the reference once."""
-        if not self.ready or q.shape[0] == 0:
+        if not self.active or q.shape[0] == 0:
             return torch.zeros(q.shape[0], device=q.device, dtype=q.dtype)
         uniq, inverse = torch.unique(q, dim=0, return_inverse=True)  # (U, D), (N,)
         return self.offsets(uniq, fusion)[inverse]  # (N,)
 
 
 @torch.no_grad()
-def fit_query_offset(model, data, cache=None, *, batch_size: int = 512, seed: int = 0) -> QueryOffsetFit:
+def fit_query_offset(
+    model, data, cache=None, *, batch_size: int = 512, seed: int = 0, dev: pd.DataFrame | None = None
+) -> QueryOffsetFit:
     """Encode a reference sample of ``data``'s catalogue (all of it up to ``reference_size`` products, else a
-    ``seed``-ed sample) with ``model`` and keep it in ``model.query_offset``. Uses no label and no query. Run it
-    after everything else fitted after training (photo-less vectors, dev type weights): the reference is scored with
-    them. Raises ``ValueError`` when the model has no offset (``model.query_offset.mode="none"``) or the catalogue
-    is empty."""
+    ``seed``-ed sample) with ``model`` and keep it in ``model.query_offset``; the reference uses no label and no
+    query. With ``strength="dev"``, then pick the strength on the labelled ``dev`` pairs (a split of ``data``):
+    the :data:`STRENGTH_GRID` value with the best ROC-AUC in type (ROC-AUC where no pair is in type), ties to the
+    smaller; 0 (raw scores) when ``dev`` is None or lacks relevant or irrelevant pairs. Run it after everything else
+    fitted after training (photo-less vectors, dev type weights): the reference is scored with them. Raises
+    ``ValueError`` when the model has no offset (``model.query_offset.mode="none"``) or the catalogue is empty."""
     from .scoring import FeatureCache, encode_products  # scoring imports the model, which imports this module
 
     module: QueryOffset | None = getattr(model, "query_offset", None)
@@ -155,6 +195,63 @@ def fit_query_offset(model, data, cache=None, *, batch_size: int = 512, seed: in
     size = module.config.reference_size
     rows = np.arange(n) if n <= size else np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
     module.ref_valid.zero_()  # a refit starts clean (and scores its own products raw)
-    vecs = encode_products(model, data, rows, cache or FeatureCache(), batch_size)  # photo-less rows filled
+    cache = cache or FeatureCache()
+    vecs = encode_products(model, data, rows, cache, batch_size)  # photo-less rows filled
     m = module.set_reference(vecs.t, vecs.v, vecs.type_ids, vecs.has_image, model.fusion)
-    return QueryOffsetFit(products=m, catalogue=n, k=min(module.config.k, m))
+    fit = QueryOffsetFit(products=m, catalogue=n, k=min(module.config.k, m), strength=float(module.strength))
+    if module.config.strength == "dev":
+        fit.strength, fit.chosen_by, fit.dev_auc = _strength_on_dev(model, module, data, dev, cache, batch_size)
+        module.strength.fill_(fit.strength)
+    return fit
+
+
+def _strength_on_dev(model, module: QueryOffset, data, dev: pd.DataFrame | None, cache, batch_size: int):
+    """(strength, how it was chosen, dev ROC-AUC per strength) for :func:`fit_query_offset`: the dev pairs are
+    scored once raw and once with the full offset; every strength in between is a blend of the two."""
+    from .scoring import score_pairs
+
+    if dev is None or not len(dev):
+        return 0.0, "no dev split: raw scores", {}
+    positive = dev["positive"].astype(bool)
+    if positive.all() or not positive.any():
+        return 0.0, "dev has only one class: raw scores", {}
+    module.strength.fill_(0.0)
+    raw = score_pairs(model, data, dev, cache, batch_size).score  # (N,)
+    module.strength.fill_(1.0)
+    offset = raw - score_pairs(model, data, dev, cache, batch_size).score  # (N,) each pair's query offset
+    best, curve = choose_strength(dev, raw, offset)
+    return best, "dev", curve
+
+
+def choose_strength(pairs: pd.DataFrame, raw: np.ndarray, offset: np.ndarray) -> tuple[float, dict[str, float]]:
+    """The :data:`STRENGTH_GRID` value whose scores ``raw - strength * offset`` have the best ROC-AUC in type on
+    labelled ``pairs`` (``positive``, ``query_type`` and ``product_type`` columns; plain ROC-AUC where no pair is in
+    type), ties to the smaller strength; and the AUC at every strength (keys "0.0".."1.0").
+
+    Example: ``choose_strength(dev, raw, offset)`` -> ``(0.8, {"0.0": 0.79, ..., "1.0": 0.83})``."""
+    from .metrics import classification_metrics
+
+    curve: dict[str, float] = {}
+    for s in STRENGTH_GRID:
+        m = classification_metrics(pairs.assign(score=raw - s * offset))
+        auc = m["roc_auc_in_type"] if not math.isnan(m["roc_auc_in_type"]) else m["roc_auc"]
+        curve[f"{s:.1f}"] = float(auc)
+    # the best AUC, ties (to 1e-9: sums of the same ranks in another order differ in the last bits) to the smaller
+    best = max(STRENGTH_GRID, key=lambda s: (round(curve[f"{s:.1f}"], 9), -s))
+    return best, curve
+
+
+def offset_message(fit: QueryOffsetFit) -> str:
+    """One line saying what :func:`fit_query_offset` did (the trainer prints it)."""
+    if fit.strength == 0.0:
+        why = f"dev ROC-AUC {_curve(fit)}" if fit.chosen_by == "dev" else fit.chosen_by
+        return f"query offsets: strength 0 ({why}): raw scores kept"
+    how = f"chosen on dev, ROC-AUC {_curve(fit)}" if fit.chosen_by == "dev" else fit.chosen_by
+    return (f"query offsets: strength {fit.strength:.1f} ({how}); each query's score is now relative to its "
+            f"{fit.k} best matches among {fit.products} reference products (of {fit.catalogue}); rankings unchanged")
+
+
+def _curve(fit: QueryOffsetFit) -> str:
+    """The dev ROC-AUC at raw scores, the full offset and the chosen strength."""
+    c = fit.dev_auc
+    return f"{c['0.0']:.4f} raw, {c['1.0']:.4f} full offset, {c[f'{fit.strength:.1f}']:.4f} chosen"

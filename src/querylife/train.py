@@ -46,7 +46,7 @@ from .losses import TERMS, BatchMasks, LossConfig, LossOutput, alignment_loss
 from .metrics import per_query_metrics
 from .missing_image import MissingImageFit, fit_missing_images
 from .model import QueryLifeModel
-from .query_offset import QueryOffsetFit, fit_query_offset
+from .query_offset import QueryOffsetFit, fit_query_offset, offset_message
 from .schedule import GateHold, cosine_with_warmup
 from .scoring import FeatureCache, score_pairs
 from .towers import TextTower, VisionTower
@@ -557,10 +557,9 @@ class Trainer:
         if getattr(self.model, "query_offset", None) is None:
             return None
         fit = fit_query_offset(self.model, self.data, self.cache, batch_size=self.config.train.eval_batch_size,
-                               seed=self.config.train.seed)  # fmt: skip
+                               seed=self.config.train.seed, dev=self.data.splits["dev"])  # fmt: skip
         if self.progress:
-            print(f"query offsets: each query's score is now relative to its {fit.k} best matches among "
-                  f"{fit.products} reference products (of {fit.catalogue}); rankings unchanged")
+            print(offset_message(fit))
         return fit
 
     def _fit_missing_images(self) -> MissingImageFit | None:
