@@ -8,6 +8,7 @@ ROC-AUC in type (overall and per type group) and NDCG@10 (which must not move: t
 ranking), dev and test, mean over seeds. k is chosen on dev; the test columns are reported, never used to choose.
 
 Run:  python benchmarks/fusion_query_offset.py --work runs/fusion_lite0 --storefronts demo home_books media_market
+      (``--dev-strength`` adds the default, the offset times a strength chosen on dev; ``--ks 10`` for k = 10 only)
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--methods", nargs="+", default=["query_gate", "mean", "concat", "title_only", "image_only"])
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 10, 50])
+    parser.add_argument("--dev-strength", action="store_true",
+                        help="also the default: top 10 times the strength chosen on dev (model.query_offset.strength)")
     parser.add_argument("--lock", default=None)
     parser.add_argument("--stem", default="fusion_query_offset")
     parser.add_argument("--out", default="benchmarks/results")
@@ -69,25 +72,37 @@ def main() -> None:
                 for method in args.methods:
                     model = runs.model(seed, method)
                     if getattr(model, "query_offset", None) is None:  # trained without the option: give it one
-                        model.query_offset = QueryOffset(QueryOffsetConfig(mode="top_k"), model.config.embed_dim)
+                        model.query_offset = QueryOffset(QueryOffsetConfig(), model.config.embed_dim)
                     model.query_offset.ref_valid.zero_()  # raw first (a checkpoint may carry a fitted reference)
                     variants = [("raw", None), *((f"top {k}", k) for k in args.ks)]
+                    variants += [("dev strength", "dev")] if args.dev_strength else []
                     for name, k in variants:
+                        strength = None
                         if k is not None:
                             module = model.query_offset
-                            module.config = module.config.model_copy(update={"k": k})
-                            if not module.ready:  # the reference is fitted once; k only changes the mean taken
-                                fit_query_offset(model, runs.data, runs.cache, seed=seed)
+                            if k == "dev":  # the default: top 10, the share picked on dev as Trainer.fit does
+                                module.config = module.config.model_copy(update={"k": 10, "strength": "dev"})
+                                fit = fit_query_offset(model, runs.data, runs.cache, seed=seed,
+                                                       dev=runs.data.splits["dev"])  # fmt: skip
+                                strength = fit.strength
+                            else:  # the full offset; the reference is fitted once, k only changes the mean taken
+                                module.config = module.config.model_copy(update={"k": k, "strength": 1.0})
+                                module.strength.fill_(1.0)
+                                if not module.ready:
+                                    fit_query_offset(model, runs.data, runs.cache, seed=seed)
                         for split in ("dev", "test"):
                             df = runs.data.splits[split]
                             scored = df.assign(score=score_pairs(model, runs.data, df, runs.cache).score)
                             rows.append({"storefront": store, "seed": seed, "method": method, "offset": name,
-                                         "split": split, **auc_views(scored, groups)})  # fmt: skip
+                                         "split": split, "strength": strength,
+                                         **auc_views(scored, groups)})  # fmt: skip
                     print(store, seed, method, flush=True)
     frame = pd.DataFrame(rows)
     work_command = json.loads((work / "meta.json").read_text())["command"]
     run_meta = {"command": _without_lock(command_line()), "machine": machine_info()}
     cols = [c for c in frame.columns if c == "auc" or c.startswith("auc_") or c.startswith("in ") or c == "ndcg@10"]
+    cols += ["strength"] if args.dev_strength else []
+    frame["strength"] = frame["strength"].astype(float)
     md = [
         "# Scores across queries: raw fused scores against each query's offset (`model.query_offset`)",
         "",
@@ -97,14 +112,16 @@ def main() -> None:
         "`raw`: the fused score (`model.query_offset.mode=none`). `top k`: minus the mean of the query's k best "
         "fused scores over the catalogue (fitted after training, no labels). ROC-AUC pools the pairs of all "
         "queries, so it sees per-query offsets; NDCG@10 ranks within each query and must be equal across rows. "
-        "Mean over seeds (per-seed values in the JSON). k is chosen on dev.",
+        "Mean over seeds (per-seed values in the JSON). k is chosen on dev. `dev strength` (the default, with "
+        "`--dev-strength`): minus the top-10 offset times the strength each run's dev split picks (0 = raw .. 1).",
         "",
     ]
     for split in ("dev", "test"):
         sub = frame[frame["split"] == split]
         agg = sub.groupby(["storefront", "method", "offset"], sort=False)[cols].mean()
-        body = [[*key, *(f"{v:.4f}" for v in r)] for key, r in zip(agg.index, agg.to_numpy(), strict=True)]
-        names = {"auc": "ROC-AUC", "auc_in_type": "ROC-AUC in type", "ndcg@10": "NDCG@10"}
+        body = [[*key, *("-" if np.isnan(v) else f"{v:.4f}" for v in r)]
+                for key, r in zip(agg.index, agg.to_numpy(dtype=float), strict=True)]  # fmt: skip
+        names = {"auc": "ROC-AUC", "auc_in_type": "ROC-AUC in type", "ndcg@10": "NDCG@10", "strength": "strength"}
         head = ["storefront", "method", "offset", *(names.get(c, c.replace("in ", "in type, ")) for c in cols)]
         md += [f"## {split}", "", md_table(head, body), ""]
     write_results(args.out, args.stem, md, {**run_meta, "work_command": work_command, "rows": rows})

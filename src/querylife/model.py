@@ -41,8 +41,8 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tower: TowerConfig = Field(default_factory=TowerConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
-    # Optionally, scores minus each query's offset (its best reference matches), fitted after training: same
-    # rankings, another footing across queries (querylife.query_offset; off by default, docs/TUNING.md).
+    # Scores minus a dev-chosen share of each query's offset (its best reference matches), fitted after training:
+    # same rankings, another footing across queries (querylife.query_offset; docs/TUNING.md).
     query_offset: QueryOffsetConfig = Field(default_factory=QueryOffsetConfig)
     embed_dim: int = 256  # shared space of q, t, v; small keeps serving matrices cheap
     init_temperature: float = 0.05  # CLIP uses 0.07; frozen sentence encoders give tighter cosines
