@@ -82,6 +82,9 @@ def test_report_says_when_the_selected_checkpoint_predates_the_gate(tiny_config,
     suite.report([run], title="t")
     text = (tmp_path / "report" / "report.md").read_text()
     assert "Gate never trained in the selected checkpoint of `querylife` (epoch 1)" in text
+    assert run.extra["offset_chosen_by"] == "dev" and 0.0 <= run.extra["offset_strength"] <= 1.0
+    strength = run.extra["offset_strength"]
+    assert "Query offset strength (0 = raw fused scores" in text and f"`querylife` {strength:.1f}" in text
     run.extra.update(gate_trained=True)
     suite.report([run], title="t")
     assert "Gate never trained" not in (tmp_path / "report" / "report.md").read_text()

@@ -129,6 +129,9 @@ class Suite:
         best = trained.history[trained.best_epoch - 1] if 0 < trained.best_epoch <= len(trained.history) else {}
         if "gate_trained" in best:
             extra["gate_trained"] = best["gate_trained"]
+        if trained.query_offset is not None:  # the share of each query's offset its scores carry (0: raw)
+            extra["offset_strength"] = trained.query_offset.strength
+            extra["offset_chosen_by"] = trained.query_offset.chosen_by
         return MethodRun(
             method.name, method.description, result, time.time() - start, scored, gate_weight_by_type(scored), extra
         )

@@ -64,6 +64,19 @@ def gate_notes(runs: Sequence[MethodRun], gate_start_fraction: float) -> list[st
     ]
 
 
+def offset_notes(runs: Sequence[MethodRun]) -> list[str]:
+    """A note with each run's query offset strength (``model.query_offset``): how its ROC-AUC and threshold numbers
+    were scored. Rankings (NDCG, MRR) do not depend on it."""
+    chosen = [r for r in runs if r.extra.get("offset_strength") is not None]
+    if not chosen:
+        return []
+    parts = ", ".join(f"`{r.name}` {r.extra['offset_strength']:.1f}" for r in chosen)
+    return [
+        f"Query offset strength (0 = raw fused scores, 1 = minus the mean of the query's best reference scores; "
+        f"chosen on dev, docs/TUNING.md): {parts}. It moves ROC-AUC and the thresholded metrics, never a ranking."
+    ]
+
+
 def write_scores(out_dir: str | os.PathLike[str], runs: Sequence[MethodRun]) -> Path:
     """Every run's scored test pairs, with a ``method`` column, to ``out_dir/test_scores.parquet`` (atomically)."""
     scores = pd.concat([r.scored.assign(method=r.name) for r in runs], ignore_index=True)
@@ -96,7 +109,7 @@ def write_suite_report(
     """
     results = {r.name: r.result for r in runs}
     gates = {r.name: r.gate_by_type for r in runs if r.gate_by_type}
-    notes = [*(notes or []), *gate_notes(runs, config.train.gate_start_fraction)]
+    notes = [*(notes or []), *gate_notes(runs, config.train.gate_start_fraction), *offset_notes(runs)]
     meta: dict[str, Any] = {
         "command": command,
         "machine": suite_machine_info(str(config.train.device)),
