@@ -40,6 +40,7 @@ def main() -> None:
     if getattr(model, "query_offset", None) is None:  # a checkpoint without the option: give it top_k
         model.query_offset = QueryOffset(QueryOffsetConfig(mode="top_k"), model.config.embed_dim)
     kept = model.query_offset.set_reference(products.t, products.v, products.type_ids, products.has_image, model.fusion)
+    model.query_offset.strength.fill_(1.0)  # the cost of a strength above 0 (at 0 nothing is computed)
     valid = model.query_offset.ref_valid.clone()
 
     def score(q: torch.Tensor, rows: np.ndarray, on: bool) -> np.ndarray:
