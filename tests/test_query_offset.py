@@ -177,6 +177,8 @@ def test_unfitted_offset_is_zero_and_bad_config_is_an_error(tiny_config, tiny_da
     for bad in (1.5, -0.1, "train"):
         with pytest.raises(ValueError):
             with_overrides(tiny_config, {"model.query_offset.strength": bad})
+    with pytest.raises(ValueError):
+        with_overrides(tiny_config, {"model.query_offset.min_gain": -0.01})
 
 
 def test_a_run_written_before_the_option_resumes(tiny_config, tiny_data, tmp_path):
@@ -252,6 +254,11 @@ def test_choose_strength_keeps_the_level_where_it_is_evidence(truth, expected):
     assert choose_strength(untyped, raw, offset)[0] == expected
     flat = pairs.assign(positive=np.arange(len(pairs)) % 2 == 0)
     assert choose_strength(flat, np.zeros(len(pairs)), offset * 0)[0] == 0.0
+    # a gain over raw scores no larger than min_gain leaves raw scores
+    gain = max(curve.values()) - curve["0.0"]
+    if expected == 1.0:
+        assert choose_strength(pairs, raw, offset, min_gain=gain - 1e-6)[0] == 1.0
+        assert choose_strength(pairs, raw, offset, min_gain=gain + 1e-6)[0] == 0.0
 
 
 def test_dev_strength_is_fitted_from_the_model_s_own_dev_scores(tiny_config, tiny_data):
@@ -261,7 +268,7 @@ def test_dev_strength_is_fitted_from_the_model_s_own_dev_scores(tiny_config, tin
     dev = pd.concat([tiny_data.splits[s] for s in ("train", "dev", "test")], ignore_index=True)  # many queries a type
     fit = fit_query_offset(model, tiny_data, dev=dev)
     raw, offset = _dev_parts(model, tiny_data, dev)  # computed here without the strength machinery
-    strength, curve = choose_strength(dev, raw, offset)
+    strength, curve = choose_strength(dev, raw, offset, min_gain=model.query_offset.config.min_gain)
     assert fit.chosen_by == "dev" and fit.strength == strength
     assert float(model.query_offset.strength) == pytest.approx(strength)
     np.testing.assert_allclose(list(fit.dev_auc.values()), list(curve.values()), atol=1e-6)

@@ -73,6 +73,10 @@ class QueryOffsetConfig(BaseModel):
     # 0.7-1 on the generated storefronts (every query has exact matches) and 0 on all 5 CrowdFlower folds, where
     # the full offset lowered test ROC-AUC from 0.804 to 0.744: the raw level was evidence there.
     strength: Literal["dev"] | Annotated[float, Field(ge=0.0, le=1.0)] = "dev"
+    # With "dev": leave raw scores (0) only for a dev ROC-AUC gain above this. Raw is the safe side (real data's
+    # level can be evidence) and a small dev split's AUC moves by ~0.001 between neighbouring strengths by chance;
+    # the storefronts' gains were 0.01-0.09. Like model.fusion.fit_min_gain for per-type weights.
+    min_gain: float = Field(default=0.002, ge=0.0)
 
 
 @dataclass
@@ -181,7 +185,8 @@ def fit_query_offset(
     ``seed``-ed sample) with ``model`` and keep it in ``model.query_offset``; the reference uses no label and no
     query. With ``strength="dev"``, then pick the strength on the labelled ``dev`` pairs (a split of ``data``):
     the :data:`STRENGTH_GRID` value with the best ROC-AUC in type (ROC-AUC where no pair is in type), ties to the
-    smaller; 0 (raw scores) when ``dev`` is None or lacks relevant or irrelevant pairs. Run it after everything else
+    smaller, if it beats raw scores by more than ``min_gain`` (:func:`choose_strength`); 0 (raw scores) otherwise
+    and when ``dev`` is None or lacks relevant or irrelevant pairs. Run it after everything else
     fitted after training (photo-less vectors, dev type weights): the reference is scored with them. Raises
     ``ValueError`` when the model has no offset (``model.query_offset.mode="none"``) or the catalogue is empty."""
     from .scoring import FeatureCache, encode_products  # scoring imports the model, which imports this module
@@ -219,14 +224,17 @@ def _strength_on_dev(model, module: QueryOffset, data, dev: pd.DataFrame | None,
     raw = score_pairs(model, data, dev, cache, batch_size).score  # (N,)
     module.strength.fill_(1.0)
     offset = raw - score_pairs(model, data, dev, cache, batch_size).score  # (N,) each pair's query offset
-    best, curve = choose_strength(dev, raw, offset)
+    best, curve = choose_strength(dev, raw, offset, min_gain=module.config.min_gain)
     return best, "dev", curve
 
 
-def choose_strength(pairs: pd.DataFrame, raw: np.ndarray, offset: np.ndarray) -> tuple[float, dict[str, float]]:
+def choose_strength(
+    pairs: pd.DataFrame, raw: np.ndarray, offset: np.ndarray, *, min_gain: float = 0.0
+) -> tuple[float, dict[str, float]]:
     """The :data:`STRENGTH_GRID` value whose scores ``raw - strength * offset`` have the best ROC-AUC in type on
     labelled ``pairs`` (``positive``, ``query_type`` and ``product_type`` columns; plain ROC-AUC where no pair is in
-    type), ties to the smaller strength; and the AUC at every strength (keys "0.0".."1.0").
+    type), ties to the smaller strength, and 0 unless it beats raw scores by more than ``min_gain``; and the AUC at
+    every strength (keys "0.0".."1.0").
 
     Example: ``choose_strength(dev, raw, offset)`` -> ``(0.8, {"0.0": 0.79, ..., "1.0": 0.83})``."""
     from .metrics import classification_metrics
@@ -238,6 +246,8 @@ def choose_strength(pairs: pd.DataFrame, raw: np.ndarray, offset: np.ndarray) ->
         curve[f"{s:.1f}"] = float(auc)
     # the best AUC, ties (to 1e-9: sums of the same ranks in another order differ in the last bits) to the smaller
     best = max(STRENGTH_GRID, key=lambda s: (round(curve[f"{s:.1f}"], 9), -s))
+    if not curve[f"{best:.1f}"] - curve["0.0"] > min_gain:
+        best = 0.0
     return best, curve
 
 
