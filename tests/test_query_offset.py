@@ -308,6 +308,9 @@ def test_trainer_picks_and_saves_the_strength(tiny_config, tiny_data, tmp_path, 
     best = tmp_path / "run" / "best"
     reloaded = QueryLifeModel.from_pretrained(best)
     assert float(reloaded.query_offset.strength) == pytest.approx(fit.strength)
+    from querylife.serve.service import _offset_strength
+
+    assert _offset_strength(reloaded) == pytest.approx(fit.strength)  # what /readyz reports
     # a top_k checkpoint written before the strength existed meant the full offset
     weights = best / "model.safetensors"
     state = load_file(str(weights))

@@ -216,6 +216,7 @@ def test_health_ready_metrics_and_openapi(client, checkpoint, stored):
     info = ready.json()
     assert info["ready"] and info["calibrator"] is True and info["store_products"] == len(stored)
     assert info["checkpoint_sha256"] == checkpoint_hash(checkpoint) and info["limits"]["max_candidates"] == 40
+    assert info["query_offset_strength"] == 0.0  # this checkpoint has no fitted reference: raw fused scores
     client.post("/v1/relevance", json={"query": "x", "product_ids": ["nope"]})
     text = client.get("/metrics").text
     for name in ("querylife_requests_total", "querylife_request_duration_seconds_bucket",

@@ -109,6 +109,8 @@ class Service:
             "index": "given" if searcher.index is not None else "none (exhaustive search)",
             "embed_dim": self.model.config.embed_dim,
             "fusion": self.model.config.fusion.mode,
+            # the share of each query's offset the scores carry (0: raw fused scores; docs/SERVING.md)
+            "query_offset_strength": _offset_strength(self.model),
             "query_encoder": "pytorch" if searcher.query_encoder == searcher._torch_queries else "custom",
             **(info or {}),
         }
@@ -233,3 +235,9 @@ def load_service(
     info = {"checkpoint": str(checkpoint), "checkpoint_sha256": digest, "store": str(store),
             "index": index.kind if index is not None else "none (exhaustive search)", "query_encoder": encoder_name}
     return Service(searcher, settings, calibrator=calibrator, calibrator_note=note, info=info)
+
+
+def _offset_strength(model: QueryLifeModel) -> float:
+    """The strength the served scores subtract of each query's offset: 0 without a fitted reference."""
+    module = getattr(model, "query_offset", None)
+    return float(module.strength) if module is not None and module.ready else 0.0
