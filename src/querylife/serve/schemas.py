@@ -64,7 +64,9 @@ class RelevanceRequest(_Strict):
 
 class RelevanceResult(_Strict):
     product_id: str | None
-    score: float = Field(description="The model's fused relevance score (cosine-like, higher is more relevant).")
+    score: float = Field(description="The model's relevance score: the fused score minus its query's offset times the "
+                         "strength chosen on dev (/readyz: query_offset_strength; 0 = the fused score). Higher is "
+                         "more relevant; compare across queries through `probability`.")
     probability: float | None = Field(description="Calibrated P(relevant); null without calibrator.json.")
     relevant: bool | None = Field(description="probability >= the dev-fitted threshold; null without calibrator.")
     image_weight: float | None = Field(description="The query-aware gate's weight on the image (null for concat).")
