@@ -33,6 +33,8 @@ def test_dev_type_gate_trains_exactly_as_mean_then_fits_on_dev(tiny_config, tiny
     sa, sb = a.model.trainable_state_dict(), b.model.trainable_state_dict()
     assert set(sb) - set(sa) == {"fusion.type_logit"}
     for k, v in sa.items():
+        if k == "query_offset.strength":  # chosen on dev from the fused scores, which the type weights move
+            continue
         assert torch.equal(v, sb[k]), k
     fit = b.type_weights
     assert fit is not None and fit.dev_ndcg_after >= fit.dev_ndcg_before
