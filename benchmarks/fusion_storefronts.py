@@ -26,6 +26,7 @@ Run:  python benchmarks/fusion_storefronts.py --seeds 0 1 2 3 4 --work runs/fusi
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -42,7 +43,6 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from querylife.batches import same_image_groups  # noqa: E402
 from querylife.config import load_config, with_overrides  # noqa: E402
 from querylife.data.prepare import Dataset  # noqa: E402
 from querylife.data.storefront import DemoConfig, DemoStorefront  # noqa: E402
@@ -104,7 +104,13 @@ def shared_photos_as_missing(data: Dataset, min_products: int) -> SharedPhotos:
     cat = data.catalog
     owner = cat["group_id"] if "group_id" in cat else cat["product_id"]
     has = data.has_image.numpy().astype(bool)
-    keys = pd.Series(same_image_groups(data.images, data.has_image), index=cat.index)  # equal pixels, equal key
+    keys = pd.Series(
+        [
+            hashlib.blake2b(data.images[i].contiguous().numpy().tobytes(), digest_size=16).hexdigest() if h else None
+            for i, h in enumerate(has)
+        ],  # fmt: skip
+        index=cat.index,
+    )
     owners = owner[has].groupby(keys[has]).nunique()  # distinct products per photo
     shared = set(owners.index[owners >= min_products])
     flagged = keys.isin(shared).to_numpy() & has

@@ -224,27 +224,6 @@ def test_rank_shares_sum_to_the_single_process_loss(kind, world, monkeypatch):
         assert per_rank[5] == 0.0
 
 
-@pytest.mark.parametrize("kind", ["infonce", "sigmoid"])
-def test_the_image_terms_own_mask_is_sharded_like_the_others(kind, monkeypatch):
-    from dataclasses import replace
-
-    from querylife.fusion import Fusion, FusionConfig
-    from querylife.losses import LossConfig, alignment_loss
-
-    counts, emb, masks = _toy_batch(1)
-    g = torch.Generator().manual_seed(2)
-    image = masks.ignore | (torch.rand(masks.ignore.shape, generator=g) > 0.7)  # loss.mask_same_image's shape
-    product = masks.product_ignore | (torch.rand(masks.product_ignore.shape, generator=g) > 0.7)
-    masks = replace(masks, image_ignore=image, product_ignore=product)
-    cfg, fusion = LossConfig(kind=kind), Fusion(FusionConfig(), 2, 4)
-    ref = alignment_loss(emb, masks, cfg, fusion, torch.tensor(10.0), torch.tensor(-1.0))
-    plain = alignment_loss(emb, replace(masks, image_ignore=None), cfg, fusion, torch.tensor(10.0), torch.tensor(-1.0))
-    assert ref.parts["query_image"] != plain.parts["query_image"]
-    for world in (2, 3):
-        total, _ = _ranks_loss(counts, emb, masks, cfg, fusion, world, monkeypatch)
-        assert total == pytest.approx(ref.parts["total"], rel=TOL)
-
-
 def test_a_masked_column_on_another_ranks_product_is_ignored(monkeypatch):
     from dataclasses import replace
 

@@ -237,24 +237,3 @@ def test_gather_features_with_two_gloo_ranks(tmp_path):
         assert close(got["True"]["t_grad"], (q_sum[0] + q_sum[1]).expand(3, -1))
         assert close(got["False"]["t_grad"], q_sum[rank].expand(3, -1))
         assert close(got["all_q"], torch.cat([e.q for e in embs]).detach())
-
-
-@pytest.mark.parametrize("kind", ["infonce", "sigmoid"])
-def test_image_ignore_masks_the_query_image_term_only(kind):
-    torch.manual_seed(1)
-    sims = {k: torch.randn(4, 4).tanh() for k in ("query_fused", "query_title", "query_image", "title_image")}
-    cfg, scale, bias = LossConfig(kind=kind), torch.tensor(10.0), torch.tensor(-1.0)
-    ignore = torch.zeros(4, 4, dtype=torch.bool)
-    ignore[0, 1] = True
-    image = ignore.clone()
-    image[2, 3] = True  # product 3 shows row 2's photo: not a negative of row 2 in the image term
-    plain = similarity_loss(sims, cfg, scale, bias, ignore)
-    out = similarity_loss(sims, cfg, scale, bias, ignore, image_ignore=image)
-    for name in ("query_fused", "query_title", "title_image"):
-        assert out.parts[name] == plain.parts[name]
-    alone = (
-        info_nce(sims["query_image"], scale, image) if kind == "infonce"
-        else sigmoid_pairwise(sims["query_image"], scale, bias, image)
-    )
-    assert out.parts["query_image"] == pytest.approx(float(alone), rel=1e-6)
-    assert out.parts["query_image"] != plain.parts["query_image"]

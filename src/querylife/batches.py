@@ -8,8 +8,7 @@ seeded by ``(train.seed, epoch, step)``: the batches depend only on (data, confi
 
 :class:`NegativeMasks` says which cells of a batch are not negatives: the same product, products labelled positive
 for the row's query, the same ``group_id`` (opt-in), and a false-negative judge's flags (dropped, or extra
-positives); in the image terms only, products whose photo has the same pixels as the positive's (opt-in,
-``loss.mask_same_image``; :func:`same_image_groups`).
+positives).
 
 Example::
 
@@ -19,7 +18,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -32,10 +30,7 @@ from .data.prepare import Dataset, training_positive
 from .data.samplers import UniqueBatchSampler
 from .losses import BatchMasks, LossConfig
 
-__all__ = [
-    "EpochBatches", "NegativeMaskFn", "NegativeMasks", "TrainBatch", "TrainingPairs", "epoch_batches",
-    "same_image_groups",
-]
+__all__ = ["EpochBatches", "NegativeMaskFn", "NegativeMasks", "TrainBatch", "TrainingPairs", "epoch_batches"]
 
 # A false-negative judge as the trainer uses it: (queries, product rows) -> (B, Bp) bool, True where the column is
 # judged not a negative for the row's query. GenFilt's JudgeMask (genfilt/training.py) is one.
@@ -177,35 +172,12 @@ def epoch_batches(
     return EpochBatches.from_config(data, config, seed=seed).epoch(epoch, start_step)
 
 
-def same_image_groups(images: torch.Tensor, has_image: torch.Tensor) -> np.ndarray:
-    """(N,) int64 group per product: equal exactly when two products give the image tower the same input (the same
-    decoded pixels, and both with or both without a photo). Products without a photo form one group: they all get
-    the same (zero) image.
-
-    Example::
-
-        groups = same_image_groups(data.images, data.has_image)
-        len(np.unique(groups))  # distinct photos (+1 when some products have none)
-    """
-    if len(images) != len(has_image):
-        raise ValueError(f"{len(images)} images but {len(has_image)} has_image flags")
-    keys = [
-        hashlib.blake2b(img.numpy().tobytes(), digest_size=16).digest() + bytes([int(flag)])
-        for img, flag in zip(images, has_image, strict=True)
-    ]
-    _, groups = np.unique(np.array(keys, dtype=object), return_inverse=True)
-    return groups.astype(np.int64).reshape(-1)
-
-
 class NegativeMasks:
     """A batch's :class:`~querylife.losses.BatchMasks`: the cells that are not negatives for their row.
 
     From the data (``loss.mask_same_product``, ``loss.mask_labelled_positives``, ``loss.mask_same_group`` with the
     catalogue's ``group_id``) and, with a ``judge``, its flags: ORed into the ignore mask (``action="drop"``) or
-    extra positives of the row (``action="positive"``; cells the data already masks stay masked). With
-    ``image_groups`` (:func:`same_image_groups`, from ``loss.mask_same_image``) the image terms also leave out
-    products showing the row's photo: ``image_ignore`` for query-image, ORed into ``product_ignore`` for
-    title-image.
+    extra positives of the row (``action="positive"``; cells the data already masks stay masked).
 
     Example::
 
@@ -222,7 +194,6 @@ class NegativeMasks:
         groups: np.ndarray | None = None,
         judge: NegativeMaskFn | None = None,
         action: str = "drop",
-        image_groups: np.ndarray | None = None,
     ):
         if action not in ("drop", "positive"):
             raise ValueError(f'false_negative_action must be "drop" or "positive", got {action!r}')
@@ -232,9 +203,6 @@ class NegativeMasks:
         self.groups = groups
         self.judge = judge
         self.action = action
-        self.image_groups = None if image_groups is None else np.asarray(image_groups)
-        if self.image_groups is not None and len(self.image_groups) != len(self.catalog_ids):
-            raise ValueError(f"{len(self.image_groups)} image groups for {len(self.catalog_ids)} products")
 
     @classmethod
     def for_training(cls, config, data: Dataset, pairs: TrainingPairs, judge: NegativeMaskFn | None = None):
@@ -242,23 +210,9 @@ class NegativeMasks:
         groups = data.catalog["group_id"] if "group_id" in data.catalog.columns else None
         groups = None if groups is None else groups.fillna("").astype(str).to_numpy()
         ids = data.catalog["product_id"].to_numpy()
-        images = same_image_groups(data.images, data.has_image) if config.loss.mask_same_image else None
         return cls(
             config.loss, ids, pairs.known_positive, groups=groups, judge=judge,
-            action=config.train.false_negative_action, image_groups=images,
-        )
-
-    def image_note(self) -> str | None:
-        """What ``loss.mask_same_image`` leaves out, in one line (None when it is off)."""
-        if self.image_groups is None:
-            return None
-        n = len(self.image_groups)
-        sizes = np.bincount(self.image_groups)
-        shared = int(sizes[sizes > 1].sum())
-        return (
-            f"loss.mask_same_image: {shared} of {n} products ({shared / max(n, 1):.1%}) show the same photo as another "
-            f"({int((sizes > 1).sum())} shared photos, the largest on {int(sizes.max(initial=0))}); they are not "
-            "negatives of each other in the image terms"
+            action=config.train.false_negative_action,
         )
 
     def __call__(self, batch: TrainBatch) -> BatchMasks:
@@ -268,12 +222,7 @@ class NegativeMasks:
         """Masks for rows with positives ``rows`` (B,) against product columns ``cols`` (Bp,), all on the CPU."""
         ignore, extra = self.query_masks(queries, rows, cols)
         same = torch.from_numpy(cols[:, None] == cols[None, :])  # (Bp, Bp): one product listed twice
-        if self.image_groups is None:
-            return BatchMasks(ignore=ignore, product_ignore=same, extra_positive=extra)
-        g, gc = self.image_groups[rows], self.image_groups[cols]
-        image = ignore | torch.from_numpy(g[:, None] == gc[None, :])  # (B, Bp): the row's photo on another product
-        same |= torch.from_numpy(gc[:, None] == gc[None, :])  # (Bp, Bp)
-        return BatchMasks(ignore=ignore, product_ignore=same, extra_positive=extra, image_ignore=image)
+        return BatchMasks(ignore=ignore, product_ignore=same, extra_positive=extra)
 
     def query_masks(
         self, queries: list[str], rows: np.ndarray, cols: np.ndarray

@@ -343,10 +343,9 @@ def sharded_alignment_loss(
     """This rank's share of :func:`querylife.losses.alignment_loss` on the global batch.
 
     ``emb``: this rank's padded embeddings (q (rows_max, D); t, v (cols_max, D)); ``masks``: the *global* batch's
-    masks (ignore / extra_positive / image_ignore (M, Cg), product_ignore (Cg, Cg)). Returns the rank's loss (its
-    rows' summed term losses over the global row counts, weighted: the sum over ranks is the single-process loss)
-    and each term's share (detached).
-    Example: ``loss, parts = sharded_alignment_loss(emb, shard, masks, cfg.loss, fusion, scale)``.
+    masks (ignore / extra_positive (M, Cg), product_ignore (Cg, Cg)). Returns the rank's loss (its rows' summed term
+    losses over the global row counts, weighted: the sum over ranks is the single-process loss) and each term's
+    share (detached). Example: ``loss, parts = sharded_alignment_loss(emb, shard, masks, cfg.loss, fusion, scale)``.
     """
     dev = emb.q.device
     gathered = gather_shard(emb, shard)  # q (W*rows_max, D); t, v, ids (W*cols_max, ...)
@@ -365,12 +364,6 @@ def sharded_alignment_loss(
     col_target = _positions(gr, shard.rows).to(dev)  # (B,) gathered row of each positive's query
     col_off = _lookup(masks.ignore, gr, shard.rows, True).T.to(dev)  # (B, W*rows_max)
     col_extra = _lookup(masks.extra_positive, gr, shard.rows, False).T.to(dev) if multi else None
-    image_offs = (row_off, col_off)  # the query-image term's, unless loss.mask_same_image gave it its own
-    if masks.image_ignore is not None:
-        image_offs = (
-            _lookup(masks.image_ignore, shard.rows, gc, True).to(dev),  # (B, W*cols_max)
-            _lookup(masks.image_ignore, gr, shard.rows, True).T.to(dev),  # (B, W*rows_max)
-        )
 
     q = emb.q[:n_rows]  # (B, D)
     pos = slice(0, n_rows)  # this rank's positives are its first columns
@@ -408,13 +401,12 @@ def sharded_alignment_loss(
             term = term / cg
         else:
             rows_sim, cols_sim = query_sims(name)
-            r_off, c_off = image_offs if name == "query_image" else (row_off, col_off)
             if infonce:
-                term = _ce_sum(rows_sim * logit_scale, row_target, r_off, row_extra, multi)
+                term = _ce_sum(rows_sim * logit_scale, row_target, row_off, row_extra, multi)
                 if sym:
-                    term = (term + _ce_sum(cols_sim * logit_scale, col_target, c_off, col_extra, multi)) / 2
+                    term = (term + _ce_sum(cols_sim * logit_scale, col_target, col_off, col_extra, multi)) / 2
             else:
-                term = _sigmoid_sum(rows_sim, logit_scale, logit_bias, row_target, r_off, row_extra)
+                term = _sigmoid_sum(rows_sim, logit_scale, logit_bias, row_target, row_off, row_extra)
             term = term / m
         total = total + weight * term
         parts[name] = term.detach()

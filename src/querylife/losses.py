@@ -50,10 +50,6 @@ class LossConfig(BaseModel):
     mask_same_product: bool = True
     mask_labelled_positives: bool = True
     mask_same_group: bool = False
-    # Image terms (query-image, title-image) only: in-batch products whose photo decodes to the same pixels as the
-    # positive's are not negatives there; the image tower cannot tell them apart (a generic icon shared by every
-    # book), so as negatives they only push titles apart through the shared photo (docs/TUNING.md).
-    mask_same_image: bool = False
     # Options removed since earlier versions: dropped at their old default, an error otherwise (querylife.compat).
     _removed = removed_options_validator("loss")
 
@@ -101,16 +97,13 @@ class BatchMasks:
 
     ``ignore`` (Bq, Bp) bool: cells left out of the query terms (the same product, labelled positives, judged false
     negatives); ``product_ignore`` (Bp, Bp) bool: cells left out of the title-image term (the same product twice);
-    ``extra_positive`` (Bq, Bp) bool or None: cells that count as positives of their row; ``image_ignore`` (Bq, Bp)
-    bool or None: the query-image term's cells when they differ from ``ignore`` (``ignore`` plus products showing
-    the positive's photo, ``loss.mask_same_image``). The diagonal is never masked. Example:
-    ``BatchMasks(ignore=same_product, product_ignore=same_rows)``.
+    ``extra_positive`` (Bq, Bp) bool or None: cells that count as positives of their row. The diagonal is never
+    masked. Example: ``BatchMasks(ignore=same_product, product_ignore=same_rows)``.
     """
 
     ignore: torch.Tensor | None = None
     product_ignore: torch.Tensor | None = None
     extra_positive: torch.Tensor | None = None
-    image_ignore: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> BatchMasks:
         return replace(self, **{f.name: _to(getattr(self, f.name), device) for f in fields(self)})
@@ -204,15 +197,13 @@ def similarity_loss(
     ignore: torch.Tensor | None = None,
     product_ignore: torch.Tensor | None = None,
     extra_positive: torch.Tensor | None = None,
-    image_ignore: torch.Tensor | None = None,
 ) -> LossOutput:
     """Weighted sum of the enabled terms, from precomputed similarity matrices (:func:`alignment_loss` builds them).
 
     ``sims`` maps term name ("query_fused", "query_title", "query_image", "title_image") to its similarity matrix:
     (Bq, Bp) for the query terms, (Bp, Bp) for title-image; terms with weight 0 or absent are skipped. ``ignore``
     (Bq, Bp) masks the query terms; ``product_ignore`` (Bp, Bp) masks title-image (e.g. the same product twice);
-    ``extra_positive`` (Bq, Bp) adds positives to the query terms; ``image_ignore`` (Bq, Bp), when given, replaces
-    ``ignore`` in the query-image term.
+    ``extra_positive`` (Bq, Bp) adds positives to the query terms.
     """
     total = torch.zeros((), device=logit_scale.device)
     parts: dict[str, float] = {}
@@ -221,8 +212,7 @@ def similarity_loss(
         if weight == 0 or name not in sims:
             continue
         sim = sims[name]
-        masks = {"title_image": product_ignore, "query_image": ignore if image_ignore is None else image_ignore}
-        mask = masks.get(name, ignore)
+        mask = product_ignore if name == "title_image" else ignore
         extra = None if name == "title_image" else extra_positive
         if config.kind == "infonce":
             term = info_nce(sim, logit_scale, mask, symmetric=config.symmetric, extra_positive=extra)
@@ -273,8 +263,7 @@ def alignment_loss(
     """
     sims = term_similarities(emb, config, fusion)
     return similarity_loss(
-        sims, config, logit_scale, logit_bias, masks.ignore, masks.product_ignore, masks.extra_positive,
-        masks.image_ignore,
+        sims, config, logit_scale, logit_bias, masks.ignore, masks.product_ignore, masks.extra_positive
     )
 
 

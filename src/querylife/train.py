@@ -603,9 +603,6 @@ class Trainer:
                 self._log(f"nothing to resume in {self.run_dir}: starting a new run")
         if self.is_main:
             ckpt.write_config(self.config)
-        note = self.masks.image_note()
-        if note and self.progress:
-            print(note)
         if self.dist is not None:
             d, b = self.dist, self.config.train.batch_size
             self._log(
