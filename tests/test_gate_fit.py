@@ -120,6 +120,15 @@ def test_gated_mode_selects_an_epoch_after_the_gate_started(tiny_config, tiny_da
     result = Trainer(cfg, tiny_data, tmp_path / "g", progress=False).fit()
     assert [h["gate_trained"] for h in result.history] == [False, True]
     assert result.best_epoch == 2
+    # The hold ends one step before the first epoch does: that epoch is mean fusion plus one gate step at warm-up
+    # learning rate 0, so it must not count as gate-trained (it did, and was selected, in issue 14's CNN runs).
+    steps = len(Trainer(cfg, tiny_data, tmp_path / "probe", progress=False).batches)
+    assert steps >= 4
+    late = with_overrides(cfg, {"train.gate_start_fraction": (steps - 0.5) / (2 * steps), "train.patience": 0})
+    trainer = Trainer(late, tiny_data, tmp_path / "late", progress=False)
+    assert trainer.hold.start_step == steps - 1 and trainer.min_gate_steps == steps // 2
+    result = trainer.fit()
+    assert [h["gate_trained"] for h in result.history] == [False, True] and result.best_epoch == 2
     old = with_overrides(cfg, {"train.select_after_gate": False})
     result = Trainer(old, tiny_data, tmp_path / "o", progress=False).fit()
     dev = [h["dev_ndcg@10"] for h in result.history]

@@ -448,6 +448,11 @@ class Trainer:
         self.steps_per_epoch = len(self.batches)
         self.total_steps = self.steps_per_epoch * tc.epochs
         self.hold = GateHold.from_fraction(tc.gate_start_fraction, self.total_steps)
+        # An epoch counts as gate-trained (select_after_gate) after half an epoch of gate steps, not one: epoch lengths
+        # vary with the sampler's packing, so the hold can end a step before an epoch does, and that epoch is mean
+        # fusion plus one gate step at warm-up learning rate 0 (issue 14: 5 of 9 small-CNN gate runs selected one).
+        # Capped at half the gate's steps, so that a late hold still leaves eligible epochs.
+        self.min_gate_steps = max(1, min(self.steps_per_epoch // 2, (self.total_steps - self.hold.start_step) // 2))
         groups = self.model.parameter_groups(tc.lr, tc.weight_decay, tc.gate_lr_multiplier)
         self.optimizer = torch.optim.AdamW(groups, lr=tc.lr)
         factors = self.hold.lr_factors(self.optimizer, self.total_steps, tc.warmup_fraction)
@@ -661,7 +666,7 @@ class Trainer:
             "seconds": round(time.time() - start_time, 2),
         }
         if self.hold.held_parameters(self.optimizer):  # gated modes: whether this epoch's weights include gate training
-            record["gate_trained"] = st.global_step > self.hold.start_step
+            record["gate_trained"] = st.global_step - self.hold.start_step >= self.min_gate_steps
         if hasattr(self.negative_mask_fn, "epoch_stats"):
             record["false_negatives"] = self.negative_mask_fn.epoch_stats()
         st.history.append(record)
