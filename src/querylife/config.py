@@ -102,8 +102,8 @@ class TrainConfig(BaseModel):
     gate_lr_multiplier: float = 30.0
     # Share of steps with the gate held at mean fusion, so it does not learn "trust the title" early (docs/TUNING.md).
     gate_start_fraction: float = Field(default=0.5, ge=0.0, lt=1.0)
-    # Gated modes: the dev-best checkpoint (and patience) only among epochs after the gate started; an epoch inside
-    # the hold is mean fusion, and choosing it reported mean fusion under the gate's name (docs/TUNING.md).
+    # Gated modes: the dev-best checkpoint (and patience) only among epochs with half an epoch of gate training or
+    # more; an epoch inside the hold is mean fusion, and choosing it reported mean fusion under the gate's name.
     select_after_gate: bool = True
     seed: int = 0
     # Labelled non-positive candidates per pair as extra negatives: in-batch ones are mostly other types (TUNING.md).
