@@ -449,8 +449,8 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * tc.epochs
         self.hold = GateHold.from_fraction(tc.gate_start_fraction, self.total_steps)
         # An epoch counts as gate-trained (select_after_gate) after half an epoch of gate steps, not one: epoch lengths
-        # vary with the sampler's packing, so the hold can end a step before an epoch does, and that epoch is mean
-        # fusion plus one gate step at warm-up learning rate 0 (issue 14: 5 of 9 small-CNN gate runs selected one).
+        # vary with the sampler's packing, so the hold can end a few steps before an epoch does, and that epoch is mean
+        # fusion plus a few gate steps at warm-up learning rate (issue 14: 5 of 9 small-CNN gate runs selected one).
         # Capped at half the gate's steps, so that a late hold still leaves eligible epochs.
         self.min_gate_steps = max(1, min(self.steps_per_epoch // 2, (self.total_steps - self.hold.start_step) // 2))
         groups = self.model.parameter_groups(tc.lr, tc.weight_decay, tc.gate_lr_multiplier)
