@@ -262,7 +262,7 @@ def test_choose_strength_keeps_the_level_where_it_is_evidence(truth, expected):
 
 
 def test_dev_strength_is_fitted_from_the_model_s_own_dev_scores(tiny_config, tiny_data):
-    from querylife.query_offset import STRENGTH_GRID, choose_strength
+    from querylife.query_offset import choose_strength, strength_from_curve
 
     model = _model(tiny_config, tiny_data, **DEV)
     dev = pd.concat([tiny_data.splits[s] for s in ("train", "dev", "test")], ignore_index=True)  # many queries a type
@@ -271,9 +271,8 @@ def test_dev_strength_is_fitted_from_the_model_s_own_dev_scores(tiny_config, tin
     _, curve = choose_strength(dev, raw, offset)
     # the same curve up to near-ties that float32 scoring orders the other way
     np.testing.assert_allclose(list(fit.dev_auc.values()), list(curve.values()), atol=1e-3)
-    min_gain = model.query_offset.config.min_gain  # and the choice follows the rule on the fit's own curve
-    best = max(STRENGTH_GRID, key=lambda s: (round(fit.dev_auc[f"{s:.1f}"], 9), -s))
-    expected = best if fit.dev_auc[f"{best:.1f}"] - fit.dev_auc["0.0"] > min_gain else 0.0
+    # and the choice follows choose_strength's rule on the fit's own curve
+    expected = strength_from_curve(fit.dev_auc, model.query_offset.config.min_gain)
     assert fit.chosen_by == "dev" and fit.strength == expected
     assert float(model.query_offset.strength) == pytest.approx(expected)
     model.query_offset.strength.fill_(0.7)  # every scoring path subtracts strength x the offset

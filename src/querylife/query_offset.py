@@ -48,6 +48,7 @@ __all__ = [
     "choose_strength",
     "fit_query_offset",
     "offset_message",
+    "strength_from_curve",
 ]
 
 # The strengths "dev" chooses from: raw scores (0) to the full offset (1) in tenths; finer steps only fit dev noise.
@@ -244,11 +245,17 @@ def choose_strength(
         m = classification_metrics(pairs.assign(score=raw - s * offset))
         auc = m["roc_auc_in_type"] if not math.isnan(m["roc_auc_in_type"]) else m["roc_auc"]
         curve[f"{s:.1f}"] = float(auc)
+    return strength_from_curve(curve, min_gain), curve
+
+
+def strength_from_curve(curve: dict[str, float], min_gain: float = 0.0) -> float:
+    """:func:`choose_strength`'s rule on an AUC curve (keys "0.0".."1.0"): the best strength, ties to the smaller,
+    and 0 unless it beats raw scores (key "0.0") by more than ``min_gain``.
+
+    Example: ``strength_from_curve({"0.0": 0.79, ..., "0.8": 0.84, "1.0": 0.83})`` -> ``0.8``."""
     # the best AUC, ties (to 1e-9: sums of the same ranks in another order differ in the last bits) to the smaller
     best = max(STRENGTH_GRID, key=lambda s: (round(curve[f"{s:.1f}"], 9), -s))
-    if not curve[f"{best:.1f}"] - curve["0.0"] > min_gain:
-        best = 0.0
-    return best, curve
+    return best if curve[f"{best:.1f}"] - curve["0.0"] > min_gain else 0.0
 
 
 def offset_message(fit: QueryOffsetFit) -> str:
