@@ -147,6 +147,7 @@ def querylife_config(args, judge: str):
         "model.tower.text_model=minilm",
         "model.tower.train_text_layers=-1",
         f"model.tower.max_text_length={args.max_len}",
+        "model.tower.vision_model=small_cnn",  # no product has an image: a tiny unused CNN, not Lite0
         "model.tower.small_cnn.image_size=8",
         "model.fusion.mode=title",
         f"model.embed_dim={args.embed_dim}",

@@ -30,7 +30,7 @@ from querylife.report import md_table  # noqa: E402
 from querylife.runinfo import command_line, machine_info  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchkit import demo_dataset, quiet_transformers, run_header, write_results  # noqa: E402
+from benchkit import CNN_TOWER, demo_dataset, quiet_transformers, run_header, write_results  # noqa: E402
 
 
 def _worker(rank: int, world: int, rendezvous: str, args: argparse.Namespace, out: str, joined: bool = True) -> None:
@@ -42,7 +42,7 @@ def _worker(rank: int, world: int, rendezvous: str, args: argparse.Namespace, ou
 
     torch.set_num_threads(1)
     quiet_transformers()
-    overrides = [f"train.batch_size={args.batch_size}", "train.device=cpu", *args.overrides]
+    overrides = [*CNN_TOWER, f"train.batch_size={args.batch_size}", "train.device=cpu", *args.overrides]
     _, cfg, data = demo_dataset(Path(args.work) / "data", overrides, DemoConfig(n_products=args.products, seed=0))
     env = None
     if world > 1 and joined:
@@ -140,7 +140,8 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override")
     args = parser.parse_args()
     quiet_transformers()
-    demo_dataset(Path(args.work) / "data", args.overrides, DemoConfig(n_products=args.products, seed=0))  # once
+    demo_dataset(Path(args.work) / "data", [*CNN_TOWER, *args.overrides],
+                 DemoConfig(n_products=args.products, seed=0))  # once
     with tempfile.TemporaryDirectory() as tmp:
         rows = [run(w, args, Path(tmp)) for w in args.ranks]
         if not args.no_independent:

@@ -9,8 +9,7 @@ Writes demo_seeds.md and demo_seeds.json (command, machine, per-seed and mean ±
 Vision towers (issue 13): one call per tower, each merged under its ``--label`` into one table, e.g.
 
     python benchmarks/demo_seeds.py --seeds 0 1 2 3 4 --methods image_only mean querylife --stem towers_demo \
-        --label "lite0 frozen" --image-size 224 --set model.tower.vision_model=efficientnet-lite0 \
-        --set model.tower.train_vision_layers=0 --lock /path/to/shared.lock
+        --label "small cnn" --set model.tower.vision_model=small_cnn --lock /path/to/shared.lock
 
 The results are rewritten after every seed (a cut run keeps its finished seeds). Frozen-tower features (and the
 frozen trunk of a partly trained EfficientNet-Lite) are computed once per process and shared by every run of it
@@ -30,7 +29,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from querylife.config import with_overrides  # noqa: E402
+from querylife.config import load_config, with_overrides  # noqa: E402
 from querylife.data.storefront import DemoConfig  # noqa: E402
 from querylife.evaluate import metrics_by_group  # noqa: E402
 from querylife.methods import resolve_methods  # noqa: E402
@@ -38,6 +37,7 @@ from querylife.report import md_table  # noqa: E402
 from querylife.runinfo import command_line, machine_info  # noqa: E402
 from querylife.scoring import FeatureCache  # noqa: E402
 from querylife.suite import Suite  # noqa: E402
+from querylife.towers import vision_image_size  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from benchkit import (  # noqa: E402
@@ -68,7 +68,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=METHODS)
     parser.add_argument("--products", type=int, default=3000)
-    parser.add_argument("--image-size", type=int, default=64, help="storefront render size (the demo's: 64)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="storefront render size (default: the configured vision tower's, as the demo renders)")
     parser.add_argument("--work", default="runs/bench_seeds")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--stem", default="demo_seeds", help="results file name (STEM.md, STEM.json)")
@@ -87,6 +88,8 @@ def main() -> None:
     args.methods = list(resolve_methods(args.methods))  # old names (full) run under their new ones
     quiet_transformers()
     start, cpu_start = time.time(), time.process_time()
+    if args.image_size is None:
+        args.image_size = vision_image_size(load_config(None, args.overrides).model.tower)
     data_dir = Path(args.work) / ("data" if args.image_size == 64 else f"data_{args.image_size}")
     with file_lock(args.lock):
         store, base, data = demo_dataset(

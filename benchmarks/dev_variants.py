@@ -38,7 +38,8 @@ from querylife.train import Trainer  # noqa: E402
 sys.path.insert(0, str(Path(__file__).parent))
 from benchkit import demo_dataset, quiet_transformers  # noqa: E402
 
-BIG_CNN = {"model.tower.small_cnn.channels": [32, 64, 128, 256], "train.epochs": 15, "train.patience": 5}
+CNN = {"model.tower.vision_model": "small_cnn"}  # the small CNN's own variants (it was the default tower then)
+BIG_CNN = {**CNN, "model.tower.small_cnn.channels": [32, 64, 128, 256], "train.epochs": 15, "train.patience": 5}
 VARIANTS: dict[str, dict] = {
     "full": {},
     "mean": {"model.fusion.mode": "mean"},
@@ -56,8 +57,8 @@ VARIANTS: dict[str, dict] = {
     "full_gs50": {"train.gate_start_fraction": 0.5},
     "type_gate_gs50": {"model.fusion.mode": "type_gate", "train.gate_start_fraction": 0.5},
     "full_glr1": {"train.gate_lr_multiplier": 1.0},
-    "full_fcnn": {"model.tower.train_vision_layers": 0},
-    "mean_fcnn": {"model.fusion.mode": "mean", "model.tower.train_vision_layers": 0},
+    "full_fcnn": {**CNN, "model.tower.train_vision_layers": 0},
+    "mean_fcnn": {"model.fusion.mode": "mean", **CNN, "model.tower.train_vision_layers": 0},
     "full_sharedq": {"model.separate_query_projection": False},
     "mean_sharedq": {"model.fusion.mode": "mean", "model.separate_query_projection": False},
     "type_gate_sharedq": {"model.fusion.mode": "type_gate", "model.separate_query_projection": False},

@@ -86,12 +86,14 @@ def catalogue_of(path: Path):
 
 def make_checkpoint(work: Path, catalog: Path) -> Path:
     from querylife.model import ModelConfig, QueryLifeModel
+    from querylife.towers import TowerConfig
 
     ckpt = work / "checkpoint"
     if not (ckpt / "config.json").exists():
         torch.manual_seed(0)
         types = sorted(pd.read_parquet(catalog, columns=["product_type"])["product_type"].str.lower().unique())
-        QueryLifeModel(ModelConfig(product_types=types)).save_pretrained(ckpt)
+        cnn = TowerConfig(vision_model="small_cnn")  # the tower these figures were recorded with: benchkit.CNN_TOWER
+        QueryLifeModel(ModelConfig(product_types=types, tower=cnn)).save_pretrained(ckpt)
     return ckpt
 
 

@@ -36,7 +36,7 @@ from querylife.report import md_table  # noqa: E402
 from querylife.runinfo import command_line, machine_info  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchkit import demo_dataset, quiet_transformers, run_header, write_results  # noqa: E402
+from benchkit import CNN_TOWER, demo_dataset, quiet_transformers, run_header, write_results  # noqa: E402
 
 
 def _status_kb(field: str) -> int:
@@ -53,7 +53,7 @@ def measure(work: Path, demo: DemoConfig, batch: int, chunk: int, steps: int, ov
     from querylife.train import Trainer
 
     quiet_transformers()
-    sets = [*overrides, f"train.batch_size={batch}", f"train.grad_cache_chunk={chunk}", "train.device=cpu"]
+    sets = [*CNN_TOWER, *overrides, f"train.batch_size={batch}", f"train.grad_cache_chunk={chunk}", "train.device=cpu"]
     _, cfg, data = demo_dataset(work / "data", sets, demo)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, data, tmp, progress=False)
@@ -105,7 +105,7 @@ def main() -> None:
         print("RESULT " + json.dumps(measure(work, demo, *args.child, args.steps, args.overrides)))
         return
     quiet_transformers()
-    demo_dataset(work / "data", args.overrides, demo)  # generated once, before the children read it
+    demo_dataset(work / "data", [*CNN_TOWER, *args.overrides], demo)  # generated once, before the children read it
     rows = []
     for batch in args.batches:
         for chunk in (0, args.chunk):

@@ -40,7 +40,7 @@ from querylife.runinfo import command_line, machine_info  # noqa: E402
 from querylife.train import Trainer  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchkit import demo_dataset, quiet_transformers, run_header, write_results  # noqa: E402
+from benchkit import CNN_TOWER, demo_dataset, quiet_transformers, run_header, write_results  # noqa: E402
 
 STAND_IN = "benchmark stand-in: '{product type}: {title}' (not a model)"
 
@@ -59,7 +59,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="mask_overhead-"))
     desc_path = tmp / "descriptions.jsonl"
     genfilt = [f"genfilt.cache={desc_path}", f"genfilt.answers={tmp / 'answers.jsonl'}"]
-    _, cfg, data = demo_dataset(Path(args.work) / "data", [*genfilt, "genfilt.prefilter_margin=0.05"])
+    _, cfg, data = demo_dataset(Path(args.work) / "data", [*CNN_TOWER, *genfilt, "genfilt.prefilter_margin=0.05"])
     items = products_from_catalog(data.catalog)
     DescriptionCache(desc_path).put_many([(it, f"{it.product_type}: {it.title}") for it in items], STAND_IN, "v1")
 

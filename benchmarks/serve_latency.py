@@ -74,6 +74,7 @@ def prepare(work: Path) -> dict[str, Path]:
         quiet_export,
     )
     from querylife.store import MANIFEST_NAME, EmbeddingStore, embed_catalogue
+    from querylife.towers import TowerConfig
 
     demo = generate_demo(work / "data", DemoConfig(), progress=False)
     ckpt = work / "checkpoint"
@@ -81,7 +82,8 @@ def prepare(work: Path) -> dict[str, Path]:
         torch.manual_seed(0)
         types = sorted(pd.read_parquet(demo.catalog_path, columns=["product_type"])["product_type"].str.lower()
                        .unique())
-        QueryLifeModel(ModelConfig(product_types=types)).save_pretrained(ckpt)
+        cnn = TowerConfig(vision_model="small_cnn")  # the tower these figures were recorded with: benchkit.CNN_TOWER
+        QueryLifeModel(ModelConfig(product_types=types, tower=cnn)).save_pretrained(ckpt)
     store = work / "store"
     if store.exists() and not ((store / MANIFEST_NAME).exists() and EmbeddingStore.open(store).complete):
         shutil.rmtree(store)  # an unfinished store of an earlier run: start over

@@ -39,7 +39,7 @@ from querylife.towers import frozen_text_towers  # noqa: E402
 from querylife.train import Trainer  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchkit import demo_dataset, quiet_transformers, run_header, write_results  # noqa: E402
+from benchkit import CNN_TOWER, demo_dataset, quiet_transformers, run_header, write_results  # noqa: E402
 
 
 def main() -> None:
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="with --versus-dual-encoder: torch.profiler tables")
     args = parser.parse_args()
     quiet_transformers()
-    _, cfg, data = demo_dataset(Path(args.work) / "data", args.overrides)
+    _, cfg, data = demo_dataset(Path(args.work) / "data", [*CNN_TOWER, *args.overrides])
     if args.versus_dual_encoder:
         versus_dual_encoder(cfg, data, args)
         return

@@ -78,6 +78,7 @@ def tiny_config(tiny_text_model_dir, tiny_store):
             f"data.catalog={tiny_store.catalog_path}",
             f"data.pairs={tiny_store.pairs_path}",
             f"model.tower.text_model={tiny_text_model_dir}",
+            "model.tower.vision_model=small_cnn",  # not the default Lite0: a trained tiny CNN keeps tests fast
             "model.tower.small_cnn.channels=[8,16]",
             "model.tower.small_cnn.image_size=32",
             "model.embed_dim=16",

@@ -15,7 +15,8 @@ def make_checkpoint(text_dir: Path, out: Path, product_types: list[str], seed: i
     """Save a randomly initialised tiny model whose gate depends on type and query (not the zero-init gate)."""
     torch.manual_seed(seed)
     cfg = ModelConfig(
-        tower=TowerConfig(text_model=str(text_dir), small_cnn=SmallCNNConfig(channels=(8, 16), image_size=32)),
+        tower=TowerConfig(text_model=str(text_dir), vision_model="small_cnn",
+                          small_cnn=SmallCNNConfig(channels=(8, 16), image_size=32)),
         embed_dim=16,
         product_types=sorted(product_types),
         fusion=fusion or {},

@@ -23,6 +23,7 @@ def checkpoint(tmp_path_factory, tiny_text_model_dir, tiny_store):
             f"data.catalog={tiny_store.catalog_path}",
             f"data.pairs={tiny_store.pairs_path}",
             f"model.tower.text_model={tiny_text_model_dir}",
+            "model.tower.vision_model=small_cnn",
             "model.tower.small_cnn.channels=[8,16]",
             "model.tower.small_cnn.image_size=32",
             "model.embed_dim=16",

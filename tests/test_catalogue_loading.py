@@ -76,7 +76,7 @@ def user_store(
 
 
 def config(*sets: str):
-    return load_config(None, ["model.tower.small_cnn.image_size=16", *sets])
+    return load_config(None, ["model.tower.vision_model=small_cnn", "model.tower.small_cnn.image_size=16", *sets])
 
 
 def split_rows(dataset) -> dict[str, list[tuple]]:
@@ -433,7 +433,7 @@ def test_epi_is_still_accepted_as_the_old_name() -> None:
 def test_demo_storefront_loads_as_before(tiny_store) -> None:
     """No split column, image_path given, split by intent: a random split by intent, every image loaded."""
     cfg = load_config(None, [f"data.{k.split('.', 1)[1]}={v}" for k, v in tiny_store.config_overrides().items()]
-                      + ["model.tower.small_cnn.image_size=32"])
+                      + ["model.tower.vision_model=small_cnn", "model.tower.small_cnn.image_size=32"])
     data = prepare_from_config(cfg, progress=False)
     assert data.has_image.all()
     expected = split_by_query(data.pairs, fractions=(0.7, 0.1, 0.2), seed=0, group_by="intent")

@@ -61,6 +61,7 @@ def show(proc: subprocess.CompletedProcess) -> str:
 def tiny_overrides(text_model: Path, epochs: int = 2) -> list[str]:
     sets = [
         f"model.tower.text_model={text_model}",
+        "model.tower.vision_model=small_cnn",
         "model.tower.small_cnn.channels=[8,16]",
         "model.tower.small_cnn.image_size=32",
         "model.embed_dim=16",
@@ -140,6 +141,20 @@ def test_data_demo_writes_and_reuses_the_storefront(tmp_path):
     assert third.returncode == 0, show(third)
     assert (out / "catalog.parquet").stat().st_mtime_ns != mtime
     assert digest_tree(out) == before
+
+
+def test_data_demo_renders_at_the_default_towers_input_size(tmp_path):
+    # `querylife train` on this storefront with the defaults loads photos at Lite0's 224 px: render them at that
+    # size, as `querylife demo` does, instead of at 64 px to be upsampled.
+    from PIL import Image
+
+    proc = cli("data", "demo", "--out", tmp_path / "s", "--products", 64, cwd=tmp_path)
+    assert proc.returncode == 0, show(proc)
+    first = sorted((tmp_path / "s" / "images").glob("*.png"))[0]
+    assert Image.open(first).size == (224, 224)
+    too_few = cli("data", "demo", "--out", tmp_path / "t", "--products", 16, cwd=tmp_path)
+    assert too_few.returncode != 0 and "n_products must be >= 64, got 16" in too_few.stderr, show(too_few)
+    assert "Traceback" not in too_few.stderr  # a bad argument is a message, not a crash
 
 
 # ----------------------------------------------------------------------------------------------------------

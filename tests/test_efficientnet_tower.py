@@ -63,7 +63,7 @@ def test_native_image_size_is_what_the_data_set_loads(tiny_clip_dir):
     assert vision_image_size(TowerConfig(vision_model=LITE0)) == 224
     assert vision_image_size(TowerConfig(vision_model="efficientnet-lite2")) == 260
     assert vision_image_size(TowerConfig(vision_model=LITE0, image_size=96)) == 96
-    assert vision_image_size(TowerConfig(small_cnn=SmallCNNConfig(image_size=48))) == 48
+    assert vision_image_size(TowerConfig(vision_model="small_cnn", small_cnn=SmallCNNConfig(image_size=48))) == 48
     assert vision_image_size(TowerConfig(text_model=str(tiny_clip_dir), vision_model="same")) == 32
 
 
@@ -100,7 +100,8 @@ def test_frozen_tower_has_no_grads_and_cached_features_equal_fresh_ones(tiny_tex
 
 
 def test_small_cnn_features_are_never_cached(tiny_text_model_dir):
-    tower = TowerConfig(text_model=str(tiny_text_model_dir), small_cnn=SmallCNNConfig(channels=(8,), image_size=32))
+    tower = TowerConfig(text_model=str(tiny_text_model_dir), vision_model="small_cnn",
+                        small_cnn=SmallCNNConfig(channels=(8,), image_size=32))
     for layers in (-1, 0):
         model = QueryLifeModel(ModelConfig(tower=tower.model_copy(update={"train_vision_layers": layers})))
         assert not FeatureCache.caches_images(model)
@@ -364,3 +365,34 @@ def test_demo_without_the_vision_extra_stops_before_any_work_naming_it(monkeypat
     with pytest.raises(TowerLoadError, match=r'pip install "querylife\[vision\]"'):
         pipeline.run_demo(tmp_path / "demo", n_products=200, progress=False)
     assert not (tmp_path / "demo").exists()  # no storefront generated first
+
+
+@needs_vision
+def test_embed_decodes_photos_at_the_size_training_loaded_them(tiny_text_model_dir, tiny_store, tmp_path):
+    """`querylife embed` and the service decode a Lite0 model's photos at 224 px, the size training and eval load
+    them at (vision_image_size), so stored vectors equal the scored ones. Before, they decoded at the small CNN's
+    64 px and the tower upsampled again: other pixels, other vectors."""
+    import pandas as pd
+    from store_helpers import small_catalog
+
+    from querylife.config import DataConfig
+    from querylife.data.images import load_images
+    from querylife.encode import encode_product_rows, image_size_of, iter_product_batches, load_catalogue
+    from querylife.store import StoredProducts
+
+    cat = small_catalog(tiny_store, 6)  # its PNGs are 32 px, so the decode size decides the pixels the tower sees
+    cat.to_parquet(tmp_path / "catalog.parquet")
+    types = sorted(pd.read_parquet(tiny_store.catalog_path)["product_type"].str.lower().unique())
+    model = QueryLifeModel(ModelConfig(tower=TowerConfig(text_model=str(tiny_text_model_dir)), embed_dim=16,
+                                       product_types=types)).eval()  # the default tower: Lite0, frozen
+    assert image_size_of(model) == vision_image_size(model.config.tower) == 224
+    catalogue = load_catalogue(DataConfig(catalog=str(tmp_path / "catalog.parquet")))
+    stored = StoredProducts.concat([b.products for b in iter_product_batches(model, catalogue, batch_size=4)])
+    images, has_image = load_images(list(cat["image_path"]), 224)  # what prepare_from_config holds for training
+    with torch.no_grad():
+        trained = encode_product_rows(model, list(cat["title"]), list(cat["product_type"]), has_image,
+                                      lambda a, b: images[a:b])
+    assert has_image.all()
+    torch.testing.assert_close(stored.v, trained.v, atol=1e-5, rtol=1e-4)
+    at_64 = StoredProducts.concat([b.products for b in iter_product_batches(model, catalogue, image_size=64)])
+    assert not torch.allclose(at_64.v, trained.v, atol=1e-3)  # the old decode size: the test can fail

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from querylife.config import ConfigError, ExperimentConfig, load_config, with_overrides
-from querylife.pipeline import DEMO_TOWER, demo_config
+from querylife.pipeline import demo_config
+from querylife.towers import VisionTower, vision_train_layers
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 FILES = sorted(CONFIGS.glob("*.yaml")) + sorted(CONFIGS.glob("*.json"))
@@ -43,15 +44,19 @@ def test_demo_config_is_the_demo_settings():
         },
     )
     assert demo.model_dump() == expected.model_dump()
-    assert demo.model.tower.vision_model == "efficientnet-lite0" and demo.model.tower.train_vision_layers == 0
+    assert demo.model.tower.vision_model == "efficientnet-lite0" and vision_train_layers(demo.model.tower) == 0
 
 
-def test_demo_tower_is_pretrained_and_frozen_and_set_overrides_win():
-    assert DEMO_TOWER == {"model.tower.vision_model": "efficientnet-lite0", "model.tower.train_vision_layers": 0}
-    back = demo_config(None, ["model.tower.vision_model=small_cnn", "model.tower.train_vision_layers=-1"])
-    assert back.model.tower == ExperimentConfig().model.tower  # --set restores the small CNN exactly
-    assert ExperimentConfig().model.tower.vision_model == "small_cnn"  # the library default is unchanged
-    # a config file is taken as it is: the demo tower is only the default when no file is given
+def test_default_tower_is_frozen_lite0_and_set_overrides_win():
+    tower = ExperimentConfig().model.tower
+    assert tower.vision_model == "efficientnet-lite0" and vision_train_layers(tower) == 0
+    assert VisionTower(tower).frozen  # each photo is encoded once, then cached
+    back = demo_config(None, ["model.tower.vision_model=small_cnn"])
+    assert back.model.tower.vision_model == "small_cnn"
+    assert vision_train_layers(back.model.tower) == -1  # the small CNN trains by default: random features are useless
+    frozen_cnn = demo_config(None, ["model.tower.vision_model=small_cnn", "model.tower.train_vision_layers=0"])
+    assert vision_train_layers(frozen_cnn.model.tower) == 0  # an explicit value always wins
+    # a config file is taken as it is
     assert demo_config(CONFIGS / "catalogue.yaml").model.tower == load_config(CONFIGS / "catalogue.yaml").model.tower
 
 
@@ -59,3 +64,5 @@ def test_crowdflower_config_is_text_only():
     cfg = load_config(CONFIGS / "crowdflower.yaml")
     assert cfg.data.format == "crowdflower" and cfg.model.fusion.mode == "title"
     assert (cfg.loss.query_title, cfg.loss.query_image, cfg.loss.title_image) == (0, 0, 0)
+    # no product has a photo: the unused vision tower is the tiny CNN, not the default Lite0 on blank 224 px images
+    assert cfg.model.tower.vision_model == "small_cnn" and cfg.model.tower.small_cnn.image_size == 8

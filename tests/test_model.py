@@ -13,7 +13,8 @@ TYPES = ["dress", "charger", "cable"]
 
 def _config(text_dir, **tower):
     tower_cfg = TowerConfig(
-        text_model=str(text_dir), small_cnn=SmallCNNConfig(channels=(8, 16), image_size=32), **tower
+        text_model=str(text_dir), vision_model="small_cnn",
+        small_cnn=SmallCNNConfig(channels=(8, 16), image_size=32), **tower
     )
     return ModelConfig(tower=tower_cfg, embed_dim=16, product_types=TYPES)
 
@@ -192,7 +193,7 @@ def test_separate_query_tower(tiny_text_model_dir, tiny_clip_dir):
             "tower": TowerConfig(
                 text_model=str(tiny_text_model_dir),
                 query_model=str(tiny_clip_dir),
-                small_cnn=SmallCNNConfig(channels=(8,), image_size=32),
+                vision_model="small_cnn", small_cnn=SmallCNNConfig(channels=(8,), image_size=32),
             )
         }
     )
@@ -205,7 +206,8 @@ def test_separate_query_tower(tiny_text_model_dir, tiny_clip_dir):
 def test_small_cnn_can_be_frozen_and_then_stays_fixed_in_training(tiny_text_model_dir):
     cfg = ModelConfig(
         tower=TowerConfig(
-            text_model=str(tiny_text_model_dir), small_cnn=SmallCNNConfig(channels=(8,), image_size=32),
+            text_model=str(tiny_text_model_dir), vision_model="small_cnn",
+            small_cnn=SmallCNNConfig(channels=(8,), image_size=32),
             train_vision_layers=0,
         ),
         embed_dim=16,

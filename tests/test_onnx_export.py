@@ -42,7 +42,8 @@ def _model(text_dir, *, separate: bool = False, seed: int = 0, **tower) -> Query
     torch.manual_seed(seed)
     cfg = ModelConfig(
         tower=TowerConfig(
-            text_model=str(text_dir), small_cnn=SmallCNNConfig(channels=(8, 16), image_size=32), **tower
+            text_model=str(text_dir), vision_model="small_cnn",
+            small_cnn=SmallCNNConfig(channels=(8, 16), image_size=32), **tower
         ),
         embed_dim=16,
         product_types=["dress", "charger"],

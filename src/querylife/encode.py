@@ -156,9 +156,10 @@ def load_catalogue(data: Any, *, text_fields: Sequence[str] | None = None, progr
 
 
 def image_size_of(model: QueryLifeModel) -> int:
-    """The image side the model's vision tower was trained with (as :func:`prepare_from_config` loads them)."""
-    tower = model.config.tower
-    return int(tower.image_size or tower.small_cnn.image_size)
+    """The image side the model's vision tower reads (as :func:`prepare_from_config` loaded them for training): 224
+    for EfficientNet-Lite0, 64 for the small CNN, ``model.tower.image_size`` when set. Loading images at any other
+    size would make the tower resize them again, so served vectors would differ from trained ones."""
+    return int(model.vision_tower.image_size)
 
 
 def _file_digest(path: str | None) -> str:

@@ -16,24 +16,18 @@ from .runinfo import command_line
 from .suite import Suite
 from .towers import vision_image_size
 
-#: The demo's vision tower: the ImageNet-pretrained EfficientNet-Lite0, frozen (each image encoded once per run of
-#: the demo). Chosen on the 5-seed tower table (docs/TUNING.md "Vision tower"): better than the small CNN trained
-#: from scratch on every metric and type group, and the demo's CPU time goes down, not up (the small CNN trains in
-#: every step of every method; the frozen tower's features are computed once and shared by all methods).
-DEMO_TOWER: dict[str, object] = {"model.tower.vision_model": "efficientnet-lite0", "model.tower.train_vision_layers": 0}
-
 
 def demo_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """The demo's settings: the config file at ``path`` as it is, else the defaults with :data:`DEMO_TOWER`; then
-    ``overrides`` (``KEY=VALUE``, so ``--set model.tower.vision_model=small_cnn`` restores the small CNN).
+    """The demo's settings: the config file at ``path`` as it is, else the library defaults (whose vision tower is
+    the frozen, ImageNet-pretrained EfficientNet-Lite0); then ``overrides`` (``KEY=VALUE``, so ``--set
+    model.tower.vision_model=small_cnn`` trains the small CNN from scratch instead).
 
     Example::
 
         demo_config().model.tower.vision_model                                  # 'efficientnet-lite0'
         demo_config(None, ["model.tower.vision_model=small_cnn"]).model.tower.vision_model  # 'small_cnn'
     """
-    tower = [] if path is not None else [f"{k}={v}" for k, v in DEMO_TOWER.items()]
-    return load_config(path, [*tower, *(overrides or [])])
+    return load_config(path, overrides or [])
 
 
 @dataclass
@@ -74,7 +68,7 @@ def run_demo(
         overrides["train.epochs"] = epochs
     config = with_overrides(config, overrides)
     tower = config.model.tower
-    if is_efficientnet(tower.vision_model):  # a missing `vision` extra stops here, with the install line
+    if is_efficientnet(tower.vision_model):  # missing weight packages stop here, with the install line
         check_installed(tower.vision_model)
     # Photos are rendered at the vision tower's input size (224 px for EfficientNet-Lite0, 64 for the small CNN), so
     # a pretrained tower sees them at its own resolution and not upsampled from 64 px.

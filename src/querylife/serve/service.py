@@ -23,6 +23,7 @@ import torch
 
 from ..calibrate import load_calibrator
 from ..data.images import ImageDataError, decode_image_bytes
+from ..encode import image_size_of
 from ..model import QueryLifeModel
 from ..relevance import RelevanceCalibrator
 from ..search import Searcher
@@ -115,8 +116,7 @@ class Service:
             **(info or {}),
         }
         self.model_id = str(self.info.get("checkpoint_sha256", "unknown"))[:16]
-        tower = self.model.config.tower
-        self.image_size = int(tower.image_size or tower.small_cnn.image_size)
+        self.image_size = image_size_of(self.model)  # inline images are decoded at the size the tower was trained at
 
     @property
     def threshold(self) -> float | None:
