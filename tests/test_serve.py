@@ -606,7 +606,7 @@ def test_serve_with_two_worker_processes(checkpoint, dataset, tiny_store, tmp_pa
     body = {"query": pairs["query"].iloc[0], "product_ids": pairs["product_id"].tolist()}
     try:
         pids, scores = set(), []
-        deadline = time.time() + 120
+        deadline = time.time() + 300  # two processes each import torch and load the model: minutes on a slow CPU
         while len(pids) < 2:  # a fresh connection each time: the kernel spreads them over the workers
             assert server.poll() is None, server.stdout.read()
             assert time.time() < deadline, f"ready workers seen: {pids}"
