@@ -14,6 +14,7 @@ run_pytest() {
   if [ "$rc" -ne 0 ]; then exit "$rc"; fi
 }
 run_pytest .venv/bin/python -m pytest -q -m "not slow"
-# Bounded: about 6 minutes on a fast 2-core machine, 13 on the slowest seen (AVX2-only EPYC, torch takes 4 s to import).
+# Bounded: 6.5 minutes on earlier sessions' 2-core machines, 11 on the slowest seen (an AVX2-only EPYC where importing
+# torch takes 4 s); the bound leaves room for a slower one.
 run_pytest timeout 1500 .venv/bin/python -m pytest -q -m slow
 echo "all tests passed"
