@@ -49,8 +49,8 @@ def quiet_transformers() -> None:
 
 #: The small CNN trained from scratch: the default vision tower when the training-cost benchmarks (train_step,
 #: ddp_throughput, grad_cache_memory, mask_overhead, embed_throughput, serve_latency) were recorded, so they keep it
-#: and their figures stay comparable; ``--set model.tower.vision_model=efficientnet-lite0`` (or, in the two that
-#: build an untrained checkpoint, nothing: they build it with this tower) measures the default instead.
+#: and their figures stay comparable. In train_step, ddp_throughput and grad_cache_memory, ``--set
+#: model.tower.vision_model=efficientnet-lite0`` measures the default tower instead; the other three set it in code.
 CNN_TOWER = ("model.tower.vision_model=small_cnn",)
 
 
