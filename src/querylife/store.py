@@ -514,13 +514,14 @@ def embed_catalogue(
         if (out / MANIFEST_NAME).exists():
             manifest = _read_manifest(out)
             _check_owner(out, manifest, sha, checkpoint)
-            if manifest.get("image_size", image_size_of(model)) != image_size_of(model):
+            size = image_size_of(model)
+            if manifest.get("image_size", size) != size:
                 # Stores written before image_size_of followed the tower (a Lite0 checkpoint's photos were decoded
                 # at 64 px, not 224): new rows would be computed from other pixels than the stored ones.
                 raise StoreError(
                     f"{out} holds vectors of photos decoded at {manifest['image_size']} px, and this querylife "
-                    f"decodes this checkpoint's photos at {image_size_of(model)} px, the size its vision tower was "
-                    "trained at: vectors of the two cannot be mixed; embed into a new --out")
+                    f"decodes this checkpoint's photos at {size} px, the size its vision tower was trained at: "
+                    "vectors of the two cannot be mixed; embed into a new --out")
             if manifest["status"] == "complete" and not update:
                 raise StoreError(f"{out} already holds a finished store of this checkpoint "
                                  f"({manifest.get('counts', {}).get('products')} products): use --update to bring "

@@ -73,6 +73,12 @@ class TowerConfig(BaseModel):
     # 224 / 260 for EfficientNet-Lite0 / 2, the checkpoint's for Hugging Face towers): see vision_image_size.
     image_size: int | None = None
 
+    @property
+    def vision_name(self) -> str:
+        """The vision tower's model: ``vision_model``, or ``text_model`` when that is "same" (a CLIP-family
+        checkpoint's vision half)."""
+        return self.text_model if self.vision_model == "same" else self.vision_model
+
 
 def vision_image_size(config: TowerConfig) -> int:
     """Side in pixels of the images the vision tower reads: ``config.image_size``, else the tower's native size.
@@ -86,7 +92,7 @@ def vision_image_size(config: TowerConfig) -> int:
     """
     if config.image_size:
         return config.image_size
-    name = config.text_model if config.vision_model == "same" else config.vision_model
+    name = config.vision_name
     if name == "small_cnn":
         return config.small_cnn.image_size
     from .efficientnet import is_efficientnet, native_image_size
@@ -112,8 +118,7 @@ def vision_train_layers(config: TowerConfig) -> int:
         return config.train_vision_layers
     from .efficientnet import is_efficientnet
 
-    name = config.text_model if config.vision_model == "same" else config.vision_model
-    return 0 if is_efficientnet(name) else -1
+    return 0 if is_efficientnet(config.vision_name) else -1
 
 
 def bundled_minilm_path() -> Path:
@@ -253,7 +258,7 @@ class VisionTower(nn.Module):
 
     def __init__(self, config: TowerConfig):
         super().__init__()
-        name = config.text_model if config.vision_model == "same" else config.vision_model
+        name = config.vision_name
         self.name = name
         self.train_layers = train_layers = vision_train_layers(config)
         self._trunks: TrunkCache | None = None  # frozen-trunk outputs of a partly trained EfficientNet-Lite
